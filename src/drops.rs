@@ -1,0 +1,116 @@
+//! Why a packet got no reply: one counter per reason, so that every
+//! dropped packet is accounted for.
+
+#![forbid(unsafe_code)]
+
+use crate::ntp::Reject;
+
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $name:ident => $label:literal,)*) => {
+        /// A reason for dropping a packet.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+
+            /// The label used in stats output.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(DropReason::$name => $label,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Frame too short for the headers it announces.
+    Truncated => "truncated",
+    /// Not IPv4 or IPv6.
+    NotIp => "not_ip",
+    /// Sent to a multicast or broadcast MAC address.
+    NonUnicast => "non_unicast",
+    /// IP version / header length field invalid.
+    BadIpHeader => "bad_ip_header",
+    /// IPv4 header checksum wrong.
+    BadIpChecksum => "bad_ip_checksum",
+    /// IP length field disagrees with the frame.
+    BadIpLength => "bad_ip_length",
+    /// An IPv4 fragment.
+    Fragment => "fragment",
+    /// Not UDP.
+    NotUdp => "not_udp",
+    /// Destination is not one of the server's addresses.
+    NotOurAddress => "not_our_address",
+    /// Source address can never be a client (unspecified, loopback,
+    /// multicast, broadcast, reserved, IPv4-mapped).
+    BadSource => "bad_source",
+    /// Source address is one of ours (a loop).
+    OwnSource => "own_source",
+    /// UDP length field disagrees with the IP length.
+    BadUdpLength => "bad_udp_length",
+    /// UDP checksum wrong, or zero over IPv6.
+    BadUdpChecksum => "bad_udp_checksum",
+    /// UDP to another port.
+    OtherPort => "other_port",
+    /// Source port 0.
+    SrcPortZero => "src_port_zero",
+    /// Source port of a loop-prone service (echo, daytime, qotd, chargen, time).
+    LoopPort => "loop_port",
+    /// NTP payload shorter than 48 bytes.
+    NtpTooShort => "ntp_too_short",
+    /// NTP payload length not a multiple of 4.
+    NtpBadLength => "ntp_bad_length",
+    /// NTP version 0 or above 4.
+    NtpVersion => "ntp_version",
+    /// NTP mode other than client.
+    NtpMode => "ntp_mode",
+    /// Carries a legacy MAC.
+    NtpMac => "ntp_mac",
+    /// Carries an NTS field.
+    NtpNts => "ntp_nts",
+    /// Malformed extension fields.
+    NtpBadExtension => "ntp_bad_extension",
+    /// The TX ring (or socket send buffer) had no room for the reply.
+    TxFull => "tx_full",
+    /// The kernel refused to send the reply (socket datapath).
+    SendError => "send_error",
+}
+
+/// How many reasons there are (the length of a counter array).
+pub const COUNT: usize = DropReason::ALL.len();
+
+impl From<Reject> for DropReason {
+    fn from(r: Reject) -> Self {
+        match r {
+            Reject::TooShort => DropReason::NtpTooShort,
+            Reject::BadLength => DropReason::NtpBadLength,
+            Reject::Version => DropReason::NtpVersion,
+            Reject::Mode => DropReason::NtpMode,
+            Reject::Mac => DropReason::NtpMac,
+            Reject::Nts => DropReason::NtpNts,
+            Reject::BadExtension => DropReason::NtpBadExtension,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discriminants_index_all() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        let mut labels: Vec<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), COUNT);
+    }
+}

@@ -1,0 +1,327 @@
+//! The per-packet function: a request frame in, its reply out, in place.
+//!
+//! [`respond`] parses Ethernet (+ VLAN) / IPv4 or IPv6 / UDP / NTP, applies
+//! every check that the kernel's UDP stack would have made for us (and the
+//! ones a public NTP server must add), and rewrites the same buffer into
+//! the reply: MACs and addresses swapped, fixed TTL / hop limit, DF, fresh
+//! IP and UDP headers with correct checksums, and the 48-byte NTP reply.
+//! IPv4 options and NTP extension fields are not echoed: the reply is
+//! never longer than the request.
+//!
+//! Pure code: no I/O, no clocks (the transmit time comes from a closure),
+//! no `unsafe`, no allocation, no panics on any input.
+
+#![forbid(unsafe_code)]
+
+use crate::drops::DropReason;
+use crate::ntp::{self, NtpTimestamp, ReplyPolicy, ServerState};
+use crate::wire::checksum;
+use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
+use crate::wire::ip::{IPV4_MIN_LEN, IPV6_HEADER_LEN, Ipv4, Ipv6, PROTO_UDP};
+use crate::wire::udp::{self, Udp};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// TTL / hop limit of every reply.
+pub const REPLY_TTL: u8 = 64;
+
+/// Source ports of services that answer anything (echo, daytime, qotd,
+/// chargen, time): a spoofed request "from" them starts a loop.
+pub const LOOP_PORTS: [u16; 5] = [7, 13, 17, 19, 37];
+
+/// What the responder needs to know about the server.
+#[derive(Clone, Debug)]
+pub struct FrameConfig {
+    /// The NTP port (123).
+    pub port: u16,
+    /// The server's IPv4 addresses: only requests to these are answered.
+    pub v4: Vec<Ipv4Addr>,
+    /// The server's IPv6 addresses.
+    pub v6: Vec<Ipv6Addr>,
+    /// Drop requests from [`LOOP_PORTS`].
+    pub drop_loop_ports: bool,
+    /// Reply knobs.
+    pub policy: ReplyPolicy,
+}
+
+impl FrameConfig {
+    /// A config for the given addresses with the defaults: port 123, loop
+    /// ports dropped, the request's poll echoed.
+    pub fn new(v4: Vec<Ipv4Addr>, v6: Vec<Ipv6Addr>) -> Self {
+        FrameConfig {
+            port: 123,
+            v4,
+            v6,
+            drop_loop_ports: true,
+            policy: ReplyPolicy::default(),
+        }
+    }
+}
+
+/// A reply ready to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Length of the reply frame (the start of the buffer).
+    pub len: usize,
+    /// The transmit timestamp it carries.
+    pub transmit: NtpTimestamp,
+}
+
+/// True if an IPv4 source can never be a legitimate client:
+/// 0/8, 127/8, 224/4 (multicast), 240/4 (reserved, broadcast).
+pub fn bad_source_v4(a: Ipv4Addr) -> bool {
+    let o = a.octets()[0];
+    o == 0 || o == 127 || o >= 224
+}
+
+/// True if an IPv6 source can never be a legitimate client: `::`, `::1`,
+/// `ff00::/8`, and IPv4-mapped `::ffff:0:0/96` (never valid on the wire).
+pub fn bad_source_v6(a: Ipv6Addr) -> bool {
+    a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.to_ipv4_mapped().is_some()
+}
+
+/// Checks a request's source port.
+pub fn check_source_port(port: u16, drop_loop_ports: bool) -> Result<(), DropReason> {
+    if port == 0 {
+        Err(DropReason::SrcPortZero)
+    } else if drop_loop_ports && LOOP_PORTS.contains(&port) {
+        Err(DropReason::LoopPort)
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a request's addresses (either family, as seen by the socket
+/// datapath too): the destination must be ours, the source not.
+pub fn check_addresses(
+    cfg: &FrameConfig,
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+) -> Result<(), DropReason> {
+    use std::net::IpAddr::{V4, V6};
+    match (src, dst) {
+        (V4(s), V4(d)) => {
+            if !cfg.v4.contains(&d) {
+                Err(DropReason::NotOurAddress)
+            } else if bad_source_v4(s) {
+                Err(DropReason::BadSource)
+            } else if cfg.v4.contains(&s) {
+                Err(DropReason::OwnSource)
+            } else {
+                Ok(())
+            }
+        }
+        (V6(s), V6(d)) => {
+            if !cfg.v6.contains(&d) {
+                Err(DropReason::NotOurAddress)
+            } else if bad_source_v6(s) {
+                Err(DropReason::BadSource)
+            } else if cfg.v6.contains(&s) {
+                Err(DropReason::OwnSource)
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err(DropReason::BadIpHeader),
+    }
+}
+
+/// Turns the request in `frame` into its reply, in place.
+///
+/// `rx` is the request's receive time (T2). `now` is called once, as late
+/// as possible, for the transmit time (T3). `noise` gives random bits for
+/// the timestamps' sub-precision bits. On `Ok`, `frame[..reply.len]` is the
+/// reply; on `Err` the buffer may have been partly rewritten and must not
+/// be sent.
+pub fn respond(
+    frame: &mut [u8],
+    cfg: &FrameConfig,
+    state: &ServerState,
+    rx: NtpTimestamp,
+    now: impl FnOnce() -> NtpTimestamp,
+    noise: u64,
+) -> Result<Reply, DropReason> {
+    let eth = Frame::new_checked(&*frame).map_err(|_| DropReason::Truncated)?;
+    if eth.dst_is_group() {
+        return Err(DropReason::NonUnicast);
+    }
+    let l3 = eth.l3().map_err(|_| DropReason::Truncated)?;
+    match l3.ethertype {
+        ETHERTYPE_IPV4 => respond_v4(frame, l3.offset, cfg, state, rx, now, noise),
+        ETHERTYPE_IPV6 => respond_v6(frame, l3.offset, cfg, state, rx, now, noise),
+        _ => Err(DropReason::NotIp),
+    }
+}
+
+/// The checks on a UDP datagram (header + payload, exactly as long as its
+/// IP header says) that both IP versions share. Returns the client's port
+/// and the parsed request.
+fn check_udp(
+    datagram: &[u8],
+    cfg: &FrameConfig,
+    pseudo: u32,
+    checksum_required: bool,
+) -> Result<(u16, ntp::Request), DropReason> {
+    let u = Udp::new_checked(datagram).map_err(|_| DropReason::BadUdpLength)?;
+    if usize::from(u.len_field()) != datagram.len() {
+        return Err(DropReason::BadUdpLength);
+    }
+    if u.dst_port() != cfg.port {
+        return Err(DropReason::OtherPort);
+    }
+    check_source_port(u.src_port(), cfg.drop_loop_ports)?;
+    let csum = u.checksum_field();
+    if (csum == 0 && checksum_required) || (csum != 0 && !u.checksum_ok(pseudo)) {
+        return Err(DropReason::BadUdpChecksum);
+    }
+    let req = ntp::parse_request(&datagram[udp::HEADER_LEN..])?;
+    Ok((u.src_port(), req))
+}
+
+/// Length of a reply's UDP datagram: header and 48 bytes of NTP.
+const REPLY_UDP_LEN: usize = udp::HEADER_LEN + ntp::HEADER_LEN;
+
+#[allow(clippy::too_many_arguments)]
+fn respond_v4(
+    frame: &mut [u8],
+    off: usize,
+    cfg: &FrameConfig,
+    state: &ServerState,
+    rx: NtpTimestamp,
+    now: impl FnOnce() -> NtpTimestamp,
+    noise: u64,
+) -> Result<Reply, DropReason> {
+    let ip = Ipv4::new_checked(&frame[off..]).map_err(|_| DropReason::Truncated)?;
+    let ihl = ip.header_len();
+    if ip.version() != 4 || ihl < IPV4_MIN_LEN {
+        return Err(DropReason::BadIpHeader);
+    }
+    if !ip.checksum_ok() {
+        return Err(DropReason::BadIpChecksum);
+    }
+    let total = usize::from(ip.total_len());
+    if total < ihl + udp::HEADER_LEN || off + total > frame.len() {
+        return Err(DropReason::BadIpLength);
+    }
+    if ip.is_fragment() {
+        return Err(DropReason::Fragment);
+    }
+    if ip.protocol() != PROTO_UDP {
+        return Err(DropReason::NotUdp);
+    }
+    let (src, dst) = (ip.src_bytes(), ip.dst_bytes());
+    check_addresses(cfg, Ipv4Addr::from(src).into(), Ipv4Addr::from(dst).into())?;
+    let datagram = &frame[off + ihl..off + total];
+    let pseudo = checksum::pseudo_v4(src, dst, datagram.len() as u16);
+    let (client_port, req) = check_udp(datagram, cfg, pseudo, false)?;
+
+    // The reply: a 20-byte IP header (request options dropped), then UDP
+    // and NTP written fresh behind it. The request was at least
+    // ihl + 8 + 48 >= 76 bytes long, so the reply fits in its buffer.
+    let udp_at = off + IPV4_MIN_LEN;
+    let end = udp_at + REPLY_UDP_LEN;
+    let reply_frame = &mut frame[..end];
+    Frame::new_checked(&mut *reply_frame)
+        .map_err(|_| DropReason::Truncated)?
+        .swap_addresses();
+    Ipv4::new_checked(&mut reply_frame[off..])
+        .map_err(|_| DropReason::Truncated)?
+        .emit_reply_header((IPV4_MIN_LEN + REPLY_UDP_LEN) as u16, REPLY_TTL, dst, src);
+    let pseudo = checksum::pseudo_v4(dst, src, REPLY_UDP_LEN as u16);
+    finish_udp(
+        &mut reply_frame[udp_at..],
+        cfg,
+        client_port,
+        &req,
+        state,
+        rx,
+        now,
+        noise,
+        pseudo,
+    )
+    .map(|transmit| Reply { len: end, transmit })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond_v6(
+    frame: &mut [u8],
+    off: usize,
+    cfg: &FrameConfig,
+    state: &ServerState,
+    rx: NtpTimestamp,
+    now: impl FnOnce() -> NtpTimestamp,
+    noise: u64,
+) -> Result<Reply, DropReason> {
+    let ip = Ipv6::new_checked(&frame[off..]).map_err(|_| DropReason::Truncated)?;
+    if ip.version() != 6 {
+        return Err(DropReason::BadIpHeader);
+    }
+    let payload = usize::from(ip.payload_len());
+    let udp_at = off + IPV6_HEADER_LEN;
+    if udp_at + payload > frame.len() {
+        return Err(DropReason::BadIpLength);
+    }
+    if ip.next_header() != PROTO_UDP {
+        return Err(DropReason::NotUdp);
+    }
+    let (src, dst) = (ip.src_bytes(), ip.dst_bytes());
+    check_addresses(cfg, Ipv6Addr::from(src).into(), Ipv6Addr::from(dst).into())?;
+    let datagram = &frame[udp_at..udp_at + payload];
+    let pseudo = checksum::pseudo_v6(src, dst, payload as u16);
+    // A zero UDP checksum is invalid over IPv6 (RFC 8200 §8.1).
+    let (client_port, req) = check_udp(datagram, cfg, pseudo, true)?;
+
+    let end = udp_at + REPLY_UDP_LEN;
+    let reply_frame = &mut frame[..end];
+    Frame::new_checked(&mut *reply_frame)
+        .map_err(|_| DropReason::Truncated)?
+        .swap_addresses();
+    Ipv6::new_checked(&mut reply_frame[off..udp_at])
+        .map_err(|_| DropReason::Truncated)?
+        .emit_reply_header(REPLY_UDP_LEN as u16, REPLY_TTL, dst, src);
+    let pseudo = checksum::pseudo_v6(dst, src, REPLY_UDP_LEN as u16);
+    finish_udp(
+        &mut reply_frame[udp_at..],
+        cfg,
+        client_port,
+        &req,
+        state,
+        rx,
+        now,
+        noise,
+        pseudo,
+    )
+    .map(|transmit| Reply { len: end, transmit })
+}
+
+/// Writes the UDP header and NTP reply into `datagram` (exactly
+/// [`REPLY_UDP_LEN`] bytes) and, after the transmit time is read, the UDP
+/// checksum.
+#[allow(clippy::too_many_arguments)]
+fn finish_udp(
+    datagram: &mut [u8],
+    cfg: &FrameConfig,
+    client_port: u16,
+    req: &ntp::Request,
+    state: &ServerState,
+    rx: NtpTimestamp,
+    now: impl FnOnce() -> NtpTimestamp,
+    noise: u64,
+    pseudo: u32,
+) -> Result<NtpTimestamp, DropReason> {
+    let mut u = Udp::new_checked(&mut *datagram).map_err(|_| DropReason::Truncated)?;
+    u.emit_reply_header(cfg.port, client_port, REPLY_UDP_LEN as u16);
+    let t3 = ntp::write_reply(
+        &mut datagram[udp::HEADER_LEN..],
+        req,
+        state,
+        &cfg.policy,
+        rx,
+        now,
+        noise,
+    )
+    .ok_or(DropReason::Truncated)?;
+    Udp::new_checked(datagram)
+        .map_err(|_| DropReason::Truncated)?
+        .fill_checksum(pseudo);
+    Ok(t3)
+}
