@@ -104,7 +104,7 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Reject> {
     let Some(packet) = Packet::new_checked(payload) else {
         return Err(Reject::TooShort);
     };
-    if payload.len() % 4 != 0 {
+    if !payload.len().is_multiple_of(4) {
         return Err(Reject::BadLength);
     }
     let version = packet.version();
@@ -138,7 +138,7 @@ fn check_trailer(mut rest: &[u8], version: u8) -> Result<(), Reject> {
         }
         let field_type = u16::from_be_bytes([rest[0], rest[1]]);
         let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
-        if len < EF_MIN_LEN || len % 4 != 0 || len > rest.len() {
+        if len < EF_MIN_LEN || !len.is_multiple_of(4) || len > rest.len() {
             return Err(Reject::BadExtension);
         }
         if len == rest.len() && len < EF_LAST_MIN_LEN {

@@ -1,0 +1,57 @@
+//! Build script: compiles the XDP program (bpf/ntpx.bpf.c) with clang and
+//! generates its libbpf-rs skeleton into `$OUT_DIR/ntpx.skel.rs`, which
+//! src/xdp/program.rs `include!`s. The BPF object is embedded in the
+//! skeleton, so the binary carries its own program.
+//!
+//! Needs `clang` (with the BPF target) on PATH, or in `$NTPX_CLANG`, and the
+//! Linux uapi headers (Debian: `linux-libc-dev`). libbpf's own headers
+//! (bpf_helpers.h, bpf_endian.h) come from libbpf-cargo.
+
+use std::env;
+use std::path::PathBuf;
+
+use libbpf_cargo::SkeletonBuilder;
+
+const SRC: &str = "bpf/ntpx.bpf.c";
+const HEADER: &str = "bpf/ntpx.h";
+
+fn main() {
+    let manifest_dir = PathBuf::from(
+        env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo"),
+    );
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
+
+    // `clang -target bpf` does not search the multiarch include directory,
+    // where Debian keeps asm/types.h and friends.
+    let mut clang_args = vec![
+        format!("-I{}", manifest_dir.join("bpf").display()),
+        "-mcpu=v3".to_owned(),
+        "-Wall".to_owned(),
+        "-Werror".to_owned(),
+    ];
+    for dir in [
+        "/usr/include/x86_64-linux-gnu",
+        "/usr/include/aarch64-linux-gnu",
+    ] {
+        if std::path::Path::new(dir).join("asm/types.h").exists() {
+            clang_args.push(format!("-I{dir}"));
+        }
+    }
+
+    let mut builder = SkeletonBuilder::new();
+    builder
+        .source(manifest_dir.join(SRC))
+        .clang_args(&clang_args);
+    if let Some(clang) = env::var_os("NTPX_CLANG") {
+        builder.clang(clang);
+    }
+    if let Err(err) = builder.build_and_generate(out_dir.join("ntpx.skel.rs")) {
+        // `{:#}` prints the whole chain, including clang's diagnostics.
+        panic!("building the XDP program failed: {err:#}");
+    }
+
+    println!("cargo:rerun-if-changed={SRC}");
+    println!("cargo:rerun-if-changed={HEADER}");
+    println!("cargo:rerun-if-changed=bpf/build.rs");
+    println!("cargo:rerun-if-env-changed=NTPX_CLANG");
+}

@@ -1,0 +1,121 @@
+//! Clocks: reading the time, converting the XDP program's TAI stamps, and
+//! asking the kernel how well disciplined its clock is.
+//!
+//! Everything that reads a clock or calls `adjtimex` lives here, behind
+//! small traits ([`Clock`], [`KernelClock`]) so that the datapath and the
+//! state logic can be tested with fakes. The hardware-timestamp paths to
+//! come plug in the same way.
+
+pub mod kernel;
+
+pub use kernel::{Discipline, KernelClock, SystemKernelClock};
+
+use crate::ntp::NtpTimestamp;
+
+/// A source of "now" for transmit timestamps.
+pub trait Clock {
+    /// The current UTC time as Unix nanoseconds.
+    fn now_unix_nanos(&self) -> u64;
+
+    /// The current time as an NTP timestamp.
+    fn now(&self) -> NtpTimestamp {
+        NtpTimestamp::from_unix_nanos(self.now_unix_nanos())
+    }
+}
+
+/// The system's `CLOCK_REALTIME`, read through the vDSO (no syscall).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[inline]
+    fn now_unix_nanos(&self) -> u64 {
+        // std's SystemTime::now() is clock_gettime(CLOCK_REALTIME), which
+        // the vDSO answers without entering the kernel.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+}
+
+/// Converts a `CLOCK_TAI` reading (what `bpf_ktime_get_tai_ns` returns) to
+/// UTC Unix nanoseconds, given the kernel's TAI−UTC offset in seconds.
+#[inline]
+pub fn tai_to_unix_nanos(tai_ns: u64, tai_offset_s: i32) -> u64 {
+    tai_ns.wrapping_sub((i64::from(tai_offset_s) * 1_000_000_000) as u64)
+}
+
+/// The receive time of a request: the earliest and most precise stamp
+/// there is. A hardware stamp (already UTC) wins; else the XDP program's
+/// software stamp; else `fallback` (the worker's own clock read when it
+/// picked up the batch). Zero means "no stamp" (veth's hardware-stamp
+/// kfunc succeeds with 0).
+#[inline]
+pub fn receive_time(hw_unix_ns: u64, sw_tai_ns: u64, tai_offset_s: i32, fallback: u64) -> u64 {
+    if hw_unix_ns != 0 {
+        hw_unix_ns
+    } else if sw_tai_ns != 0 {
+        tai_to_unix_nanos(sw_tai_ns, tai_offset_s)
+    } else {
+        fallback
+    }
+}
+
+/// Measures the clock-read precision as NTP's log2 seconds: the smallest
+/// non-zero step between two consecutive reads (at least one read's cost),
+/// rounded up to a power of two. Typically −24 or −25 on a modern x86.
+pub fn measure_precision(clock: &impl Clock) -> i8 {
+    let mut best = u64::MAX;
+    let mut last = clock.now_unix_nanos();
+    for _ in 0..10_000 {
+        let t = clock.now_unix_nanos();
+        if t > last {
+            best = best.min(t - last);
+        }
+        last = t;
+    }
+    precision_from_nanos(best)
+}
+
+/// log2 of `nanos` nanoseconds in seconds, rounded up; clamped to the
+/// range −32 (233 ps) .. 0 (1 s).
+pub fn precision_from_nanos(nanos: u64) -> i8 {
+    let mut p: i8 = 0;
+    // Halve one second until the next halving would be smaller than `nanos`.
+    let mut step = 1_000_000_000f64;
+    while p > -32 && step / 2.0 >= nanos as f64 {
+        step /= 2.0;
+        p -= 1;
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_examples() {
+        assert_eq!(precision_from_nanos(59), -24); // 2^-24 s = 59.6 ns
+        assert_eq!(precision_from_nanos(60), -23); // rounds up
+        assert_eq!(precision_from_nanos(20), -25);
+        assert_eq!(precision_from_nanos(1_000_000_000), 0);
+        assert_eq!(precision_from_nanos(u64::MAX), 0);
+        assert_eq!(precision_from_nanos(0), -32);
+    }
+
+    #[test]
+    fn receive_time_prefers_hardware_then_software() {
+        let off = 37;
+        let tai = 1_700_000_037_000_000_000u64;
+        assert_eq!(receive_time(5, tai, off, 9), 5);
+        assert_eq!(receive_time(0, tai, off, 9), 1_700_000_000_000_000_000);
+        assert_eq!(receive_time(0, 0, off, 9), 9);
+    }
+
+    #[test]
+    fn system_precision_is_sane() {
+        let p = measure_precision(&SystemClock);
+        assert!((-32..=-10).contains(&p), "{p}");
+    }
+}

@@ -1,0 +1,341 @@
+//! Configuration: the TOML file (`--config`), overridden by command-line
+//! flags, validated into [`Settings`] with messages that say what is wrong
+//! and what would be right. Every option is documented in
+//! `scripts/ntpx.example.toml`.
+
+use crate::ntp::NtpShort;
+use crate::state::{Source, StateConfig};
+use crate::xdp::program::AttachMode;
+use crate::xdp::socket::BindMode;
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+/// Which datapath serves requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Datapath {
+    /// XDP steers port 123 into AF_XDP sockets (the fast path).
+    Xdp,
+    /// Kernel UDP sockets (hosts without XDP; the baseline).
+    Socket,
+}
+
+/// The `[server]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Network interface (required for the XDP datapath).
+    pub interface: Option<String>,
+    /// `xdp` (default) or `socket`.
+    pub datapath: Option<Datapath>,
+    /// UDP port (default 123).
+    pub port: Option<u16>,
+    /// Addresses to answer for (default: the interface's addresses).
+    pub addresses: Option<Vec<IpAddr>>,
+    /// NIC queues to serve (default: all).
+    pub queues: Option<Vec<u32>>,
+    /// CPUs to pin workers to, in worker order (default: worker i on CPU i
+    /// modulo the CPU count).
+    pub cpus: Option<Vec<usize>>,
+    /// Socket-datapath workers (default: one per CPU).
+    pub workers: Option<usize>,
+    /// `auto`, `native` or `generic`.
+    pub xdp_mode: Option<String>,
+    /// `auto`, `copy` or `zerocopy`.
+    pub bind_mode: Option<BindMode>,
+    /// UMEM frames per queue (default 4096).
+    pub frames: Option<u32>,
+    /// Ring entries (default 2048, power of two).
+    pub ring_size: Option<u32>,
+    /// Busy-poll budget, 0 = off.
+    pub busy_poll: Option<u32>,
+    /// Drop requests from ports 7, 13, 17, 19, 37 (default true).
+    pub drop_loop_ports: Option<bool>,
+    /// Minimum poll exponent put in replies.
+    pub min_poll: Option<i8>,
+    /// Seconds between stats lines (default 10, 0 = off).
+    pub stats_interval: Option<u64>,
+}
+
+/// The `[clock]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockFile {
+    /// `kernel` (default) or `local`.
+    pub source: Option<Source>,
+    /// Stratum when synchronised (default 2 for kernel, 1 for local).
+    pub stratum: Option<u8>,
+    /// Reference ID: up to 4 ASCII characters (stratum 1) or an IPv4
+    /// address (stratum ≥ 2).
+    pub ref_id: Option<String>,
+    /// Root delay in milliseconds.
+    pub root_delay_ms: Option<f64>,
+    /// Root dispersion (added to the kernel's max error) in milliseconds.
+    pub root_dispersion_ms: Option<f64>,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerFile,
+    /// `[clock]`.
+    #[serde(default)]
+    pub clock: ClockFile,
+}
+
+impl ConfigFile {
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid config: {e}"))
+    }
+}
+
+/// Validated settings for `ntpx serve`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Interface (XDP datapath).
+    pub interface: Option<String>,
+    /// Datapath.
+    pub datapath: Datapath,
+    /// Port.
+    pub port: u16,
+    /// Configured addresses (empty: take the interface's).
+    pub v4: Vec<Ipv4Addr>,
+    /// Configured IPv6 addresses.
+    pub v6: Vec<Ipv6Addr>,
+    /// Queues (None: all).
+    pub queues: Option<Vec<u32>>,
+    /// CPUs for workers.
+    pub cpus: Option<Vec<usize>>,
+    /// Socket workers.
+    pub workers: Option<usize>,
+    /// XDP attach mode.
+    pub xdp_mode: AttachMode,
+    /// AF_XDP bind mode.
+    pub bind_mode: BindMode,
+    /// UMEM frames per queue.
+    pub frames: u32,
+    /// Ring size.
+    pub ring_size: u32,
+    /// Busy-poll budget.
+    pub busy_poll: u32,
+    /// Drop loop-prone source ports.
+    pub drop_loop_ports: bool,
+    /// Minimum poll in replies.
+    pub min_poll: i8,
+    /// Stats interval (0 = off).
+    pub stats_interval: u64,
+    /// Clock state config.
+    pub clock: StateConfig,
+}
+
+/// Parses `auto|native|generic`.
+pub fn parse_xdp_mode(s: &str) -> anyhow::Result<AttachMode> {
+    match s {
+        "auto" => Ok(AttachMode::Auto),
+        "native" => Ok(AttachMode::Native),
+        "generic" => Ok(AttachMode::Generic),
+        _ => anyhow::bail!("xdp_mode must be auto, native or generic, not {s:?}"),
+    }
+}
+
+/// Parses a reference ID: an IPv4 address, or 1–4 printable ASCII
+/// characters (padded with NULs).
+pub fn parse_ref_id(s: &str) -> anyhow::Result<[u8; 4]> {
+    if let Ok(a) = s.parse::<Ipv4Addr>() {
+        return Ok(a.octets());
+    }
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!(
+            "ref_id must be an IPv4 address or 1 to 4 ASCII characters (e.g. \"GPS\"), not {s:?}"
+        );
+    }
+    let mut id = [0u8; 4];
+    id[..s.len()].copy_from_slice(s.as_bytes());
+    Ok(id)
+}
+
+fn ms_to_short(ms: f64, what: &str) -> anyhow::Result<NtpShort> {
+    if !(0.0..=60_000.0).contains(&ms) {
+        anyhow::bail!("{what} must be between 0 and 60000 ms, not {ms}");
+    }
+    Ok(NtpShort::from_nanos_ceil((ms * 1e6) as u64))
+}
+
+impl Settings {
+    /// Validates a parsed file (with command-line overrides already
+    /// merged into it).
+    pub fn from_file(f: &ConfigFile) -> anyhow::Result<Settings> {
+        let s = &f.server;
+        let datapath = s.datapath.unwrap_or(Datapath::Xdp);
+        if datapath == Datapath::Xdp && s.interface.is_none() {
+            anyhow::bail!(
+                "the xdp datapath needs an interface: --iface IF (or [server] interface = \"IF\")"
+            );
+        }
+        let port = s.port.unwrap_or(123);
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for a in s.addresses.iter().flatten() {
+            match a {
+                IpAddr::V4(x) if x.is_unspecified() || x.is_multicast() || x.is_broadcast() => {
+                    anyhow::bail!("address {x} is not a unicast address")
+                }
+                IpAddr::V6(x) if x.is_unspecified() || x.is_multicast() => {
+                    anyhow::bail!("address {x} is not a unicast address")
+                }
+                IpAddr::V4(x) => v4.push(*x),
+                IpAddr::V6(x) => v6.push(*x),
+            }
+        }
+        let ring_size = s.ring_size.unwrap_or(2048);
+        if !ring_size.is_power_of_two() || !(64..=65536).contains(&ring_size) {
+            anyhow::bail!("ring_size must be a power of two from 64 to 65536, not {ring_size}");
+        }
+        let frames = s.frames.unwrap_or(4096);
+        if frames < 2 * ring_size.min(1024) || frames > 1 << 20 {
+            anyhow::bail!(
+                "frames must be at least 2 x min(ring_size, 1024) and at most 1048576, not {frames}"
+            );
+        }
+        if s.queues.as_ref().is_some_and(Vec::is_empty) {
+            anyhow::bail!("queues must not be empty (leave it out to serve all queues)");
+        }
+        if let Some(c) = &s.cpus {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if let Some(bad) = c.iter().find(|&&c| c >= n) {
+                anyhow::bail!(
+                    "cpu {bad} does not exist (this machine has CPUs 0..{})",
+                    n - 1
+                );
+            }
+        }
+        if s.workers == Some(0) {
+            anyhow::bail!("workers must be at least 1");
+        }
+        let c = &f.clock;
+        let source = c.source.unwrap_or(Source::Kernel);
+        let stratum = c
+            .stratum
+            .unwrap_or(if source == Source::Local { 1 } else { 2 });
+        if !(1..=15).contains(&stratum) {
+            anyhow::bail!("stratum must be 1 to 15, not {stratum}");
+        }
+        let ref_id = match &c.ref_id {
+            Some(r) => parse_ref_id(r)?,
+            None if source == Source::Local => *b"LOCL",
+            None => [0; 4],
+        };
+        Ok(Settings {
+            interface: s.interface.clone(),
+            datapath,
+            port,
+            v4,
+            v6,
+            queues: s.queues.clone(),
+            cpus: s.cpus.clone(),
+            workers: s.workers,
+            xdp_mode: parse_xdp_mode(s.xdp_mode.as_deref().unwrap_or("auto"))?,
+            bind_mode: s.bind_mode.unwrap_or(BindMode::Auto),
+            frames,
+            ring_size,
+            busy_poll: s.busy_poll.unwrap_or(0),
+            drop_loop_ports: s.drop_loop_ports.unwrap_or(true),
+            min_poll: s.min_poll.unwrap_or(i8::MIN),
+            stats_interval: s.stats_interval.unwrap_or(10),
+            clock: StateConfig {
+                source,
+                stratum,
+                ref_id,
+                root_delay: ms_to_short(c.root_delay_ms.unwrap_or(0.0), "root_delay_ms")?,
+                root_dispersion: ms_to_short(
+                    c.root_dispersion_ms.unwrap_or(0.0),
+                    "root_dispersion_ms",
+                )?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_validates() {
+        let text = include_str!("../scripts/ntpx.example.toml");
+        let f = ConfigFile::parse(text).unwrap();
+        let s = Settings::from_file(&f).unwrap();
+        assert_eq!(s.port, 123);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = ConfigFile::parse("[server]\ninterfce = \"eth0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("interfce"), "{e}");
+    }
+
+    #[test]
+    fn xdp_needs_interface() {
+        let e = Settings::from_file(&ConfigFile::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--iface"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_get_clear_errors() {
+        let cases = [
+            (
+                "[server]\ndatapath = \"socket\"\nring_size = 1000\n",
+                "power of two",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\naddresses = [\"224.0.0.1\"]\n",
+                "unicast",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\n[clock]\nstratum = 16\n",
+                "stratum",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\n[clock]\nref_id = \"TOOLONG\"\n",
+                "ref_id",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\nxdp_mode = \"fast\"\n",
+                "xdp_mode",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\ncpus = [4096]\n",
+                "cpu 4096",
+            ),
+        ];
+        for (text, needle) in cases {
+            let f = ConfigFile::parse(text).unwrap();
+            let e = Settings::from_file(&f).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+        assert!(ConfigFile::parse("[server]\nport = 70000\n").is_err());
+        assert!(ConfigFile::parse("[server]\ndatapath = \"dpdk\"\n").is_err());
+    }
+
+    #[test]
+    fn ref_ids() {
+        assert_eq!(parse_ref_id("GPS").unwrap(), *b"GPS\0");
+        assert_eq!(parse_ref_id("192.0.2.1").unwrap(), [192, 0, 2, 1]);
+        assert!(parse_ref_id("").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! ntpx placeholder
+pub mod clock;
+pub mod config;
+pub mod drops;
+pub mod ntp;
+pub mod respond;
+pub mod serve;
+pub mod socket;
+pub mod state;
+pub mod stats;
+pub mod wire;
+pub mod worker;
+pub mod xdp;

@@ -1,0 +1,182 @@
+//! The `ntpx` command.
+
+use clap::{Args, Parser, Subcommand};
+use ntpx::config::{ConfigFile, Datapath, Settings};
+use ntpx::state::Source;
+use ntpx::xdp::socket::BindMode;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "ntpx",
+    version,
+    about = "Kernel-bypass NTP server (XDP + AF_XDP)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve NTP on an interface (needs root for the xdp datapath).
+    Serve(Box<ServeArgs>),
+    /// Validate a config file and print the settings it gives.
+    CheckConfig {
+        /// The TOML file.
+        config: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file; flags override it (see scripts/ntpx.example.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Interface to serve on.
+    #[arg(long, short)]
+    iface: Option<String>,
+    /// Datapath: xdp (AF_XDP kernel bypass) or socket (kernel UDP).
+    #[arg(long, value_enum)]
+    datapath: Option<Datapath>,
+    /// UDP port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to answer for (repeat for several); default: the interface's.
+    #[arg(long = "address", value_name = "IP")]
+    addresses: Vec<IpAddr>,
+    /// NIC queues to serve, comma separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    queues: Option<Vec<u32>>,
+    /// CPUs to pin workers to, comma separated, in worker order.
+    #[arg(long, value_delimiter = ',')]
+    cpus: Option<Vec<usize>>,
+    /// Socket-datapath workers (default: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// XDP attach mode: auto, native or generic.
+    #[arg(long)]
+    xdp_mode: Option<String>,
+    /// AF_XDP bind mode.
+    #[arg(long, value_parser = parse_bind_mode)]
+    bind_mode: Option<BindMode>,
+    /// UMEM frames per queue.
+    #[arg(long)]
+    frames: Option<u32>,
+    /// AF_XDP ring size.
+    #[arg(long)]
+    ring_size: Option<u32>,
+    /// Busy-poll budget (0 = off).
+    #[arg(long)]
+    busy_poll: Option<u32>,
+    /// Clock state source: kernel (adjtimex) or local (always synchronised;
+    /// isolated test networks only).
+    #[arg(long, value_parser = parse_source)]
+    clock: Option<Source>,
+    /// Stratum to advertise when synchronised.
+    #[arg(long)]
+    stratum: Option<u8>,
+    /// Reference ID (1-4 ASCII characters, or an IPv4 address).
+    #[arg(long)]
+    ref_id: Option<String>,
+    /// Seconds between stats lines (0 = off).
+    #[arg(long)]
+    stats_interval: Option<u64>,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+fn parse_bind_mode(s: &str) -> Result<BindMode, String> {
+    match s {
+        "auto" => Ok(BindMode::Auto),
+        "copy" => Ok(BindMode::Copy),
+        "zerocopy" => Ok(BindMode::Zerocopy),
+        _ => Err(format!("expected auto, copy or zerocopy, not {s:?}")),
+    }
+}
+
+fn parse_source(s: &str) -> Result<Source, String> {
+    match s {
+        "kernel" => Ok(Source::Kernel),
+        "local" => Ok(Source::Local),
+        _ => Err(format!("expected kernel or local, not {s:?}")),
+    }
+}
+
+impl ServeArgs {
+    /// The config file with the flags laid over it.
+    fn merged(&self) -> anyhow::Result<ConfigFile> {
+        let mut f = match &self.config {
+            Some(p) => ConfigFile::load(p)?,
+            None => ConfigFile::default(),
+        };
+        let s = &mut f.server;
+        macro_rules! over {
+            ($dst:expr, $src:expr) => {
+                if let Some(v) = $src.clone() {
+                    $dst = Some(v);
+                }
+            };
+        }
+        over!(s.interface, self.iface);
+        over!(s.datapath, self.datapath);
+        over!(s.port, self.port);
+        if !self.addresses.is_empty() {
+            s.addresses = Some(self.addresses.clone());
+        }
+        over!(s.queues, self.queues);
+        over!(s.cpus, self.cpus);
+        over!(s.workers, self.workers);
+        over!(s.xdp_mode, self.xdp_mode);
+        over!(s.bind_mode, self.bind_mode);
+        over!(s.frames, self.frames);
+        over!(s.ring_size, self.ring_size);
+        over!(s.busy_poll, self.busy_poll);
+        over!(s.stats_interval, self.stats_interval);
+        let c = &mut f.clock;
+        over!(c.source, self.clock);
+        over!(c.stratum, self.stratum);
+        over!(c.ref_id, self.ref_id);
+        Ok(f)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NTPX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::CheckConfig { config } => ConfigFile::load(&config)
+            .and_then(|f| Settings::from_file(&f))
+            .map(|s| println!("{s:#?}")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ntpx: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::from_file(&args.merged()?)?;
+    let duration = match args.duration {
+        Some(d) if !(d > 0.0 && d.is_finite()) => {
+            anyhow::bail!("--duration must be a positive number of seconds")
+        }
+        Some(d) => Some(Duration::from_secs_f64(d)),
+        None => None,
+    };
+    ntpx::serve::run(settings, ntpx::serve::RunOptions { duration })?;
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! `ntpx serve`: set up the datapath, run the workers, refresh the clock
+//! state and print stats until SIGINT/SIGTERM (or `--duration`), then shut
+//! down cleanly: stop redirecting, join the workers, detach the program.
+
+use crate::clock::{self, SystemClock, SystemKernelClock};
+use crate::config::{Datapath, Settings};
+use crate::respond::FrameConfig;
+use crate::socket::BatchSocket;
+use crate::state::SharedState;
+use crate::stats::{Published, Totals};
+use crate::worker::{self, BATCH, WorkerCtx};
+use crate::xdp::program::{ProgramConfig, XdpProgram};
+use crate::xdp::socket::{QueueOptions, XskQueue};
+use anyhow::{Context, bail};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Runtime options that are not part of the config file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Stop after this long (tests, demo).
+    pub duration: Option<Duration>,
+}
+
+/// The interface index of `name`, with a clear error.
+pub fn ifindex(name: &str) -> anyhow::Result<u32> {
+    nix::net::if_::if_nametoindex(name).map_err(|e| match e {
+        nix::errno::Errno::ENODEV => anyhow::anyhow!("no such interface: {name} (see `ip link`)"),
+        e => anyhow::anyhow!("cannot look up interface {name}: {e}"),
+    })
+}
+
+/// The unicast addresses configured on `name`.
+pub fn interface_addresses(name: &str) -> anyhow::Result<(Vec<Ipv4Addr>, Vec<Ipv6Addr>)> {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for ifa in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
+        if ifa.interface_name != name {
+            continue;
+        }
+        let Some(addr) = ifa.address else { continue };
+        if let Some(a) = addr.as_sockaddr_in() {
+            v4.push(a.ip());
+        } else if let Some(a) = addr.as_sockaddr_in6() {
+            v6.push(a.ip());
+        }
+    }
+    Ok((v4, v6))
+}
+
+/// How many RX queues `name` has (from sysfs).
+pub fn rx_queue_count(name: &str) -> anyhow::Result<u32> {
+    let dir = format!("/sys/class/net/{name}/queues");
+    let n = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {dir}"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Ok(n.max(1) as u32)
+}
+
+fn cpu_for(settings: &Settings, worker: usize) -> Option<usize> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match &settings.cpus {
+        Some(c) if !c.is_empty() => Some(c[worker % c.len()]),
+        _ => Some(worker % n),
+    }
+}
+
+/// Runs the server until signalled. Returns the final totals.
+pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
+    if let Some(iface) = &settings.interface {
+        ifindex(iface)?;
+        if settings.v4.is_empty() && settings.v6.is_empty() {
+            let (v4, v6) = interface_addresses(iface)?;
+            settings.v4 = v4;
+            settings.v6 = v6;
+        }
+    }
+    if settings.v4.is_empty() && settings.v6.is_empty() {
+        bail!("no addresses to answer for: give --address, or an interface that has addresses");
+    }
+    let precision = clock::measure_precision(&SystemClock);
+    let state = Arc::new(
+        SharedState::new(settings.clock, precision, &SystemKernelClock, &SystemClock)
+            .context("reading the kernel clock state (adjtimex)")?,
+    );
+    let snap = state.load();
+    tracing::info!(
+        leap = ?snap.ntp.leap, stratum = snap.ntp.stratum, precision, source = ?settings.clock.source,
+        "clock state"
+    );
+    if snap.ntp.leap == crate::ntp::Leap::Unsynchronized {
+        tracing::warn!(
+            "the kernel clock is not synchronised: replies carry LI 3 / stratum 0 until a time daemon disciplines it"
+        );
+    }
+    let frame_cfg = Arc::new(FrameConfig {
+        port: settings.port,
+        v4: settings.v4.clone(),
+        v6: settings.v6.clone(),
+        drop_loop_ports: settings.drop_loop_ports,
+        policy: crate::ntp::ReplyPolicy {
+            min_poll: settings.min_poll,
+        },
+    });
+    let running = Arc::new(AtomicBool::new(true));
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, term.clone()).context("installing signal handlers")?;
+    }
+    let ctx = |published: Arc<Published>, cpu| WorkerCtx {
+        frame_cfg: frame_cfg.clone(),
+        state: state.clone(),
+        running: running.clone(),
+        published,
+        clock: SystemClock,
+        cpu,
+    };
+    match settings.datapath {
+        Datapath::Xdp => run_xdp(&settings, opts, &state, &term, &running, ctx),
+        Datapath::Socket => run_socket(&settings, opts, &state, &term, &running, ctx),
+    }
+}
+
+fn run_xdp(
+    settings: &Settings,
+    opts: RunOptions,
+    state: &SharedState,
+    term: &AtomicBool,
+    running: &AtomicBool,
+    ctx: impl Fn(Arc<Published>, Option<usize>) -> WorkerCtx<SystemClock>,
+) -> anyhow::Result<Totals> {
+    let iface = settings
+        .interface
+        .as_deref()
+        .context("the xdp datapath needs --iface")?;
+    let index = ifindex(iface)?;
+    let queues: Vec<u32> = match &settings.queues {
+        Some(q) => q.clone(),
+        None => (0..rx_queue_count(iface)?).collect(),
+    };
+    let mut program = XdpProgram::load(&ProgramConfig {
+        port: settings.port,
+        v4: settings.v4.clone(),
+        v6: settings.v6.clone(),
+    })?;
+    let qopts = QueueOptions {
+        frames: settings.frames,
+        ring_size: settings.ring_size,
+        bind_mode: settings.bind_mode,
+        busy_poll_budget: settings.busy_poll,
+    };
+    // Sockets first, then the program: a queue without a socket falls back
+    // to the kernel, so nothing is lost while this runs.
+    let mut sockets = Vec::new();
+    for &q in &queues {
+        let xsk = XskQueue::open(index, q, &qopts)?;
+        program.register_socket(q, xsk.fd())?;
+        sockets.push(xsk);
+    }
+    let mode = program.attach(index, settings.xdp_mode)?;
+    tracing::info!(
+        interface = iface, %mode, queues = ?queues,
+        zerocopy = sockets.iter().all(XskQueue::is_zerocopy),
+        addresses = ?addresses(settings), port = settings.port,
+        "serving NTP over AF_XDP"
+    );
+    let mut published = Vec::new();
+    let mut handles = Vec::new();
+    for (i, xsk) in sockets.into_iter().enumerate() {
+        let p = Arc::new(Published::default());
+        published.push(p.clone());
+        let c = ctx(p, cpu_for(settings, i));
+        let h = std::thread::Builder::new()
+            .name(format!("ntpx-q{}", xsk.queue()))
+            .spawn(move || worker::xdp::run(xsk, c))
+            .context("spawning a worker")?;
+        handles.push(h);
+    }
+    control_loop(settings, opts, state, term, &published, Some(&program));
+    running.store(false, Ordering::Relaxed);
+    // Stop redirecting before the sockets close.
+    let _ = program.detach();
+    let mut socket_stats = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(q) => {
+                let _ = program.unregister_socket(q.queue());
+                socket_stats.push((q.queue(), q.kernel_stats()));
+            }
+            Err(_) => tracing::error!("a worker panicked"),
+        }
+    }
+    let totals = Totals::collect(&published);
+    let mut out = totals.summary();
+    if let Ok(c) = program.counters() {
+        out.push_str("XDP program:");
+        for (name, v) in c.fields() {
+            if v > 0 {
+                out.push_str(&format!(" {name}={v}"));
+            }
+        }
+        out.push('\n');
+    }
+    for (q, s) in socket_stats {
+        if let Some(s) = s {
+            out.push_str(&format!(
+                "AF_XDP queue {q}: rx_dropped={} rx_ring_full={} fill_ring_empty={} tx_invalid={} tx_ring_empty={}\n",
+                s.rx_dropped, s.rx_ring_full, s.rx_fill_ring_empty_descs, s.tx_invalid_descs, s.tx_ring_empty_descs
+            ));
+        }
+    }
+    println!("{out}");
+    Ok(totals)
+}
+
+fn run_socket(
+    settings: &Settings,
+    opts: RunOptions,
+    state: &SharedState,
+    term: &AtomicBool,
+    running: &AtomicBool,
+    ctx: impl Fn(Arc<Published>, Option<usize>) -> WorkerCtx<SystemClock>,
+) -> anyhow::Result<Totals> {
+    let n = settings
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut published = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let sock = BatchSocket::bind(settings.port, BATCH, Duration::from_millis(100))
+            .with_context(|| format!("binding UDP port {} (in use by another NTP server? root needed for ports < 1024)", settings.port))?;
+        let p = Arc::new(Published::default());
+        published.push(p.clone());
+        let c = ctx(p, cpu_for(settings, i));
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("ntpx-s{i}"))
+                .spawn(move || worker::socket::run(sock, c))
+                .context("spawning a worker")?,
+        );
+    }
+    tracing::info!(workers = n, addresses = ?addresses(settings), port = settings.port, "serving NTP over kernel UDP sockets");
+    control_loop(settings, opts, state, term, &published, None);
+    running.store(false, Ordering::Relaxed);
+    for h in handles {
+        if h.join().is_err() {
+            tracing::error!("a worker panicked");
+        }
+    }
+    let totals = Totals::collect(&published);
+    println!("{}", totals.summary());
+    Ok(totals)
+}
+
+fn addresses(s: &Settings) -> Vec<IpAddr> {
+    s.v4.iter()
+        .map(|&a| IpAddr::V4(a))
+        .chain(s.v6.iter().map(|&a| IpAddr::V6(a)))
+        .collect()
+}
+
+/// Refreshes the clock state every second and logs stats every
+/// `stats_interval` seconds, until a signal or the duration ends.
+fn control_loop(
+    settings: &Settings,
+    opts: RunOptions,
+    state: &SharedState,
+    term: &AtomicBool,
+    published: &[Arc<Published>],
+    program: Option<&XdpProgram>,
+) {
+    let start = Instant::now();
+    let mut last_state = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut prev = Totals::collect(published);
+    while !term.load(Ordering::Relaxed) {
+        if opts.duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if last_state.elapsed() >= Duration::from_secs(1) {
+            if let Err(e) = state.refresh(&SystemKernelClock, &SystemClock) {
+                tracing::warn!(error = %e, "adjtimex failed; keeping the previous clock state");
+            }
+            last_state = Instant::now();
+        }
+        let every = settings.stats_interval;
+        if every > 0 && last_stats.elapsed() >= Duration::from_secs(every) {
+            let now = Totals::collect(published);
+            let mut line = now.line(&prev, last_stats.elapsed().as_secs_f64());
+            if let Some(c) = program.and_then(|p| p.counters().ok()) {
+                line.push_str(&format!(
+                    " | xdp redirected {} passed-no-socket {}",
+                    c.redirected, c.pass_no_socket
+                ));
+            }
+            tracing::info!("{line}");
+            prev = now;
+            last_stats = Instant::now();
+        }
+    }
+}

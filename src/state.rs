@@ -1,0 +1,217 @@
+//! The server's view of its own clock (stratum, leap, dispersion, ...),
+//! computed by the control thread once a second and read by the workers
+//! without locks.
+
+use crate::clock::{Clock, Discipline, KernelClock};
+use crate::ntp::{Leap, NtpShort, NtpTimestamp, ServerState};
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+
+/// Where the server's time quality comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The kernel's clock discipline (`adjtimex`), kept by a time daemon
+    /// such as chronyd on this host: unsynchronised → LI 3, stratum 0;
+    /// pending leap → LI 1/2; maxerror → root dispersion.
+    Kernel,
+    /// Claim to be synchronised at the configured stratum whatever the
+    /// kernel says, like chrony's `local` directive. For isolated test
+    /// networks only: never on a public address.
+    Local,
+}
+
+/// The configured part of the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateConfig {
+    /// Where synchronisation status comes from.
+    pub source: Source,
+    /// Stratum to advertise when synchronised.
+    pub stratum: u8,
+    /// Reference ID to advertise.
+    pub ref_id: [u8; 4],
+    /// Root delay of the upstream path.
+    pub root_delay: NtpShort,
+    /// Dispersion added to the kernel's maximum error (or used alone with
+    /// the local source).
+    pub root_dispersion: NtpShort,
+}
+
+/// What the workers read: the NTP state and the TAI offset they need to
+/// convert the XDP program's stamps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The fields that go into replies.
+    pub ntp: ServerState,
+    /// TAI − UTC in seconds.
+    pub tai_offset_s: i32,
+}
+
+/// Computes the snapshot from config, the kernel's discipline and now.
+pub fn compute(cfg: &StateConfig, precision: i8, d: &Discipline, now: NtpTimestamp) -> Snapshot {
+    let ntp = match cfg.source {
+        Source::Kernel if !d.synchronized => ServerState::unsynchronized(precision),
+        Source::Kernel => {
+            let maxerror_ns = u64::try_from(d.maxerror_us)
+                .unwrap_or(0)
+                .saturating_mul(1000);
+            let disp = NtpShort::from_nanos_ceil(
+                maxerror_ns.saturating_add(cfg.root_dispersion.to_nanos()),
+            );
+            ServerState {
+                leap: d.leap,
+                stratum: cfg.stratum,
+                precision,
+                root_delay: cfg.root_delay,
+                root_dispersion: disp,
+                ref_id: cfg.ref_id,
+                ref_time: now,
+            }
+        }
+        Source::Local => ServerState {
+            leap: Leap::None,
+            stratum: cfg.stratum,
+            precision,
+            root_delay: cfg.root_delay,
+            root_dispersion: cfg.root_dispersion,
+            ref_id: cfg.ref_id,
+            ref_time: now,
+        },
+    };
+    Snapshot {
+        ntp,
+        tai_offset_s: d.tai_offset_s,
+    }
+}
+
+/// The shared, lock-free-readable state.
+#[derive(Debug)]
+pub struct SharedState {
+    current: ArcSwap<Snapshot>,
+    cfg: StateConfig,
+    precision: i8,
+}
+
+impl SharedState {
+    /// Creates the state and computes its first value.
+    pub fn new(
+        cfg: StateConfig,
+        precision: i8,
+        kernel: &impl KernelClock,
+        clock: &impl Clock,
+    ) -> std::io::Result<Self> {
+        let first = compute(&cfg, precision, &kernel.discipline()?, clock.now());
+        Ok(SharedState {
+            current: ArcSwap::from_pointee(first),
+            cfg,
+            precision,
+        })
+    }
+
+    /// Recomputes from the kernel (control thread, once a second).
+    pub fn refresh(&self, kernel: &impl KernelClock, clock: &impl Clock) -> std::io::Result<()> {
+        let next = compute(
+            &self.cfg,
+            self.precision,
+            &kernel.discipline()?,
+            clock.now(),
+        );
+        if **self.current.load() != next {
+            self.current.store(Arc::new(next));
+        }
+        Ok(())
+    }
+
+    /// The current snapshot (workers: once per batch; no lock, no
+    /// allocation).
+    #[inline]
+    pub fn load(&self) -> Snapshot {
+        **self.current.load()
+    }
+
+    /// The measured precision.
+    pub fn precision(&self) -> i8 {
+        self.precision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(source: Source) -> StateConfig {
+        StateConfig {
+            source,
+            stratum: 2,
+            ref_id: [198, 18, 0, 9],
+            root_delay: NtpShort::from_bits(0x100),
+            root_dispersion: NtpShort::from_bits(0x10000),
+        }
+    }
+
+    fn disc(synchronized: bool, leap: Leap) -> Discipline {
+        Discipline {
+            synchronized,
+            leap,
+            maxerror_us: 500_000,
+            tai_offset_s: 37,
+        }
+    }
+
+    #[test]
+    fn kernel_unsynchronized_means_li3_stratum0() {
+        let s = compute(
+            &cfg(Source::Kernel),
+            -24,
+            &disc(false, Leap::None),
+            NtpTimestamp::ZERO,
+        );
+        assert_eq!(s.ntp.leap, Leap::Unsynchronized);
+        assert_eq!(s.ntp.stratum, 0);
+        assert_eq!(s.tai_offset_s, 37);
+    }
+
+    #[test]
+    fn kernel_synchronized_carries_leap_and_maxerror() {
+        let s = compute(
+            &cfg(Source::Kernel),
+            -24,
+            &disc(true, Leap::Insert),
+            NtpTimestamp::ZERO,
+        );
+        assert_eq!(s.ntp.leap, Leap::Insert);
+        assert_eq!(s.ntp.stratum, 2);
+        // 1 s configured + 0.5 s maxerror.
+        assert_eq!(s.ntp.root_dispersion.to_bits(), 0x18000);
+        assert_eq!(s.ntp.root_delay.to_bits(), 0x100);
+    }
+
+    #[test]
+    fn local_ignores_the_kernel() {
+        let s = compute(
+            &cfg(Source::Local),
+            -24,
+            &disc(false, Leap::Delete),
+            NtpTimestamp::ZERO,
+        );
+        assert_eq!(s.ntp.leap, Leap::None);
+        assert_eq!(s.ntp.stratum, 2);
+    }
+
+    struct FakeKernel(std::cell::Cell<bool>);
+    impl KernelClock for FakeKernel {
+        fn discipline(&self) -> std::io::Result<Discipline> {
+            Ok(disc(self.0.get(), Leap::None))
+        }
+    }
+
+    #[test]
+    fn refresh_publishes_changes() {
+        let k = FakeKernel(std::cell::Cell::new(false));
+        let s = SharedState::new(cfg(Source::Kernel), -24, &k, &crate::clock::SystemClock).unwrap();
+        assert_eq!(s.load().ntp.leap, Leap::Unsynchronized);
+        k.0.set(true);
+        s.refresh(&k, &crate::clock::SystemClock).unwrap();
+        assert_eq!(s.load().ntp.leap, Leap::None);
+    }
+}

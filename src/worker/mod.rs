@@ -1,0 +1,44 @@
+//! The workers: one pinned thread per NIC queue (AF_XDP) or per socket
+//! (kernel UDP), each turning batches of requests into replies.
+//!
+//! Per packet a worker allocates nothing, takes no lock and makes no
+//! syscall; per batch it reads the shared state once (lock-free), and the
+//! ring kicks are its only syscalls.
+
+pub mod socket;
+pub mod xdp;
+
+use crate::clock::Clock;
+use crate::respond::FrameConfig;
+use crate::state::SharedState;
+use crate::stats::Published;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Requests taken from the ring (or socket) per batch.
+pub const BATCH: usize = 64;
+
+/// What every worker shares.
+#[derive(Clone)]
+pub struct WorkerCtx<C: Clock> {
+    /// Addresses, port and reply policy.
+    pub frame_cfg: Arc<FrameConfig>,
+    /// The server's clock state.
+    pub state: Arc<SharedState>,
+    /// Cleared to stop the worker.
+    pub running: Arc<AtomicBool>,
+    /// Where this worker publishes its counters.
+    pub published: Arc<Published>,
+    /// The clock for transmit stamps.
+    pub clock: C,
+    /// CPU to pin to, if any.
+    pub cpu: Option<usize>,
+}
+
+/// Pins the calling thread to `cpu`; false if that failed.
+pub fn pin(cpu: Option<usize>) -> bool {
+    match cpu {
+        Some(id) => core_affinity::set_for_current(core_affinity::CoreId { id }),
+        None => true,
+    }
+}

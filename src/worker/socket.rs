@@ -1,0 +1,92 @@
+//! The socket-datapath worker loop: the same checks and reply as the
+//! AF_XDP worker, over a kernel UDP socket. The kernel has already
+//! checked IP and UDP lengths and checksums and reassembled fragments;
+//! the source checks and everything NTP are ours.
+
+use super::{BATCH, WorkerCtx};
+use crate::clock::Clock;
+use crate::drops::DropReason;
+use crate::ntp::{self, NtpTimestamp};
+use crate::respond::{check_addresses, check_source_port};
+use crate::socket::BatchSocket;
+use crate::stats::WorkerStats;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Runs until `ctx.running` is cleared.
+pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
+    if !super::pin(ctx.cpu) {
+        tracing::warn!(cpu = ?ctx.cpu, "could not pin worker");
+    }
+    let mut stats = WorkerStats::new(ctx.published.clone());
+    let mut rng = fastrand::Rng::new();
+    let cfg = &*ctx.frame_cfg;
+    let mut replies = [(0usize, 0usize); BATCH];
+    while ctx.running.load(Relaxed) {
+        let n = match sock.recv() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "recvmmsg failed");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+        };
+        if n == 0 {
+            continue;
+        }
+        stats.rx(n as u64);
+        let snap = ctx.state.load();
+        let batch_now = ctx.clock.now_unix_nanos();
+        let mut k = 0;
+        for i in 0..n {
+            let r = sock.received(i);
+            let rx_ns = if r.rx_ns != 0 { r.rx_ns } else { batch_now };
+            let checked = (|| {
+                if r.truncated {
+                    return Err(DropReason::Truncated);
+                }
+                check_source_port(r.src.port(), cfg.drop_loop_ports)?;
+                let dst = r.dst.ok_or(DropReason::NotOurAddress)?;
+                check_addresses(cfg, r.src.ip(), dst)?;
+                Ok(ntp::parse_request(&sock.buf_mut(i)[..r.len])?)
+            })();
+            let req = match checked {
+                Ok(req) => req,
+                Err(reason) => {
+                    stats.drop(reason, 1);
+                    continue;
+                }
+            };
+            let mut tx_ns = 0;
+            let now = || {
+                tx_ns = ctx.clock.now_unix_nanos();
+                NtpTimestamp::from_unix_nanos(tx_ns)
+            };
+            let rx = NtpTimestamp::from_unix_nanos(rx_ns);
+            if ntp::write_reply(
+                &mut sock.buf_mut(i)[..],
+                &req,
+                &snap.ntp,
+                &cfg.policy,
+                rx,
+                now,
+                rng.u64(..),
+            )
+            .is_some()
+            {
+                stats.service_ns(tx_ns.saturating_sub(rx_ns));
+                replies[k] = (i, ntp::HEADER_LEN);
+                k += 1;
+            }
+        }
+        match sock.send(&replies[..k]) {
+            Ok(sent) => {
+                stats.tx(sent as u64);
+                stats.drop(DropReason::SendError, (k - sent) as u64);
+            }
+            Err(_) => stats.drop(DropReason::SendError, k as u64),
+        }
+        stats.publish(batch_now);
+    }
+    stats.publish(0);
+    stats.flush_histogram();
+}

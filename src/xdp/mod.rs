@@ -1,0 +1,7 @@
+//! The XDP side of the datapath: the steering program and its loader
+//! ([`program`]), the metadata it leaves in front of each frame ([`meta`]),
+//! and the AF_XDP sockets whose rings the workers drive ([`socket`]).
+
+pub mod meta;
+pub mod program;
+pub mod socket;
