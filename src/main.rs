@@ -23,6 +23,14 @@ struct Cli {
 enum Command {
     /// Serve NTP on an interface (needs root for the xdp datapath).
     Serve(Box<ServeArgs>),
+    /// Attach a pass-through XDP program to the client end of a veth test
+    /// link (a veth accepts frames its peer sends from XDP only if it runs
+    /// XDP itself). Not needed on real NICs.
+    XdpPass {
+        /// The interface (the peer of the one ntpx serves).
+        #[arg(long, short)]
+        iface: String,
+    },
     /// Validate a config file and print the settings it gives.
     CheckConfig {
         /// The TOML file.
@@ -155,6 +163,11 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::XdpPass { iface } => ntpx::serve::ifindex(&iface).and_then(|i| {
+            ntpx::xdp::pass::attach_pass_through(i).map_err(|e| {
+                anyhow::anyhow!("cannot attach the pass-through program to {iface}: {e}")
+            })
+        }),
         Command::CheckConfig { config } => ConfigFile::load(&config)
             .and_then(|f| Settings::from_file(&f))
             .map(|s| println!("{s:#?}")),

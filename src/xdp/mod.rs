@@ -3,5 +3,6 @@
 //! and the AF_XDP sockets whose rings the workers drive ([`socket`]).
 
 pub mod meta;
+pub mod pass;
 pub mod program;
 pub mod socket;

@@ -1,0 +1,318 @@
+//! End to end over a veth link between two network namespaces: `ntpx
+//! serve` in one, real NTP clients from Debian (ntpdate, sntp, chronyd) in
+//! the other. They must accept ntpx's replies, report an offset within
+//! 1 ms (same host, same clock), and tshark's NTP dissector must decode
+//! every reply as valid NTP with the expected fields.
+//!
+//! Needs root; under `CI=true` these tests fail instead of skipping.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const NTPX: &str = env!("CARGO_BIN_EXE_ntpx");
+
+/// A running `ntpx serve`, stopped with SIGTERM (and its output kept) on
+/// drop.
+struct Server {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    fn start(topo: &Topology, extra: &[&str]) -> Server {
+        let log =
+            std::env::temp_dir().join(format!("ntpx-e2e-{}-{}.log", topo.name, std::process::id()));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = topo
+            .srv_cmd(NTPX)
+            .args([
+                "serve",
+                "--clock",
+                "local",
+                "--stratum",
+                "1",
+                "--ref-id",
+                "XDPT",
+                "--stats-interval",
+                "0",
+            ])
+            .args(extra)
+            .env("NTPX_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn ntpx serve");
+        let mut s = Server {
+            child: Some(child),
+            log,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        for _ in 0..100 {
+            let out = self.output();
+            if out.contains("serving NTP") {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("ntpx serve exited early ({status}):\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("ntpx serve did not start:\n{}", self.output());
+    }
+
+    /// Stops the server and returns everything it printed.
+    fn stop(&mut self) -> String {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if c.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("ntpx serve ignored SIGTERM:\n{}", self.output());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.output()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Attaches a pass-through XDP program to the client's veth: a veth only
+/// accepts frames sent from XDP on its peer if it runs XDP itself.
+fn peer_pass(topo: &Topology) {
+    run_ok(
+        topo.cli_cmd(NTPX)
+            .args(["xdp-pass", "--iface", &topo.cli_if]),
+    );
+}
+
+/// Parses the offset (seconds) from ntpdate / sntp output:
+/// `2026-11-24 21:10:21.956454 (+0000) +0.000040 +/- 0.000355 198.18.0.1 s1 no-leap`.
+fn ntpdig_offset(out: &str, server: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.contains(server) && l.contains("+/-"))
+        .unwrap_or_else(|| panic!("no result line for {server} in:\n{out}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let i = fields.iter().position(|f| *f == "+/-").expect("+/-");
+    let offset: f64 = fields[i - 1]
+        .parse()
+        .unwrap_or_else(|_| panic!("offset in {line}"));
+    assert!(line.contains(" s1 "), "stratum 1 expected: {line}");
+    offset
+}
+
+/// Runs a client up to three times until it reports an offset: a single
+/// lost packet on a loaded machine is not what these tests are about.
+fn query(topo: &Topology, prog: &str, args: &[&str], server: &str) -> f64 {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = run_with_timeout(topo.cli_cmd(prog).args(args), 20);
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() && last.contains("+/-") {
+            return ntpdig_offset(&last, server);
+        }
+    }
+    panic!("{prog} {args:?} got no answer:\n{last}");
+}
+
+/// `chronyd -Q` against the server: query only, never sets the clock.
+/// Returns the offset it reports ("System clock wrong by X seconds").
+fn chronyd_offset(topo: &Topology, server: &str) -> f64 {
+    let dir = tempdir(&format!("chrony-{}", topo.name));
+    let conf = dir.join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server {server} iburst minpoll -6 maxpoll -6\ncmdport 0\npidfile {}\n",
+            dir.join("pid").display()
+        ),
+    )
+    .expect("write chrony.conf");
+    let out = run_with_timeout(
+        topo.cli_cmd("chronyd")
+            .args(["-Q", "-u", "root", "-t", "15", "-f"])
+            .arg(&conf),
+        25,
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = text
+        .lines()
+        .find(|l| l.contains("System clock wrong by"))
+        .unwrap_or_else(|| panic!("chronyd -Q gave no offset:\n{text}"));
+    let after = line.split("wrong by").nth(1).expect("offset");
+    after
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("offset in {line}"))
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ntpx-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tempdir");
+    d
+}
+
+/// Every reply in the capture decodes as valid NTP with ntpx's fields, and
+/// answers a request seen in the same capture (origin = its transmit).
+fn check_capture(pcap: &Path, min_replies: usize) {
+    let pkts = tshark_ntp_fields(pcap);
+    let requests: Vec<_> = pkts.iter().filter(|p| p.is_request()).collect();
+    let replies: Vec<_> = pkts.iter().filter(|p| p.is_reply()).collect();
+    assert!(
+        replies.len() >= min_replies,
+        "{} replies in capture, wanted {min_replies}",
+        replies.len()
+    );
+    for r in &replies {
+        assert!(r.clean(), "tshark flags a reply: {r:?}");
+        assert_eq!(r.mode, 4, "{r:?}");
+        assert_eq!(r.li, 0);
+        assert_eq!(r.stratum, 1);
+        assert_eq!(r.refid, b"XDPT".to_vec());
+        assert_eq!(r.udp_len, 56, "48-byte NTP reply");
+        assert_eq!(r.src_port, 123);
+        assert!(
+            r.xmt != r.org && r.xmt != r.rec,
+            "T3 differs from T1 and T2: {r:?}"
+        );
+        let req = requests
+            .iter()
+            .find(|q| q.xmt == r.org && q.src == r.dst && q.src_port == r.dst_port)
+            .unwrap_or_else(|| panic!("reply answers no captured request: {r:?}"));
+        assert_eq!(r.vn, req.vn, "version echoed");
+        assert!(r.udp_len <= req.udp_len, "reply not larger than request");
+        assert!(ntp_to_unix(r.xmt) >= ntp_to_unix(r.rec), "T3 >= T2");
+    }
+}
+
+fn assert_offset(what: &str, offset: f64) {
+    assert!(
+        offset.abs() < 0.001,
+        "{what}: offset {offset} s, want < 1 ms"
+    );
+}
+
+fn serve_and_query(test: &str, extra: &[&str], xdp: bool) {
+    if !require_root(test) || !require_tool(test, "tshark") || !require_tool(test, "chronyd") {
+        return;
+    }
+    let topo = Topology::up();
+    if xdp {
+        peer_pass(&topo);
+    }
+    let mut args = vec!["--iface", topo.srv_if.as_str()];
+    args.extend_from_slice(extra);
+    let mut server = Server::start(&topo, &args);
+    let mut cap = topo.capture_cli("udp port 123");
+    let v4 = topo.srv_v4.to_string();
+    let v6 = topo.srv_v6.to_string();
+    assert_offset("ntpdate v4", query(&topo, "ntpdate", &["-q", &v4], &v4));
+    assert_offset("sntp v4", query(&topo, "sntp", &[&v4], &v4));
+    assert_offset("ntpdate v6", query(&topo, "ntpdate", &["-q", &v6], &v6));
+    assert_offset("sntp v6", query(&topo, "sntp", &["-6", &v6], &v6));
+    assert_offset("chronyd v4", chronyd_offset(&topo, &v4));
+    assert_offset("chronyd v6", chronyd_offset(&topo, &v6));
+    let pcap = cap.stop();
+    let out = server.stop();
+    check_capture(&pcap, 6);
+    assert!(out.contains("requests "), "exit summary printed:\n{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn xdp_native_real_clients_v4_v6() {
+    serve_and_query(
+        "xdp_native_real_clients_v4_v6",
+        &["--xdp-mode", "native"],
+        true,
+    );
+}
+
+#[test]
+fn xdp_generic_real_clients_v4_v6() {
+    serve_and_query(
+        "xdp_generic_real_clients_v4_v6",
+        &["--xdp-mode", "generic"],
+        true,
+    );
+}
+
+#[test]
+fn socket_datapath_real_clients_v4_v6() {
+    serve_and_query(
+        "socket_datapath_real_clients_v4_v6",
+        &["--datapath", "socket", "--workers", "2"],
+        false,
+    );
+}
+
+#[test]
+fn bad_interface_is_a_clear_error() {
+    let out = Command::new(NTPX)
+        .args(["serve", "--iface", "no-such-if0"])
+        .output()
+        .expect("run ntpx");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such interface: no-such-if0"), "{err}");
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    let dir = tempdir("badconf");
+    let conf = dir.join("bad.toml");
+    std::fs::write(&conf, "[server]\ninterface = \"eth0\"\nring_size = 1000\n").unwrap();
+    let out = Command::new(NTPX)
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .output()
+        .expect("run ntpx");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ring_size must be a power of two"), "{err}");
+}
