@@ -29,13 +29,11 @@ fn main() {
         "-Wall".to_owned(),
         "-Werror".to_owned(),
     ];
-    for dir in [
-        "/usr/include/x86_64-linux-gnu",
-        "/usr/include/aarch64-linux-gnu",
-    ] {
-        if std::path::Path::new(dir).join("asm/types.h").exists() {
-            clang_args.push(format!("-I{dir}"));
-        }
+    let arch =
+        env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| std::env::consts::ARCH.to_owned());
+    let multiarch = PathBuf::from(format!("/usr/include/{arch}-linux-gnu"));
+    if multiarch.join("asm/types.h").exists() {
+        clang_args.push(format!("-I{}", multiarch.display()));
     }
 
     let mut builder = SkeletonBuilder::new();

@@ -252,7 +252,7 @@ pub struct TestRun {
     /// so any metadata the program wrote comes first (`meta_len` bytes),
     /// followed by the (possibly modified) frame.
     pub data: Vec<u8>,
-    /// Bytes of metadata at the start of `data` (0 or [`META_LEN`](super::meta::META_LEN)).
+    /// Bytes of metadata at the start of `data` (0 or [`META_LEN`]).
     pub meta_len: usize,
     /// The decoded metadata, if the program wrote `struct ntpx_meta`.
     pub meta: Option<Meta>,
