@@ -290,6 +290,67 @@ fn socket_datapath_real_clients_v4_v6() {
     );
 }
 
+/// A queue without an AF_XDP socket falls back to the kernel: with ntpx
+/// serving only queue 1, requests arriving on queue 0 reach the kernel's
+/// UDP stack, where a chronyd (stratum 3) answers them.
+#[test]
+fn queue_without_socket_reaches_the_kernel() {
+    let test = "queue_without_socket_reaches_the_kernel";
+    if !require_root(test) || !require_tool(test, "chronyd") {
+        return;
+    }
+    let topo = Topology::up_with_queues(2);
+    peer_pass(&topo);
+    let dir = tempdir(&format!("chrony-srv-{}", topo.name));
+    let conf = dir.join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "local stratum 3\nallow all\nport 123\ncmdport 0\npidfile {}\n",
+            dir.join("pid").display()
+        ),
+    )
+    .expect("write chrony.conf");
+    // -x: never touch the clock. Killed with the namespace on drop.
+    let mut chronyd = topo
+        .srv_cmd("chronyd")
+        .args(["-x", "-d", "-u", "root", "-f"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chronyd");
+    let mut server = Server::start(&topo, &["--iface", &topo.srv_if, "--queues", "1"]);
+    let v4 = topo.srv_v4.to_string();
+    let mut answer = String::new();
+    for _ in 0..20 {
+        let out = run_with_timeout(topo.cli_cmd("ntpdate").args(["-q", &v4]), 20);
+        answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        if answer.contains("+/-") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = server.stop();
+    let _ = chronyd.kill();
+    let _ = chronyd.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        answer.contains(" s3 "),
+        "chronyd (stratum 3) answered via the kernel: {answer}\n{out}"
+    );
+    assert!(out.contains("requests 0 "), "ntpx saw nothing: {out}");
+    let passed = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pass_no_socket="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        passed >= 1,
+        "the XDP program passed it for lack of a socket: {out}"
+    );
+}
+
 #[test]
 fn bad_interface_is_a_clear_error() {
     let out = Command::new(NTPX)
