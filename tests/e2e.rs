@@ -290,6 +290,71 @@ fn socket_datapath_real_clients_v4_v6() {
     );
 }
 
+/// Many more requests than the UMEM has frames, with small rings: every
+/// frame must come back through completion → fill ring over and over, so
+/// a leak or a starving fill ring shows up as unanswered requests.
+#[test]
+fn xdp_recycles_frames_far_beyond_the_umem() {
+    let test = "xdp_recycles_frames_far_beyond_the_umem";
+    if !require_root(test) {
+        return;
+    }
+    let topo = Topology::up();
+    peer_pass(&topo);
+    let mut server = Server::start(
+        &topo,
+        &[
+            "--iface",
+            &topo.srv_if,
+            "--frames",
+            "128",
+            "--ring-size",
+            "64",
+            "--xdp-mode",
+            "native",
+        ],
+    );
+    const REQUESTS: u64 = 3000;
+    const WINDOW: u64 = 16;
+    let target = std::net::SocketAddr::new(topo.srv_v4.into(), 123);
+    let (sent, answered) = topo.in_cli(move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let request = |n: u64| {
+            let mut p = [0u8; 48];
+            p[0] = 0x23;
+            p[40..48].copy_from_slice(&(0x5eed_0000_0000_0000 | n).to_be_bytes());
+            p
+        };
+        let (mut sent, mut answered) = (0u64, 0u64);
+        let mut buf = [0u8; 128];
+        while answered < REQUESTS {
+            while sent < REQUESTS && sent - answered < WINDOW {
+                sock.send_to(&request(sent), target).expect("send");
+                sent += 1;
+            }
+            match sock.recv_from(&mut buf) {
+                Ok((48, _)) if buf[0] & 7 == 4 && buf[24..26] == [0x5e, 0xed] => answered += 1,
+                Ok(_) => {}
+                Err(_) => break, // a lost reply: stop and report
+            }
+        }
+        (sent, answered)
+    });
+    let out = server.stop();
+    assert_eq!(
+        answered, REQUESTS,
+        "sent {sent}, answered {answered}:\n{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "requests {REQUESTS}  replies {REQUESTS}  dropped 0"
+        )),
+        "{out}"
+    );
+}
+
 /// A queue without an AF_XDP socket falls back to the kernel: with ntpx
 /// serving only queue 1, requests arriving on queue 0 reach the kernel's
 /// UDP stack, where a chronyd (stratum 3) answers them.

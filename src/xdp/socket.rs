@@ -12,6 +12,7 @@
 use crate::xdp::meta::{META_LEN, Meta};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
+use xdp::slab::Slab as _;
 use xdp::socket::{XdpSocket, XdpSocketBuilder};
 use xdp::umem::{FrameSize, UmemCfgBuilder};
 use xdp::{
@@ -81,6 +82,10 @@ pub enum QueueError {
 /// program's metadata (and what later metadata may need).
 const HEADROOM: u32 = 64;
 const _: () = assert!(META_LEN as u32 <= HEADROOM);
+/// Frames handed to the fill ring per reservation.
+const FILL_CHUNK: usize = 64;
+/// Extra kicks before replies that find the TX ring full are dropped.
+const TX_RETRIES: usize = 4;
 
 /// An open, bound AF_XDP socket and its rings.
 pub struct XskQueue {
@@ -228,10 +233,19 @@ impl XskQueue {
             .completion
             .dequeue(&mut self.umem, self.tx_outstanding as usize);
         self.tx_outstanding -= done as u32;
-        let free = self.umem.allocatable();
-        if free > 0 {
+        // The crate reserves ring slots all-or-nothing: asking for more
+        // frames than the ring has free slots gets none, and the fill ring
+        // would starve. Ask for less until the ring takes what it can.
+        let mut free = self.umem.allocatable();
+        let mut chunk = FILL_CHUNK;
+        while free > 0 && chunk > 0 {
             // SAFETY: the UMEM outlives the socket (field order).
-            let _ = unsafe { self.fill.enqueue(&mut self.umem, free, false) };
+            let n =
+                unsafe { self.fill.enqueue(&mut self.umem, free.min(chunk), false) }.unwrap_or(0);
+            if n == 0 {
+                chunk /= 2;
+            }
+            free -= n;
         }
     }
 
@@ -247,14 +261,27 @@ impl XskQueue {
         self.umem.free_packet(packet);
     }
 
-    /// Puts the slab's frames on the TX ring (as many as fit) and kicks the
-    /// kernel. Returns how many were queued; the rest stay in the slab.
+    /// Puts the slab's frames on the TX ring and kicks the kernel. The
+    /// crate queues a slab all-or-nothing, so when the ring is too full the
+    /// kernel is kicked (and completions reaped) a few times to make room.
+    /// Returns how many were queued; the rest stay in the slab.
     pub fn send(&mut self, slab: &mut xdp::slab::HeapSlab) -> usize {
-        // SAFETY: the UMEM outlives the socket (field order).
-        let queued = unsafe { self.tx.send(slab, false) }.unwrap_or(0);
-        self.tx_outstanding += queued as u32;
-        if self.tx_outstanding > 0 {
-            self.kick();
+        let mut queued = 0;
+        for attempt in 0..=TX_RETRIES {
+            // SAFETY: the UMEM outlives the socket (field order).
+            let n = unsafe { self.tx.send(slab, false) }.unwrap_or(0);
+            queued += n;
+            self.tx_outstanding += n as u32;
+            if self.tx_outstanding > 0 {
+                self.kick();
+            }
+            if slab.is_empty() || attempt == TX_RETRIES {
+                break;
+            }
+            let done = self
+                .completion
+                .dequeue(&mut self.umem, self.tx_outstanding as usize);
+            self.tx_outstanding -= done as u32;
         }
         queued
     }
