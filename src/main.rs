@@ -161,6 +161,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // libbpf's own messages (verifier chatter, attach errors) go to the log
+    // instead of straight to stderr; ntpx reports the errors that matter.
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_log)));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
@@ -176,8 +179,34 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ntpx: {e:#}");
+            eprintln!("ntpx: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, each cause only if the text before it does not
+/// already say it (many errors quote their source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
+    let msg = msg.trim_end();
+    match level {
+        libbpf_rs::PrintLevel::Warn => tracing::debug!(target: "libbpf", "{msg}"),
+        libbpf_rs::PrintLevel::Info | libbpf_rs::PrintLevel::Debug => {
+            tracing::trace!(target: "libbpf", "{msg}")
         }
     }
 }
