@@ -155,16 +155,11 @@ fn query(topo: &Topology, prog: &str, args: &[&str], server: &str) -> f64 {
 /// `chronyd -Q` against the server: query only, never sets the clock.
 /// Returns the offset it reports ("System clock wrong by X seconds").
 fn chronyd_offset(topo: &Topology, server: &str) -> f64 {
-    let dir = tempdir(&format!("chrony-{}", topo.name));
-    let conf = dir.join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server {server} iburst minpoll -6 maxpoll -6\ncmdport 0\npidfile {}\n",
-            dir.join("pid").display()
-        ),
-    )
-    .expect("write chrony.conf");
+    let (dir, conf) = chrony_conf(
+        topo,
+        "cli",
+        &format!("server {server} iburst minpoll -6 maxpoll -6"),
+    );
     let out = run_with_timeout(
         topo.cli_cmd("chronyd")
             .args(["-Q", "-u", "root", "-t", "15", "-f"])
@@ -187,6 +182,24 @@ fn chronyd_offset(topo: &Topology, server: &str) -> f64 {
         .next()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("offset in {line}"))
+}
+
+/// A throwaway chrony config: `directives`, no command port, a private
+/// pid file. Returns the directory (remove it when done) and the file.
+fn chrony_conf(
+    topo: &Topology,
+    role: &str,
+    directives: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempdir(&format!("chrony-{role}-{}", topo.name));
+    let conf = dir.join("chrony.conf");
+    let pid = dir.join("pid");
+    std::fs::write(
+        &conf,
+        format!("{directives}\ncmdport 0\npidfile {}\n", pid.display()),
+    )
+    .expect("write chrony.conf");
+    (dir, conf)
 }
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
@@ -366,16 +379,7 @@ fn queue_without_socket_reaches_the_kernel() {
     }
     let topo = Topology::up_with_queues(2);
     peer_pass(&topo);
-    let dir = tempdir(&format!("chrony-srv-{}", topo.name));
-    let conf = dir.join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "local stratum 3\nallow all\nport 123\ncmdport 0\npidfile {}\n",
-            dir.join("pid").display()
-        ),
-    )
-    .expect("write chrony.conf");
+    let (dir, conf) = chrony_conf(&topo, "srv", "local stratum 3\nallow all\nport 123");
     // -x: never touch the clock. Killed with the namespace on drop.
     let mut chronyd = topo
         .srv_cmd("chronyd")
