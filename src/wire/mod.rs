@@ -27,11 +27,13 @@ impl std::fmt::Display for Truncated {
 impl std::error::Error for Truncated {}
 
 /// Reads a big-endian u16 at `at` (caller checked the length).
+#[inline]
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 /// Writes a big-endian u16 at `at` (caller checked the length).
+#[inline]
 fn set_be16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
