@@ -103,7 +103,7 @@ mod tests {
                 .collect();
             assert_eq!(checksum(&data), reference(&data), "len {len}");
             // Chained over an even split, as the UDP code does.
-            let cut = len / 2 & !1;
+            let cut = (len / 2) & !1;
             assert_eq!(
                 finish(accumulate(accumulate(0, &data[..cut]), &data[cut..])),
                 reference(&data),
