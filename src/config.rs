@@ -140,6 +140,17 @@ pub struct Settings {
     pub clock: StateConfig,
 }
 
+/// CPUs online on this machine (not just those in this process's affinity
+/// mask: `taskset` must not make valid CPU numbers look invalid).
+pub fn online_cpus() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Parses `auto|native|generic`.
 pub fn parse_xdp_mode(s: &str) -> anyhow::Result<AttachMode> {
     match s {
@@ -212,7 +223,7 @@ impl Settings {
             anyhow::bail!("queues must not be empty (leave it out to serve all queues)");
         }
         if let Some(c) = &s.cpus {
-            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let n = online_cpus();
             if let Some(bad) = c.iter().find(|&&c| c >= n) {
                 anyhow::bail!(
                     "cpu {bad} does not exist (this machine has CPUs 0..{})",

@@ -80,6 +80,9 @@ reasons! {
     TxFull => "tx_full",
     /// The kernel refused to send the reply (socket datapath).
     SendError => "send_error",
+    /// The kernel dropped the request because the socket's receive buffer
+    /// was full (socket datapath; `SO_RXQ_OVFL`).
+    SocketOverflow => "socket_overflow",
 }
 
 /// How many reasons there are (the length of a counter array).

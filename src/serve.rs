@@ -61,10 +61,12 @@ pub fn rx_queue_count(name: &str) -> anyhow::Result<u32> {
 }
 
 fn cpu_for(settings: &Settings, worker: usize) -> Option<usize> {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     match &settings.cpus {
         Some(c) if !c.is_empty() => Some(c[worker % c.len()]),
-        _ => Some(worker % n),
+        // By default spread the workers over the CPUs this process may use.
+        _ => core_affinity::get_core_ids()
+            .filter(|ids| !ids.is_empty())
+            .map(|ids| ids[worker % ids.len()].id),
     }
 }
 

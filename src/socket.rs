@@ -17,6 +17,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// Largest request read (longer datagrams are truncated and dropped).
 pub const BUF_LEN: usize = 1024;
 const CMSG_SPACE: usize = 128;
+/// Requested socket receive buffer (bytes).
+const RCVBUF: libc::c_int = 4 << 20;
 
 /// One received request.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +44,7 @@ pub struct BatchSocket {
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
     received: Box<[Received]>,
+    overflows: u32,
 }
 
 // SAFETY: the raw pointers inside `iovs` and `hdrs` point only into boxed
@@ -103,6 +106,14 @@ impl BatchSocket {
         setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
         setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
         setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+        // Count what the kernel drops for lack of buffer space: each message
+        // then carries the socket's cumulative drop count.
+        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
+        // A deep receive buffer absorbs bursts (FORCE lifts rmem_max for
+        // root; otherwise the kernel caps the plain request).
+        if setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
+            setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF)?;
+        }
         let tv = libc::timeval {
             tv_sec: timeout.as_secs() as libc::time_t,
             tv_usec: timeout.subsec_micros() as libc::suseconds_t,
@@ -160,6 +171,7 @@ impl BatchSocket {
                 batch
             ]
             .into_boxed_slice(),
+            overflows: 0,
         })
     }
 
@@ -217,7 +229,10 @@ impl BatchSocket {
         let got = r as usize;
         for i in 0..got {
             let h = &self.hdrs[i];
-            let (dst, rx_ns) = parse_cmsgs(&h.msg_hdr);
+            let (dst, rx_ns, overflows) = parse_cmsgs(&h.msg_hdr);
+            if let Some(o) = overflows {
+                self.overflows = o;
+            }
             self.received[i] = Received {
                 src: from_sockaddr6(&self.names[i]),
                 dst,
@@ -227,6 +242,12 @@ impl BatchSocket {
             };
         }
         Ok(got)
+    }
+
+    /// Requests the kernel has dropped on this socket so far because its
+    /// receive buffer was full (as of the last message received).
+    pub fn kernel_drops(&self) -> u32 {
+        self.overflows
     }
 
     /// Metadata of received message `i` (of the last `recv`).
@@ -329,10 +350,12 @@ fn from_sockaddr6(s: &libc::sockaddr_in6) -> SocketAddr {
     }
 }
 
-/// Reads IPV6_PKTINFO and SCM_TIMESTAMPNS from a received header.
-fn parse_cmsgs(h: &libc::msghdr) -> (Option<IpAddr>, u64) {
+/// Reads IPV6_PKTINFO, SCM_TIMESTAMPNS and SO_RXQ_OVFL from a received
+/// header.
+fn parse_cmsgs(h: &libc::msghdr) -> (Option<IpAddr>, u64, Option<u32>) {
     let mut dst = None;
     let mut rx_ns = 0;
+    let mut overflows = None;
     // SAFETY: `h` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR walk only
     // within msg_control[..msg_controllen], and each payload is read
     // unaligned with the size its type defines.
@@ -351,12 +374,15 @@ fn parse_cmsgs(h: &libc::msghdr) -> (Option<IpAddr>, u64) {
                         .wrapping_mul(1_000_000_000)
                         .wrapping_add(ts.tv_nsec as u64);
                 }
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
+                    overflows = Some(std::ptr::read_unaligned(data.cast::<u32>()));
+                }
                 _ => {}
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
     }
-    (dst, rx_ns)
+    (dst, rx_ns, overflows)
 }
 
 /// Writes an IPV6_PKTINFO control message selecting `src` as the reply's
@@ -434,5 +460,23 @@ mod tests {
         assert_eq!(from.port(), port);
         let (n, _) = c.recv_from(&mut b).unwrap();
         assert_eq!(&b[..n], b"WORLD!");
+    }
+
+    #[test]
+    fn kernel_drops_are_reported() {
+        let mut s = BatchSocket::bind(0, 8, Duration::from_millis(500)).unwrap();
+        let port = s.local_port().unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Far more than the receive buffer holds, none read meanwhile.
+        for _ in 0..60_000 {
+            let _ = c.send_to(&[0u8; 48], ("127.0.0.1", port));
+        }
+        // Messages queued before the drops carry no count; drain them, then
+        // the next one carries the socket's drop total.
+        while s.recv().unwrap() > 0 {}
+        assert_eq!(s.kernel_drops(), 0);
+        c.send_to(&[0u8; 48], ("127.0.0.1", port)).unwrap();
+        assert_eq!(s.recv().unwrap(), 1);
+        assert!(s.kernel_drops() > 0);
     }
 }

@@ -21,6 +21,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
     let mut rng = fastrand::Rng::new();
     let cfg = &*ctx.frame_cfg;
     let mut replies = [(0usize, 0usize); BATCH];
+    let mut kernel_drops = 0u32;
     while ctx.running.load(Relaxed) {
         let n = match sock.recv() {
             Ok(n) => n,
@@ -34,6 +35,12 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             continue;
         }
         stats.rx(n as u64);
+        let now_dropped = sock.kernel_drops();
+        stats.drop(
+            DropReason::SocketOverflow,
+            u64::from(now_dropped.wrapping_sub(kernel_drops)),
+        );
+        kernel_drops = now_dropped;
         let snap = ctx.state.load();
         let batch_now = ctx.clock.now_unix_nanos();
         let mut k = 0;
