@@ -84,6 +84,9 @@ const HEADROOM: u32 = 64;
 const _: () = assert!(META_LEN as u32 <= HEADROOM);
 /// Frames handed to the fill ring per reservation.
 const FILL_CHUNK: usize = 64;
+/// Descriptors the kernel sends per kick in copy mode (its default TX
+/// budget, `max_tx_budget`).
+const COPY_TX_BUDGET: usize = 32;
 /// Extra kicks before replies that find the TX ring full are dropped.
 const TX_RETRIES: usize = 4;
 
@@ -272,8 +275,18 @@ impl XskQueue {
             let n = unsafe { self.tx.send(slab, false) }.unwrap_or(0);
             queued += n;
             self.tx_outstanding += n as u32;
+            // Copy mode moves a limited budget of descriptors per kick: kick
+            // once per budget's worth, or they pile up on the TX ring, hold
+            // their frames, and the fill ring runs dry.
+            let kicks = if self.zerocopy {
+                1
+            } else {
+                n.div_ceil(COPY_TX_BUDGET).max(1)
+            };
             if self.tx_outstanding > 0 {
-                self.kick();
+                for _ in 0..kicks {
+                    self.kick();
+                }
             }
             if slab.is_empty() || attempt == TX_RETRIES {
                 break;
