@@ -120,20 +120,35 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         clock: SystemClock,
         cpu,
     };
+    let run = Run {
+        settings: &settings,
+        opts,
+        state: &state,
+        term: &term,
+        running: &running,
+    };
     match settings.datapath {
-        Datapath::Xdp => run_xdp(&settings, opts, &state, &term, &running, ctx),
-        Datapath::Socket => run_socket(&settings, opts, &state, &term, &running, ctx),
+        Datapath::Xdp => run_xdp(&run, ctx),
+        Datapath::Socket => run_socket(&run, ctx),
     }
 }
 
-fn run_xdp(
-    settings: &Settings,
+/// What both datapaths' set-up and shutdown share.
+struct Run<'a> {
+    settings: &'a Settings,
     opts: RunOptions,
-    state: &SharedState,
-    term: &AtomicBool,
-    running: &AtomicBool,
+    state: &'a SharedState,
+    /// Set by SIGINT/SIGTERM.
+    term: &'a AtomicBool,
+    /// Cleared to stop the workers.
+    running: &'a AtomicBool,
+}
+
+fn run_xdp(
+    run: &Run,
     ctx: impl Fn(Arc<Published>, Option<usize>) -> WorkerCtx<SystemClock>,
 ) -> anyhow::Result<Totals> {
+    let settings = run.settings;
     let iface = settings
         .interface
         .as_deref()
@@ -181,8 +196,8 @@ fn run_xdp(
             .context("spawning a worker")?;
         handles.push(h);
     }
-    control_loop(settings, opts, state, term, &published, Some(&program));
-    running.store(false, Ordering::Relaxed);
+    control_loop(run, &published, Some(&program));
+    run.running.store(false, Ordering::Relaxed);
     // Stop redirecting before the sockets close.
     let _ = program.detach();
     let mut socket_stats = Vec::new();
@@ -219,13 +234,10 @@ fn run_xdp(
 }
 
 fn run_socket(
-    settings: &Settings,
-    opts: RunOptions,
-    state: &SharedState,
-    term: &AtomicBool,
-    running: &AtomicBool,
+    run: &Run,
     ctx: impl Fn(Arc<Published>, Option<usize>) -> WorkerCtx<SystemClock>,
 ) -> anyhow::Result<Totals> {
+    let settings = run.settings;
     let n = settings
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -245,8 +257,8 @@ fn run_socket(
         );
     }
     tracing::info!(workers = n, addresses = ?addresses(settings), port = settings.port, "serving NTP over kernel UDP sockets");
-    control_loop(settings, opts, state, term, &published, None);
-    running.store(false, Ordering::Relaxed);
+    control_loop(run, &published, None);
+    run.running.store(false, Ordering::Relaxed);
     for h in handles {
         if h.join().is_err() {
             tracing::error!("a worker panicked");
@@ -266,14 +278,14 @@ fn addresses(s: &Settings) -> Vec<IpAddr> {
 
 /// Refreshes the clock state every second and logs stats every
 /// `stats_interval` seconds, until a signal or the duration ends.
-fn control_loop(
-    settings: &Settings,
-    opts: RunOptions,
-    state: &SharedState,
-    term: &AtomicBool,
-    published: &[Arc<Published>],
-    program: Option<&XdpProgram>,
-) {
+fn control_loop(run: &Run, published: &[Arc<Published>], program: Option<&XdpProgram>) {
+    let Run {
+        settings,
+        opts,
+        state,
+        term,
+        ..
+    } = *run;
     let start = Instant::now();
     let mut last_state = Instant::now();
     let mut last_stats = Instant::now();
