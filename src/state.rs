@@ -128,11 +128,6 @@ impl SharedState {
     pub fn load(&self) -> Snapshot {
         **self.current.load()
     }
-
-    /// The measured precision.
-    pub fn precision(&self) -> i8 {
-        self.precision
-    }
 }
 
 #[cfg(test)]
