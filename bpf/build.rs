@@ -1,7 +1,9 @@
 //! Build script: compiles the XDP program (bpf/ntpx.bpf.c) with clang and
 //! generates its libbpf-rs skeleton into `$OUT_DIR/ntpx.skel.rs`, which
 //! src/xdp/program.rs `include!`s. The BPF object is embedded in the
-//! skeleton, so the binary carries its own program.
+//! skeleton, so the binary carries its own program. The load generator's
+//! programs (bpf/load.bpf.c) go the same way into `$OUT_DIR/load.skel.rs`,
+//! for src/xdp/client.rs.
 //!
 //! Needs `clang` (with the BPF target) on PATH, or in `$NTPX_CLANG`, and the
 //! Linux uapi headers (Debian: `linux-libc-dev`). libbpf's own headers
@@ -14,6 +16,8 @@ use libbpf_cargo::SkeletonBuilder;
 
 const SRC: &str = "bpf/ntpx.bpf.c";
 const HEADER: &str = "bpf/ntpx.h";
+const LOAD_SRC: &str = "bpf/load.bpf.c";
+const LOAD_HEADERS: [&str; 2] = ["bpf/load.h", "bpf/frame.h"];
 
 fn main() {
     let manifest_dir = PathBuf::from(
@@ -48,8 +52,22 @@ fn main() {
         panic!("building the XDP program failed: {err:#}");
     }
 
+    let mut load = SkeletonBuilder::new();
+    load.source(manifest_dir.join(LOAD_SRC))
+        .clang_args(&clang_args);
+    if let Some(clang) = env::var_os("NTPX_CLANG") {
+        load.clang(clang);
+    }
+    if let Err(err) = load.build_and_generate(out_dir.join("load.skel.rs")) {
+        panic!("building the load generator's XDP programs failed: {err:#}");
+    }
+
     println!("cargo:rerun-if-changed={SRC}");
     println!("cargo:rerun-if-changed={HEADER}");
+    println!("cargo:rerun-if-changed={LOAD_SRC}");
+    for header in LOAD_HEADERS {
+        println!("cargo:rerun-if-changed={header}");
+    }
     println!("cargo:rerun-if-changed=bpf/build.rs");
     println!("cargo:rerun-if-env-changed=NTPX_CLANG");
 }

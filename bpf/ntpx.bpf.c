@@ -7,7 +7,8 @@
  * Frame walk: Ethernet, at most two VLAN tags (802.1Q / 802.1ad), IPv4 (any
  * IHL >= 5, fragments passed) or IPv6 (UDP directly after the fixed header),
  * UDP to `ntp_port` and to one of the configured server addresses, then the
- * first byte of the NTP header.
+ * first byte of the NTP header. The walk up to the UDP header is
+ * ntpx_parse_udp() in frame.h, shared with the load generator's programs.
  *
  * Each frame bumps NTPX_SEEN plus exactly one reason counter (see ntpx.h);
  * a redirected frame may bump NTPX_META_FAILED as well.
@@ -16,22 +17,10 @@
  * (src/xdp/program.rs) between open and load, so the verifier sees it as
  * constants.
  */
-#include <linux/types.h>
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/udp.h>
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
-
+#include "frame.h" /* header walk and metadata write, shared with bpf/load.bpf.c */
 #include "ntpx.h"
 
-#define NTPX_IPPROTO_UDP 17
-#define NTPX_IP_MF 0x2000
-#define NTPX_IP_OFFSET 0x1fff
 #define NTPX_NTP_HEADER_LEN 48
-#define NTPX_MAX_VLANS 2
 
 /* ---- load-time configuration (.rodata, set by the loader) ---- */
 
@@ -63,33 +52,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
-
-/* Not in the uapi headers (struct vlan_hdr is kernel-internal). */
-struct ntpx_vlan_hdr {
-	__be16 tci;
-	__be16 encap_proto;
-};
-
-/* ---- bounds-checked header cursor ---- */
-
-struct cursor {
-	void *pos;
-	void *end;
-};
-
-/*
- * Returns a pointer to the next `len` bytes and advances past them, or NULL
- * (cursor unchanged) if fewer than `len` bytes are left in the frame.
- */
-static __always_inline void *cursor_take(struct cursor *c, __u32 len)
-{
-	void *p = c->pos;
-
-	if (p + len > c->end)
-		return NULL;
-	c->pos = p + len;
-	return p;
-}
 
 static __always_inline void count(__u32 idx)
 {
@@ -141,70 +103,38 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
 	};
-	struct ethhdr *eth;
+	struct ntpx_headers h = {};
 	struct udphdr *udp;
 	__u8 *ntp;
-	__u16 proto, ulen;
+	__u16 ulen;
 	int ours;
-	int i;
 
-	eth = cursor_take(&c, sizeof(*eth));
-	if (!eth)
-		return NTPX_PASS_TRUNCATED;
-	proto = eth->h_proto;
-
-#pragma unroll
-	for (i = 0; i < NTPX_MAX_VLANS; i++) {
-		struct ntpx_vlan_hdr *vlan;
-
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
-			break;
-		vlan = cursor_take(&c, sizeof(*vlan));
-		if (!vlan)
-			return NTPX_PASS_TRUNCATED;
-		proto = vlan->encap_proto;
-	}
-
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *iph = c.pos;
-		__u32 hlen;
-
-		if ((void *)(iph + 1) > c.end)
-			return NTPX_PASS_TRUNCATED;
-		if (iph->version != 4 || iph->ihl < 5)
-			return NTPX_PASS_TRUNCATED;
-		hlen = iph->ihl * 4;
-		if (!cursor_take(&c, hlen))
-			return NTPX_PASS_TRUNCATED;
-		if (iph->protocol != NTPX_IPPROTO_UDP)
-			return NTPX_PASS_NOT_UDP;
-		if (iph->frag_off & bpf_htons(NTPX_IP_MF | NTPX_IP_OFFSET))
-			return NTPX_PASS_FRAGMENT;
-		ours = v4_is_ours(iph->daddr);
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6h = cursor_take(&c, sizeof(*ip6h));
-		__u32 daddr[4];
-
-		if (!ip6h)
-			return NTPX_PASS_TRUNCATED;
-		if (ip6h->version != 6)
-			return NTPX_PASS_TRUNCATED;
-		if (ip6h->nexthdr != NTPX_IPPROTO_UDP)
-			return NTPX_PASS_NOT_UDP;
-		daddr[0] = ip6h->daddr.in6_u.u6_addr32[0];
-		daddr[1] = ip6h->daddr.in6_u.u6_addr32[1];
-		daddr[2] = ip6h->daddr.in6_u.u6_addr32[2];
-		daddr[3] = ip6h->daddr.in6_u.u6_addr32[3];
-		ours = v6_is_ours(daddr);
-	} else {
+	switch (ntpx_parse_udp(&c, &h)) {
+	case NTPX_PARSE_UDP:
+		break;
+	case NTPX_PARSE_NOT_IP:
 		return NTPX_PASS_NOT_IP;
-	}
-
-	udp = cursor_take(&c, sizeof(*udp));
-	if (!udp)
+	case NTPX_PARSE_NOT_UDP:
+		return NTPX_PASS_NOT_UDP;
+	case NTPX_PARSE_FRAGMENT:
+		return NTPX_PASS_FRAGMENT;
+	default:
 		return NTPX_PASS_TRUNCATED;
+	}
+	udp = h.udp;
 	if (udp->dest != bpf_htons(ntp_port))
 		return NTPX_PASS_OTHER_PORT;
+	if (h.family == 4) {
+		ours = v4_is_ours(h.ip4->daddr);
+	} else {
+		__u32 daddr[4];
+
+		daddr[0] = h.ip6->daddr.in6_u.u6_addr32[0];
+		daddr[1] = h.ip6->daddr.in6_u.u6_addr32[1];
+		daddr[2] = h.ip6->daddr.in6_u.u6_addr32[2];
+		daddr[3] = h.ip6->daddr.in6_u.u6_addr32[3];
+		ours = v6_is_ours(daddr);
+	}
 	if (!ours)
 		return NTPX_PASS_NOT_OURS;
 	if (udp->source == 0)
@@ -239,26 +169,6 @@ static __always_inline int is_drop(__u32 reason)
 	       reason == NTPX_DROP_VERSION || reason == NTPX_DROP_SRC_PORT_ZERO;
 }
 
-/* Puts struct ntpx_meta in front of the frame. Returns 0 on success. */
-static __always_inline int write_meta(struct xdp_md *ctx, __u64 rx_sw_tai_ns)
-{
-	struct ntpx_meta *meta;
-	void *data;
-
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct ntpx_meta)))
-		return -1;
-	/* adjust_meta invalidated every packet pointer: reload and re-check. */
-	data = (void *)(long)ctx->data;
-	meta = (void *)(long)ctx->data_meta;
-	if ((void *)(meta + 1) > data)
-		return -1;
-	meta->rx_sw_tai_ns = rx_sw_tai_ns;
-	meta->rx_hw_ns = 0;
-	meta->flags = 0;
-	meta->magic = NTPX_META_MAGIC;
-	return 0;
-}
-
 SEC("xdp")
 int ntpx_xdp(struct xdp_md *ctx)
 {
@@ -278,7 +188,7 @@ int ntpx_xdp(struct xdp_md *ctx)
 		count(NTPX_PASS_NO_SOCKET);
 		return XDP_PASS;
 	}
-	if (write_meta(ctx, now))
+	if (ntpx_write_meta(ctx, now))
 		count(NTPX_META_FAILED);
 	count(NTPX_REDIRECTED);
 	return bpf_redirect_map(&xsks, queue, XDP_PASS);

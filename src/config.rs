@@ -9,7 +9,7 @@ use crate::xdp::program::AttachMode;
 use crate::xdp::socket::BindMode;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Which datapath serves requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -56,6 +56,9 @@ pub struct ServerFile {
     pub min_poll: Option<i8>,
     /// Seconds between stats lines (default 10, 0 = off).
     pub stats_interval: Option<u64>,
+    /// Unix socket that `ntpx stats` reads (default `/run/ntpx.sock`,
+    /// `""` = off).
+    pub stats_socket: Option<String>,
 }
 
 /// The `[clock]` table.
@@ -136,6 +139,8 @@ pub struct Settings {
     pub min_poll: i8,
     /// Stats interval (0 = off).
     pub stats_interval: u64,
+    /// The stats socket for `ntpx stats` (None: off).
+    pub stats_socket: Option<PathBuf>,
     /// Clock state config.
     pub clock: StateConfig,
 }
@@ -175,6 +180,23 @@ pub fn parse_ref_id(s: &str) -> anyhow::Result<[u8; 4]> {
     let mut id = [0u8; 4];
     id[..s.len()].copy_from_slice(s.as_bytes());
     Ok(id)
+}
+
+/// Longest path a Unix socket can be bound at (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Validates `stats_socket`: `""` turns it off.
+fn stats_socket(s: Option<&str>) -> anyhow::Result<Option<PathBuf>> {
+    let path = s.unwrap_or(crate::control::DEFAULT_PATH);
+    if path.is_empty() {
+        return Ok(None);
+    }
+    if path.len() > MAX_SOCKET_PATH || path.contains('\0') {
+        anyhow::bail!(
+            "stats_socket must be a path of at most {MAX_SOCKET_PATH} bytes without NUL, not {path:?}"
+        );
+    }
+    Ok(Some(PathBuf::from(path)))
 }
 
 fn ms_to_short(ms: f64, what: &str) -> anyhow::Result<NtpShort> {
@@ -264,6 +286,7 @@ impl Settings {
             drop_loop_ports: s.drop_loop_ports.unwrap_or(true),
             min_poll: s.min_poll.unwrap_or(i8::MIN),
             stats_interval: s.stats_interval.unwrap_or(10),
+            stats_socket: stats_socket(s.stats_socket.as_deref())?,
             clock: StateConfig {
                 source,
                 stratum,
@@ -341,6 +364,23 @@ mod tests {
         }
         assert!(ConfigFile::parse("[server]\nport = 70000\n").is_err());
         assert!(ConfigFile::parse("[server]\ndatapath = \"dpdk\"\n").is_err());
+    }
+
+    #[test]
+    fn stats_socket_default_path_and_off() {
+        let s = |text: &str| Settings::from_file(&ConfigFile::parse(text).unwrap());
+        let on = s("[server]\ndatapath = \"socket\"\n").unwrap();
+        assert_eq!(on.stats_socket, Some(PathBuf::from("/run/ntpx.sock")));
+        let off = s("[server]\ndatapath = \"socket\"\nstats_socket = \"\"\n").unwrap();
+        assert_eq!(off.stats_socket, None);
+        let other = s("[server]\ndatapath = \"socket\"\nstats_socket = \"/tmp/x.sock\"\n").unwrap();
+        assert_eq!(other.stats_socket, Some(PathBuf::from("/tmp/x.sock")));
+        let long = format!(
+            "[server]\ndatapath = \"socket\"\nstats_socket = \"/{}\"\n",
+            "a".repeat(200)
+        );
+        let e = s(&long).unwrap_err().to_string();
+        assert!(e.contains("stats_socket"), "{e}");
     }
 
     #[test]

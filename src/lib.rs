@@ -1,8 +1,11 @@
 //! ntpx placeholder
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod drops;
+pub mod load;
 pub mod ntp;
+pub mod report;
 pub mod respond;
 pub mod serve;
 pub mod socket;

@@ -23,6 +23,12 @@ struct Cli {
 enum Command {
     /// Serve NTP on an interface (needs root for the xdp datapath).
     Serve(Box<ServeArgs>),
+    /// Load-test an NTP server over AF_XDP (needs root): open-loop rate,
+    /// ramp or closed-loop ping; every reply validated; latency histograms.
+    Load(Box<ntpx::load::cli::LoadArgs>),
+    /// Count and drop UDP to the NTP port with XDP where a server would
+    /// answer: the load generator's own ceiling (needs root).
+    Sink(SinkArgs),
     /// Attach a pass-through XDP program to the client end of a veth test
     /// link (a veth accepts frames its peer sends from XDP only if it runs
     /// XDP itself). Not needed on real NICs.
@@ -36,6 +42,9 @@ enum Command {
         /// The TOML file.
         config: PathBuf,
     },
+    /// Print a running `ntpx serve`'s counters and RX->TX service-time
+    /// percentiles, read from its stats socket.
+    Stats(StatsArgs),
 }
 
 #[derive(Args)]
@@ -92,9 +101,76 @@ struct ServeArgs {
     /// Seconds between stats lines (0 = off).
     #[arg(long)]
     stats_interval: Option<u64>,
+    /// Unix socket that `ntpx stats` reads (default /run/ntpx.sock; '' = off).
+    #[arg(long, value_name = "PATH")]
+    stats_socket: Option<String>,
+    /// No stats socket (the same as --stats-socket '').
+    #[arg(long, conflicts_with = "stats_socket")]
+    no_stats_socket: bool,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     duration: Option<f64>,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// The stats socket of the server to ask.
+    #[arg(long, value_name = "PATH", default_value = ntpx::control::DEFAULT_PATH)]
+    socket: PathBuf,
+    /// Print the server's JSON document as it came.
+    #[arg(long)]
+    json: bool,
+    /// Also write the service-time percentile distribution (HdrHistogram
+    /// .hgrm text, microseconds) to FILE.
+    #[arg(long, value_name = "FILE")]
+    hgrm: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SinkArgs {
+    /// Interface to attach the sink to.
+    #[arg(long, short)]
+    iface: String,
+    /// UDP destination port to count and drop.
+    #[arg(long, default_value_t = 123)]
+    port: u16,
+    /// XDP attach mode: auto, native or generic.
+    #[arg(long, default_value = "auto")]
+    xdp_mode: String,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+impl SinkArgs {
+    /// `ntpx sink`; the run loop is `ntpx::xdp::client::run_sink`.
+    fn run(&self) -> anyhow::Result<()> {
+        let duration = self
+            .duration
+            .map(|secs| {
+                std::time::Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--duration must be a positive number of seconds")
+                    })
+            })
+            .transpose()?;
+        let opts = ntpx::xdp::client::SinkOptions {
+            port: self.port,
+            mode: ntpx::config::parse_xdp_mode(&self.xdp_mode)?,
+            duration,
+            ..Default::default()
+        };
+        let ifindex = ntpx::serve::ifindex(&self.iface)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
+                .map_err(|e| anyhow::anyhow!("installing signal handlers: {e}"))?;
+        }
+        ntpx::xdp::client::run_sink(ifindex, &opts, &stop, &mut std::io::stdout().lock())?;
+        Ok(())
+    }
 }
 
 fn parse_bind_mode(s: &str) -> Result<BindMode, String> {
@@ -144,6 +220,10 @@ impl ServeArgs {
         over!(s.ring_size, self.ring_size);
         over!(s.busy_poll, self.busy_poll);
         over!(s.stats_interval, self.stats_interval);
+        over!(s.stats_socket, self.stats_socket);
+        if self.no_stats_socket {
+            s.stats_socket = Some(String::new());
+        }
         let c = &mut f.clock;
         over!(c.source, self.clock);
         over!(c.stratum, self.stratum);
@@ -167,6 +247,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Sink(args) => args.run(),
+        Command::Load(args) => ntpx::load::cli::main(&args),
         Command::XdpPass { iface } => ntpx::serve::ifindex(&iface).and_then(|i| {
             ntpx::xdp::pass::attach_pass_through(i).map_err(|e| {
                 anyhow::anyhow!("cannot attach the pass-through program to {iface}: {e}")
@@ -175,6 +257,7 @@ fn main() -> std::process::ExitCode {
         Command::CheckConfig { config } => ConfigFile::load(&config)
             .and_then(|f| Settings::from_file(&f))
             .map(|s| println!("{s:#?}")),
+        Command::Stats(args) => stats(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -221,5 +304,29 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     ntpx::serve::run(settings, ntpx::serve::RunOptions { duration })?;
+    Ok(())
+}
+
+fn stats(args: &StatsArgs) -> anyhow::Result<()> {
+    let (text, doc) = ntpx::control::fetch(&args.socket)?;
+    if let Some(path) = &args.hgrm {
+        let hist = doc.histogram()?;
+        let named = ntpx::report::NamedHist {
+            name: "RX->TX service time",
+            hist: &hist,
+            bias_ns: 0,
+        };
+        let write = || -> std::io::Result<()> {
+            let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+            ntpx::report::write_hgrm(&mut w, &named, 1000.0)?;
+            std::io::Write::flush(&mut w)
+        };
+        write().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", text.trim_end());
+    } else {
+        print!("{}", doc.render()?);
+    }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! `ntpx serve`: set up the datapath, run the workers, refresh the clock
 //! state and print stats until SIGINT/SIGTERM (or `--duration`), then shut
 //! down cleanly: stop redirecting, join the workers, detach the program.
+//! Meanwhile the stats socket (`crate::control`) answers `ntpx stats`.
 
 use crate::clock::{self, SystemClock, SystemKernelClock};
 use crate::config::{Datapath, Settings};
+use crate::control::StatsSocket;
 use crate::respond::FrameConfig;
 use crate::socket::BatchSocket;
 use crate::state::SharedState;
@@ -12,6 +14,7 @@ use crate::worker::{self, BATCH, WorkerCtx};
 use crate::xdp::program::{ProgramConfig, XdpProgram};
 use crate::xdp::socket::{QueueOptions, XskQueue};
 use anyhow::{Context, bail};
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +75,7 @@ fn cpu_for(settings: &Settings, worker: usize) -> Option<usize> {
 
 /// Runs the server until signalled. Returns the final totals.
 pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
+    let start = Instant::now();
     if let Some(iface) = &settings.interface {
         ifindex(iface)?;
         if settings.v4.is_empty() && settings.v6.is_empty() {
@@ -83,6 +87,13 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
     if settings.v4.is_empty() && settings.v6.is_empty() {
         bail!("no addresses to answer for: give --address, or an interface that has addresses");
     }
+    // Bound before anything else is set up, so that a second server fails
+    // early; removed again on every way out (the guard's Drop).
+    let stats_socket = settings
+        .stats_socket
+        .as_deref()
+        .map(StatsSocket::bind)
+        .transpose()?;
     let precision = clock::measure_precision(&SystemClock);
     let state = Arc::new(
         SharedState::new(settings.clock, precision, &SystemKernelClock, &SystemClock)
@@ -126,6 +137,8 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         state: &state,
         term: &term,
         running: &running,
+        start,
+        stats_socket: Cell::new(stats_socket),
     };
     match settings.datapath {
         Datapath::Xdp => run_xdp(&run, ctx),
@@ -142,6 +155,10 @@ struct Run<'a> {
     term: &'a AtomicBool,
     /// Cleared to stop the workers.
     running: &'a AtomicBool,
+    /// When `run` began (the stats socket's uptime).
+    start: Instant,
+    /// The bound stats socket, taken by the control loop to serve it.
+    stats_socket: Cell<Option<StatsSocket>>,
 }
 
 fn run_xdp(
@@ -286,6 +303,21 @@ fn control_loop(run: &Run, published: &[Arc<Published>], program: Option<&XdpPro
         term,
         ..
     } = *run;
+    // Answers `ntpx stats` until this function returns (the guard's Drop
+    // stops the thread and removes the socket).
+    let _stats_server = run.stats_socket.take().and_then(|s| {
+        let path = s.path().display().to_string();
+        match s.serve(published.to_vec(), settings.datapath, run.start) {
+            Ok(server) => {
+                tracing::info!(path, "stats socket ready (ntpx stats)");
+                Some(server)
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "stats socket disabled");
+                None
+            }
+        }
+    });
     let start = Instant::now();
     let mut last_state = Instant::now();
     let mut last_stats = Instant::now();

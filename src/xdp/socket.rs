@@ -232,14 +232,17 @@ impl XskQueue {
     /// Moves finished TX frames back to the free list, then gives free
     /// frames to the fill ring.
     pub fn recycle(&mut self) {
-        let done = self
-            .completion
-            .dequeue(&mut self.umem, self.tx_outstanding as usize);
-        self.tx_outstanding -= done as u32;
+        self.recycle_keeping(0);
+    }
+
+    /// Like [`Self::recycle`], but keeps `keep` free frames out of the fill
+    /// ring for [`Self::alloc`] (a sender that builds its own frames).
+    pub fn recycle_keeping(&mut self, keep: usize) {
+        self.reap_completions();
         // The crate reserves ring slots all-or-nothing: asking for more
         // frames than the ring has free slots gets none, and the fill ring
         // would starve. Ask for less until the ring takes what it can.
-        let mut free = self.umem.allocatable();
+        let mut free = self.umem.allocatable().saturating_sub(keep);
         let mut chunk = FILL_CHUNK;
         while free > 0 && chunk > 0 {
             // SAFETY: the UMEM outlives the socket (field order).
@@ -250,6 +253,28 @@ impl XskQueue {
             }
             free -= n;
         }
+    }
+
+    /// Moves frames the kernel has finished sending back to the free list.
+    pub fn reap_completions(&mut self) {
+        let done = self
+            .completion
+            .dequeue(&mut self.umem, self.tx_outstanding as usize);
+        self.tx_outstanding -= done as u32;
+    }
+
+    /// A free frame to build an outgoing frame in (empty: grow it with
+    /// `adjust_tail`), or `None` when every frame is in use.
+    pub fn alloc(&mut self) -> Option<Packet> {
+        // SAFETY: the packet points into our UMEM; the caller hands it to
+        // `send` or `release` before this queue is dropped (the worker
+        // loops own both and drop the queue last).
+        unsafe { self.umem.alloc() }
+    }
+
+    /// Free frames (not on any ring, not held by the caller).
+    pub fn free_frames(&self) -> usize {
+        self.umem.allocatable()
     }
 
     /// Takes up to the slab's free space of received frames.
@@ -291,10 +316,7 @@ impl XskQueue {
             if slab.is_empty() || attempt == TX_RETRIES {
                 break;
             }
-            let done = self
-                .completion
-                .dequeue(&mut self.umem, self.tx_outstanding as usize);
-            self.tx_outstanding -= done as u32;
+            self.reap_completions();
         }
         queued
     }

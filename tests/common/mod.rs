@@ -758,3 +758,109 @@ pub const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 pub fn ntp_to_unix(ts: u64) -> f64 {
     (ts >> 32) as f64 - NTP_UNIX_OFFSET as f64 + (ts & 0xffff_ffff) as f64 / 4_294_967_296.0
 }
+
+/// The ntpx binary under test.
+pub const NTPX: &str = env!("CARGO_BIN_EXE_ntpx");
+
+/// A running `ntpx serve`, stopped with SIGTERM (and its output kept) on
+/// drop.
+pub struct Server {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    pub fn start(topo: &Topology, extra: &[&str]) -> Server {
+        let log =
+            std::env::temp_dir().join(format!("ntpx-e2e-{}-{}.log", topo.name, std::process::id()));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = topo
+            .srv_cmd(NTPX)
+            .args([
+                "serve",
+                "--clock",
+                "local",
+                "--stratum",
+                "1",
+                "--ref-id",
+                "XDPT",
+                "--stats-interval",
+                "0",
+            ])
+            .args(extra)
+            .env("NTPX_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn ntpx serve");
+        let mut s = Server {
+            child: Some(child),
+            log,
+        };
+        s.wait_ready();
+        s
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        for _ in 0..100 {
+            let out = self.output();
+            if out.contains("serving NTP") {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("ntpx serve exited early ({status}):\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("ntpx serve did not start:\n{}", self.output());
+    }
+
+    /// Stops the server and returns everything it printed.
+    pub fn stop(&mut self) -> String {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if c.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("ntpx serve ignored SIGTERM:\n{}", self.output());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.output()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Attaches a pass-through XDP program to the client's veth: a veth only
+/// accepts frames sent from XDP on its peer if it runs XDP itself.
+pub fn peer_pass(topo: &Topology) {
+    run_ok(
+        topo.cli_cmd(NTPX)
+            .args(["xdp-pass", "--iface", &topo.cli_if]),
+    );
+}

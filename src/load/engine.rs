@@ -1,0 +1,558 @@
+//! The generator's logic, apart from any I/O: which client sends next,
+//! what its request says, and what each received frame means.
+//!
+//! A datapath (AF_XDP in `load::xdp`, kernel sockets in `load::socket`, or
+//! a test's in-memory loop) asks [`Engine::next_request`] for frames,
+//! stamps the batch with [`Engine::stamp_batch`] just before it leaves,
+//! feeds every received frame to [`Engine::on_frame`] (or datagram to
+//! [`Engine::on_datagram`]) with its receive time, and collects the
+//! per-step [`Tally`]s from [`Engine::finish`].
+//!
+//! Two patterns: open loop (every request from a fresh random identity
+//! out of the source prefix, paced by the caller) and ping (a fixed set of
+//! clients, each with one request in flight, the next sent when the reply
+//! arrives or the timeout passes).
+
+#![forbid(unsafe_code)]
+
+use super::check::{self, Expect, Invalid};
+use super::frame::{RequestTemplate, Target};
+use super::spec::Prefix;
+use super::tally::Tally;
+use super::track::{Closed, Tracker, client_key};
+use crate::ntp::{self, NtpTimestamp};
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+/// Lowest source port used (above the well-known ports).
+const PORT_MIN: u16 = 1024;
+
+/// Most ping-mode clients per thread.
+pub const MAX_PING_CLIENTS: usize = 1 << 20;
+
+/// How one generator thread behaves.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Where requests go.
+    pub target: Target,
+    /// Source addresses (one identity per request in open loop).
+    pub sources: Prefix,
+    /// Replies later than this are `late`.
+    pub timeout_ns: u64,
+    /// log2 of the outstanding-request table size (open loop).
+    pub slot_bits: u32,
+    /// This thread's index (goes into every nonce).
+    pub thread: usize,
+    /// Seed of the thread's random numbers.
+    pub seed: u64,
+    /// `Some(n)`: ping mode with `n` clients and this gap between a
+    /// client's reply and its next request.
+    pub ping: Option<(usize, u64)>,
+}
+
+/// Ping mode's clients.
+#[derive(Debug)]
+struct Ping {
+    addrs: Vec<IpAddr>,
+    ports: Vec<u16>,
+    /// Clients that may send at the given time, in time order.
+    ready: VecDeque<(usize, u64)>,
+    gap_ns: u64,
+    next_expiry_scan: usize,
+}
+
+/// One thread's generator state; see the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    template: RequestTemplate,
+    expect: Expect,
+    sources: Prefix,
+    timeout_ns: u64,
+    tracker: Tracker,
+    rng: fastrand::Rng,
+    tallies: Vec<Tally>,
+    step: u32,
+    seq: u64,
+    batch: Vec<usize>,
+    ping: Option<Ping>,
+}
+
+impl Engine {
+    /// A new engine. Ping mode caps the clients at [`MAX_PING_CLIENTS`].
+    pub fn new(cfg: &EngineConfig) -> Engine {
+        let mut rng = fastrand::Rng::with_seed(cfg.seed);
+        let ping = cfg.ping.map(|(n, gap_ns)| {
+            let n = n.clamp(1, MAX_PING_CLIENTS);
+            let hosts = cfg.sources.hosts();
+            Ping {
+                addrs: (0..n).map(|i| cfg.sources.host(i as u64 % hosts)).collect(),
+                ports: (0..n).map(|_| rng.u16(PORT_MIN..)).collect(),
+                ready: (0..n).map(|i| (i, 0)).collect(),
+                gap_ns,
+                next_expiry_scan: 0,
+            }
+        });
+        let slot_bits = match &ping {
+            Some(p) => (p.addrs.len() as f64).log2().ceil() as u32,
+            None => cfg.slot_bits,
+        };
+        Engine {
+            template: RequestTemplate::new(&cfg.target),
+            expect: Expect {
+                server: cfg.target.addr,
+                port: cfg.target.port,
+                version: cfg.target.version,
+            },
+            sources: cfg.sources,
+            timeout_ns: cfg.timeout_ns,
+            tracker: Tracker::new(slot_bits.max(1), cfg.thread, rng.u64(..)),
+            rng,
+            tallies: vec![Tally::default()],
+            step: 0,
+            seq: 0,
+            batch: Vec::with_capacity(256),
+            ping,
+        }
+    }
+
+    /// Length of every request frame.
+    pub fn frame_len(&self) -> usize {
+        self.template.len()
+    }
+
+    /// Moves on to step `step`: requests sent from now on belong to it.
+    pub fn set_step(&mut self, step: u32) {
+        self.step = step;
+        while self.tallies.len() <= step as usize {
+            self.tallies.push(Tally::default());
+        }
+    }
+
+    /// The current step.
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+
+    /// Requests in flight.
+    pub fn open(&self) -> usize {
+        self.tracker.open()
+    }
+
+    /// The tally of the current step so far (for progress lines).
+    pub fn current(&self) -> &Tally {
+        &self.tallies[self.step as usize]
+    }
+
+    /// All steps' tallies so far.
+    pub fn tallies(&self) -> &[Tally] {
+        &self.tallies
+    }
+
+    /// Writes the next request into `buf` at `now_ns`; `None` if no client
+    /// may send now (ping mode) or `buf` is too short.
+    pub fn next_request(&mut self, buf: &mut [u8], now_ns: u64) -> Option<usize> {
+        let (slot, addr, port) = match &mut self.ping {
+            None => {
+                let hosts = self.sources.hosts();
+                let addr = self.sources.host(self.rng.u64(..hosts));
+                (self.seq as usize, addr, self.rng.u16(PORT_MIN..))
+            }
+            Some(p) => match p.ready.front() {
+                Some(&(c, at)) if at <= now_ns => {
+                    p.ready.pop_front();
+                    (c, p.addrs[c], p.ports[c])
+                }
+                _ => return None,
+            },
+        };
+        if buf.len() < self.template.len() {
+            return None;
+        }
+        let (nonce, evicted) =
+            self.tracker
+                .open_slot(slot, now_ns, self.step, client_key(addr, port));
+        if let Some(c) = evicted {
+            self.tallies[c.step as usize].lost += 1;
+        }
+        let slot = slot & (self.tracker.capacity() - 1);
+        self.seq += 1;
+        let n = self
+            .template
+            .write(buf, addr, port, nonce, self.seq as u16)?;
+        self.tallies[self.step as usize].sent += 1;
+        self.batch.push(slot);
+        Some(n)
+    }
+
+    /// Sets T1 of every request built since the last call to `t1_ns`.
+    pub fn stamp_batch(&mut self, t1_ns: u64) {
+        for &slot in &self.batch {
+            self.tracker.restamp(slot, t1_ns);
+        }
+        self.batch.clear();
+    }
+
+    /// Takes back a request that was built but could not be sent.
+    pub fn unsend(&mut self, frame: &[u8]) {
+        let Some(nonce) = frame.len().checked_sub(8).map(|at| {
+            let mut b = [0; 8];
+            b.copy_from_slice(&frame[at..]);
+            NtpTimestamp::from_bytes(b)
+        }) else {
+            return;
+        };
+        if let Some(c) = self.tracker.close(nonce) {
+            self.tallies[c.step as usize].sent -= 1;
+            self.batch.retain(|&s| s != c.slot);
+            if let Some(p) = &mut self.ping {
+                p.ready.push_front((c.slot, 0));
+            }
+        }
+    }
+
+    /// Handles a received frame (Ethernet and up), received at `t4_ns`.
+    pub fn on_frame(&mut self, frame: &[u8], t4_ns: u64) {
+        match check::parse_reply(frame, &self.expect) {
+            Ok(r) => {
+                let key = client_key(r.client, r.client_port);
+                self.on_reply(
+                    r.origin,
+                    key,
+                    Some((r.receive, r.transmit, r.stratum)),
+                    t4_ns,
+                );
+            }
+            Err(rej) => self.on_rejected(rej.reason, rej.origin, t4_ns),
+        }
+    }
+
+    /// Handles a UDP payload that the kernel received from `from` to our
+    /// `to` (the kernel already checked the IP and UDP headers).
+    pub fn on_datagram(
+        &mut self,
+        payload: &[u8],
+        from: (IpAddr, u16),
+        to: (IpAddr, u16),
+        t4_ns: u64,
+    ) {
+        if from != (self.expect.server, self.expect.port) {
+            return self.on_rejected(Invalid::WrongAddress, None, t4_ns);
+        }
+        let Some(p) = ntp::Packet::new_checked(payload) else {
+            return self.on_rejected(Invalid::Short, None, t4_ns);
+        };
+        match check::check_ntp(&p, &self.expect) {
+            Ok((t2, t3, stratum, _)) => self.on_reply(
+                p.origin(),
+                client_key(to.0, to.1),
+                Some((t2, t3, stratum)),
+                t4_ns,
+            ),
+            Err(why) => self.on_rejected(why, Some(p.origin()), t4_ns),
+        }
+    }
+
+    fn on_rejected(&mut self, why: Invalid, origin: Option<NtpTimestamp>, t4_ns: u64) {
+        self.tallies[self.step as usize].reject(why);
+        // The header made sense: if it echoes a request of ours, that
+        // request was answered, wrongly.
+        if let Some(c) = origin.and_then(|o| self.tracker.close(o)) {
+            self.tallies[c.step as usize].invalid += 1;
+            self.requeue(c, t4_ns);
+        }
+    }
+
+    fn on_reply(
+        &mut self,
+        origin: NtpTimestamp,
+        key: u64,
+        times: Option<(NtpTimestamp, NtpTimestamp, u8)>,
+        t4_ns: u64,
+    ) {
+        let Some(c) = self.tracker.close(origin) else {
+            return self.tallies[self.step as usize].reject(Invalid::UnknownOrigin);
+        };
+        self.requeue(c, t4_ns);
+        let t = &mut self.tallies[c.step as usize];
+        if c.client != key {
+            t.invalid += 1;
+            return self.tallies[self.step as usize].reject(Invalid::WrongAddress);
+        }
+        let Some((t2, t3, stratum)) = times else {
+            return;
+        };
+        if stratum == 0 {
+            t.kod += 1;
+        } else if t4_ns.saturating_sub(c.sent_ns) > self.timeout_ns {
+            t.late += 1;
+        } else {
+            t.good += 1;
+            let t2 = t2.to_unix_nanos_near(c.sent_ns) as i64;
+            let t3 = t3.to_unix_nanos_near(c.sent_ns) as i64;
+            t.hists.record(c.sent_ns, t2, t3, t4_ns);
+        }
+    }
+
+    /// Ping mode: the client whose request closed may send again.
+    fn requeue(&mut self, c: Closed, now_ns: u64) {
+        if let Some(p) = &mut self.ping {
+            p.ready.push_back((c.slot, now_ns + p.gap_ns));
+        }
+    }
+
+    /// Ping mode: gives up on up to `budget` clients' requests older than
+    /// the timeout (counted lost; the clients send again). Call it often
+    /// with a small budget; it walks the clients round robin.
+    pub fn expire(&mut self, now_ns: u64, budget: usize) {
+        let Some(p) = &mut self.ping else { return };
+        let cutoff = now_ns.saturating_sub(self.timeout_ns);
+        let n = p.addrs.len();
+        for _ in 0..budget.min(n) {
+            let c = p.next_expiry_scan;
+            p.next_expiry_scan = (c + 1) % n;
+            if let Some(closed) = self.tracker.expire_slot(c, cutoff) {
+                self.tallies[closed.step as usize].lost += 1;
+                p.ready.push_back((c, now_ns));
+            }
+        }
+    }
+
+    /// Ends the run: whatever is still open is lost.
+    pub fn finish(mut self) -> Vec<Tally> {
+        let tallies = &mut self.tallies;
+        self.tracker
+            .close_all(|c| tallies[c.step as usize].lost += 1);
+        self.tallies
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::spec::parse_prefix;
+    use crate::ntp::{Leap, ServerState};
+    use crate::respond::{FrameConfig, respond};
+
+    const BASE: u64 = 1_800_000_000_000_000_000;
+
+    fn engine(ping: Option<(usize, u64)>) -> Engine {
+        Engine::new(&EngineConfig {
+            target: Target {
+                src_mac: [2, 0, 0, 0, 0, 2],
+                dst_mac: [2, 0, 0, 0, 0, 1],
+                addr: "198.18.0.1".parse().unwrap(),
+                port: 123,
+                version: 4,
+            },
+            sources: parse_prefix("198.19.0.0/16").unwrap(),
+            timeout_ns: 1_000_000,
+            slot_bits: 12,
+            thread: 1,
+            seed: 7,
+            ping,
+        })
+    }
+
+    /// What the fake server does to the i-th request.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fault {
+        None,
+        Drop,
+        CorruptOrigin,
+        Late,
+        Duplicate,
+        BadMode,
+        Kiss,
+    }
+
+    /// Runs `n` requests through ntpx's responder, 10 µs each way, with
+    /// `fault` applied to every tenth.
+    fn run(n: usize, fault: Fault) -> Tally {
+        let mut e = engine(None);
+        let cfg = FrameConfig::new(vec!["198.18.0.1".parse().unwrap()], vec![]);
+        let state = ServerState {
+            leap: Leap::None,
+            stratum: 1,
+            ref_id: *b"TEST",
+            ..ServerState::unsynchronized(-20)
+        };
+        let mut buf = [0u8; 128];
+        for i in 0..n {
+            let t1 = BASE + i as u64 * 1_000_000;
+            let len = e.next_request(&mut buf, t1).unwrap();
+            e.stamp_batch(t1);
+            let t2 = NtpTimestamp::from_unix_nanos(t1 + 10_000);
+            let t3 = NtpTimestamp::from_unix_nanos(t1 + 11_000);
+            let r = respond(&mut buf[..len], &cfg, &state, t2, || t3, 0).unwrap();
+            let ntp_at = r.len - 48;
+            let this = if i % 10 == 9 { fault } else { Fault::None };
+            let mut t4 = t1 + 21_000;
+            match this {
+                Fault::Drop => continue,
+                Fault::CorruptOrigin => buf[ntp_at + 27] ^= 0x10,
+                Fault::Late => t4 += 5_000_000,
+                Fault::BadMode => buf[ntp_at] = (buf[ntp_at] & !7) | 5,
+                Fault::Kiss => {
+                    buf[ntp_at + 1] = 0;
+                    buf[ntp_at + 12..ntp_at + 16].copy_from_slice(b"RATE");
+                }
+                Fault::None | Fault::Duplicate => {}
+            }
+            if this != Fault::None {
+                // Keep the checksum right: the NTP check must catch it.
+                let pseudo = crate::wire::checksum::pseudo_v4(
+                    buf[30..34].try_into().unwrap(),
+                    buf[26..30].try_into().unwrap(),
+                    56,
+                );
+                crate::wire::udp::Udp::new_checked(&mut buf[34..r.len])
+                    .unwrap()
+                    .fill_checksum(pseudo);
+            }
+            e.on_frame(&buf[..r.len], t4);
+            if this == Fault::Duplicate {
+                e.on_frame(&buf[..r.len], t4 + 1);
+            }
+        }
+        let mut t = e.finish().remove(0);
+        t.hists = Default::default();
+        t
+    }
+
+    #[test]
+    fn clean_server_all_good() {
+        let t = run(100, Fault::None);
+        assert_eq!(
+            (t.sent, t.good, t.lost, t.rejected_total()),
+            (100, 100, 0, 0)
+        );
+    }
+
+    #[test]
+    fn faults_are_counted_where_they_belong() {
+        let t = run(100, Fault::Drop);
+        assert_eq!(
+            (t.sent, t.good, t.lost, t.rejected_total()),
+            (100, 90, 10, 0)
+        );
+        let t = run(100, Fault::CorruptOrigin);
+        assert_eq!(
+            (t.good, t.lost, t.rejected_list()),
+            (90, 10, vec![("unknown_origin", 10)])
+        );
+        let t = run(100, Fault::Late);
+        assert_eq!((t.good, t.late, t.lost), (90, 10, 0));
+        let t = run(100, Fault::Duplicate);
+        assert_eq!(
+            (t.good, t.lost, t.rejected_list()),
+            (100, 0, vec![("unknown_origin", 10)])
+        );
+        let t = run(100, Fault::BadMode);
+        assert_eq!(
+            (t.good, t.invalid, t.lost, t.rejected_list()),
+            (90, 10, 0, vec![("mode", 10)])
+        );
+        let t = run(100, Fault::Kiss);
+        assert_eq!((t.good, t.kod, t.lost), (90, 10, 0));
+    }
+
+    #[test]
+    fn good_replies_fill_histograms() {
+        let mut e = engine(None);
+        let mut buf = [0u8; 128];
+        let cfg = FrameConfig::new(vec!["198.18.0.1".parse().unwrap()], vec![]);
+        let state = ServerState {
+            leap: Leap::None,
+            stratum: 2,
+            ref_id: *b"TEST",
+            ..ServerState::unsynchronized(-20)
+        };
+        let len = e.next_request(&mut buf, BASE).unwrap();
+        e.stamp_batch(BASE + 500);
+        let t2 = NtpTimestamp::from_unix_nanos(BASE + 10_500);
+        let t3 = NtpTimestamp::from_unix_nanos(BASE + 12_500);
+        let r = respond(&mut buf[..len], &cfg, &state, t2, || t3, 0).unwrap();
+        e.on_frame(&buf[..r.len], BASE + 22_500);
+        let t = e.finish().remove(0);
+        assert_eq!(t.good, 1);
+        // NTP fractions are 1/2^32 s: conversions may be off by a ns.
+        // The responder fills the bits below its precision (2^-20 s here)
+        // of T2 and T3: allow for that.
+        let near = |h: &hdrhistogram::Histogram<u64>, want: u64| {
+            h.equivalent(h.max(), want) || h.lowest_equivalent(h.max()).abs_diff(want) <= 954
+        };
+        assert!(near(&t.hists.rtt, 22_000), "{}", t.hists.rtt.max());
+        assert!(
+            near(&t.hists.residence, 2_000),
+            "{}",
+            t.hists.residence.max()
+        );
+        assert!(near(&t.hists.delay, 20_000), "{}", t.hists.delay.max());
+        assert!(t.hists.offset.max() <= 954, "{}", t.hists.offset.max());
+    }
+
+    #[test]
+    fn reply_to_another_identity_is_invalid() {
+        let mut e = engine(None);
+        let mut buf = [0u8; 128];
+        let cfg = FrameConfig::new(vec!["198.18.0.1".parse().unwrap()], vec![]);
+        let state = ServerState {
+            leap: Leap::None,
+            stratum: 2,
+            ref_id: *b"TEST",
+            ..ServerState::unsynchronized(-20)
+        };
+        let len = e.next_request(&mut buf, BASE).unwrap();
+        e.stamp_batch(BASE);
+        let ts = NtpTimestamp::from_unix_nanos(BASE + 1);
+        let r = respond(&mut buf[..len], &cfg, &state, ts, || ts, 0).unwrap();
+        // Send it to another port of ours, checksum fixed.
+        buf[36] ^= 0x40;
+        let pseudo = crate::wire::checksum::pseudo_v4(
+            buf[30..34].try_into().unwrap(),
+            buf[26..30].try_into().unwrap(),
+            56,
+        );
+        crate::wire::udp::Udp::new_checked(&mut buf[34..r.len])
+            .unwrap()
+            .fill_checksum(pseudo);
+        e.on_frame(&buf[..r.len], BASE + 2);
+        let t = e.finish().remove(0);
+        assert_eq!(
+            (t.good, t.invalid, t.rejected_list()),
+            (0, 1, vec![("wrong_address", 1)])
+        );
+    }
+
+    #[test]
+    fn unsent_requests_are_taken_back() {
+        let mut e = engine(None);
+        let mut buf = [0u8; 128];
+        let len = e.next_request(&mut buf, BASE).unwrap();
+        e.unsend(&buf[..len]);
+        e.stamp_batch(BASE);
+        assert_eq!(e.open(), 0);
+        let t = e.finish().remove(0);
+        assert_eq!((t.sent, t.lost), (0, 0));
+    }
+
+    #[test]
+    fn ping_mode_one_in_flight_per_client() {
+        let mut e = engine(Some((3, 1000)));
+        let mut buf = [0u8; 128];
+        let mut frames = vec![];
+        while let Some(n) = e.next_request(&mut buf, BASE) {
+            frames.push(buf[..n].to_vec());
+        }
+        assert_eq!(frames.len(), 3);
+        assert_eq!(e.open(), 3);
+        // Nobody answers: after the timeout each is lost and may resend.
+        e.expire(BASE + 500_000, 10);
+        assert!(e.next_request(&mut buf, BASE + 500_000).is_none());
+        e.expire(BASE + 2_000_001, 10);
+        assert_eq!(e.open(), 0);
+        assert!(e.next_request(&mut buf, BASE + 2_000_001).is_some());
+        let t = e.finish().remove(0);
+        assert_eq!((t.sent, t.lost), (4, 4));
+    }
+}

@@ -1,0 +1,29 @@
+//! `ntpx load`: the bundled load generator.
+//!
+//! ```text
+//!  pinned thread per queue                          server under test
+//!  ┌──────────────────────────────┐
+//!  │ Pacer ─► Engine::next_request │─ TX ring ─► NIC ──────► ntpx / chronyd
+//!  │ (template + client + nonce)   │                               │
+//!  │ Engine::on_frame ◄─ RX ring ◄─│◄─ XDP ntpx_load_rx ◄── NIC ◄──┘
+//!  │ (check, tracker, tally)       │   (replies from port 123, stamped)
+//!  └──────────────────────────────┘
+//! ```
+//!
+//! Pure parts: [`spec`] (what the user asks for), [`frame`] (request
+//! frames), [`check`] (reply validation), [`track`] (outstanding nonces),
+//! [`tally`] (outcomes and histograms), [`pace`] (open-loop schedule),
+//! [`engine`] (all of it together, I/O-free).
+
+pub mod check;
+pub mod cli;
+pub mod engine;
+pub mod frame;
+pub mod live;
+pub mod pace;
+pub mod report;
+pub mod run;
+pub mod spec;
+pub mod tally;
+pub mod track;
+pub mod xdp;

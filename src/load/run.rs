@@ -1,0 +1,416 @@
+//! Setting up and running a load test: the interface, the XDP program and
+//! one AF_XDP socket per queue, the server's MAC (from a probe), one
+//! pinned thread per queue, the progress line, and the merged results.
+
+use super::engine::{Engine, EngineConfig};
+use super::frame::Target;
+use super::live::Live;
+use super::spec::{Prefix, fmt_rate};
+use super::tally::Tally;
+use super::track::{MAX_THREADS, slot_bits_for};
+use super::xdp::{self as load_xdp, Schedule};
+use crate::clock::{Clock, KernelClock, SystemClock, SystemKernelClock};
+use crate::stats::fmt_ns;
+use crate::xdp::client::{ClientProgram, ClientProgramKind};
+use crate::xdp::program::AttachMode;
+use crate::xdp::socket::{BindMode, QueueOptions, XskQueue};
+use anyhow::{Context, bail};
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Open loop at fixed rates, or closed-loop ping.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// One step per rate (requests/s, all threads together).
+    Rates(Vec<f64>),
+    /// `clients` clients, one request each in flight; `gap` between a
+    /// reply and the client's next request.
+    Ping {
+        /// Clients (identities).
+        clients: usize,
+        /// Pause after each reply.
+        gap: Duration,
+    },
+}
+
+/// Everything `ntpx load` needs.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// Interface to send from.
+    pub iface: String,
+    /// The server.
+    pub server: SocketAddr,
+    /// The server's (or next hop's) MAC; `None`: learn it from a probe.
+    pub mac: Option<[u8; 6]>,
+    /// Source addresses; `None`: the interface's own address.
+    pub sources: Option<Prefix>,
+    /// What to send.
+    pub plan: Plan,
+    /// Length of each step (of the whole run, for ping).
+    pub step: Duration,
+    /// Replies later than this are late; also how long to wait at the end.
+    pub timeout: Duration,
+    /// NIC queues (one thread each).
+    pub queues: Vec<u32>,
+    /// CPUs to pin the threads to, in queue order.
+    pub cpus: Vec<usize>,
+    /// XDP attach mode.
+    pub xdp_mode: AttachMode,
+    /// AF_XDP bind mode.
+    pub bind_mode: BindMode,
+    /// NTP version of the requests.
+    pub version: u8,
+    /// Print a live progress line (on a terminal).
+    pub progress: bool,
+}
+
+/// One step's merged results.
+#[derive(Clone, Debug)]
+pub struct StepResult {
+    /// Asked-for rate (requests/s), 0 for ping.
+    pub target_rate: f64,
+    /// Length of the step (s).
+    pub seconds: f64,
+    /// What happened.
+    pub tally: Tally,
+}
+
+impl StepResult {
+    /// Requests actually sent per second.
+    pub fn sent_rate(&self) -> f64 {
+        self.tally.sent as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Valid answers (good) per second.
+    pub fn good_rate(&self) -> f64 {
+        self.tally.good as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Fraction of sent requests without a good reply.
+    pub fn loss(&self) -> f64 {
+        if self.tally.sent == 0 {
+            0.0
+        } else {
+            1.0 - self.tally.good as f64 / self.tally.sent as f64
+        }
+    }
+}
+
+/// A whole run.
+#[derive(Clone, Debug)]
+pub struct LoadResult {
+    /// Per step.
+    pub steps: Vec<StepResult>,
+    /// Everything.
+    pub total: Tally,
+    /// The server's MAC used.
+    pub server_mac: [u8; 6],
+    /// XDP attach mode used.
+    pub xdp_mode: String,
+    /// Queues (threads).
+    pub queues: Vec<u32>,
+    /// Frames the XDP program passed to the kernel for lack of a socket
+    /// (replies that arrived on a queue without a generator thread).
+    pub no_socket: u64,
+    /// Replies the kernel could not hand to the generator's AF_XDP
+    /// sockets (RX ring full or no free frame): non-zero means the
+    /// generator, not the server, lost them.
+    pub generator_rx_dropped: u64,
+}
+
+/// The MAC address of `iface`.
+pub fn interface_mac(iface: &str) -> anyhow::Result<[u8; 6]> {
+    let path = format!("/sys/class/net/{iface}/address");
+    let s = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_mac(s.trim()).with_context(|| format!("{path} holds no MAC address"))
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        bail!("invalid MAC address {s:?}: expected six hex bytes like 02:00:5e:10:00:01");
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16)
+            .ok()
+            .filter(|_| p.len() <= 2)
+            .with_context(|| format!("invalid MAC address {s:?}"))?;
+    }
+    Ok(mac)
+}
+
+/// The interface's address of the server's family: the default source.
+fn own_address(iface: &str, server: IpAddr) -> anyhow::Result<IpAddr> {
+    let (v4, v6) = crate::serve::interface_addresses(iface)?;
+    let found = match server {
+        IpAddr::V4(_) => v4.first().map(|a| IpAddr::V4(*a)),
+        IpAddr::V6(_) => v6
+            .iter()
+            .find(|a| !a.is_unicast_link_local())
+            .map(|a| IpAddr::V6(*a)),
+    };
+    found.with_context(|| {
+        format!("{iface} has no address of the server's family: add one or pass --sources")
+    })
+}
+
+/// Learns the MAC that the server's replies come from: one NTP request
+/// through the kernel's UDP stack, whose reply the XDP program then hands
+/// to one of our AF_XDP sockets, Ethernet header and all. Proves on the
+/// way that the server answers at all.
+fn probe_mac(queues: &mut [XskQueue], server: SocketAddr, version: u8) -> anyhow::Result<[u8; 6]> {
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
+    let sock = UdpSocket::bind(bind).context("opening the probe socket")?;
+    let mut req = [0u8; 48];
+    req[0] = (version << 3) | 3;
+    let nonce = fastrand::u64(..) | 1 << 63;
+    req[40..48].copy_from_slice(&nonce.to_be_bytes());
+    let mut rx = xdp::slab::HeapSlab::with_capacity(load_xdp::BATCH);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut next_send = Instant::now();
+    while Instant::now() < deadline {
+        if Instant::now() >= next_send {
+            sock.send_to(&req, server)
+                .with_context(|| format!("sending the probe to {server}"))?;
+            next_send = Instant::now() + Duration::from_millis(500);
+        }
+        for q in queues.iter_mut() {
+            q.recycle();
+            q.wait(Duration::from_millis(20));
+            q.receive(&mut rx);
+            use xdp::slab::Slab as _;
+            while let Some(p) = rx.pop_back() {
+                let f = &p[..];
+                let origin_ok =
+                    f.len() >= 48 && f[f.len() - 24..f.len() - 16] == nonce.to_be_bytes();
+                let mut mac = [0u8; 6];
+                if f.len() >= 12 {
+                    mac.copy_from_slice(&f[6..12]);
+                }
+                q.release(p);
+                if origin_ok {
+                    return Ok(mac);
+                }
+            }
+        }
+    }
+    bail!(
+        "the server {server} did not answer a probe within 3 s, so its MAC address is unknown: \
+         check that it runs and is reachable, or pass --mac"
+    )
+}
+
+/// Runs a load test; see the module docs.
+pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResult> {
+    if cfg.queues.is_empty() || cfg.queues.len() > MAX_THREADS {
+        bail!("use 1 to {MAX_THREADS} queues");
+    }
+    let ifindex = crate::serve::ifindex(&cfg.iface)?;
+    let src_mac = interface_mac(&cfg.iface)?;
+    let sources = match cfg.sources {
+        Some(p) => p,
+        None => super::spec::parse_prefix(&own_address(&cfg.iface, cfg.server.ip())?.to_string())
+            .map_err(anyhow::Error::msg)?,
+    };
+    if sources.addr.is_ipv4() != cfg.server.is_ipv4() {
+        bail!(
+            "--sources {sources} and the server {} are of different address families",
+            cfg.server.ip()
+        );
+    }
+    let mut prog = ClientProgram::load(ClientProgramKind::Redirect, cfg.server.port())?;
+    let mode = prog.attach(ifindex, cfg.xdp_mode)?;
+    let opts = QueueOptions {
+        frames: 8192,
+        ring_size: 2048,
+        bind_mode: cfg.bind_mode,
+        busy_poll_budget: 0,
+    };
+    let mut queues = Vec::new();
+    for &q in &cfg.queues {
+        let xq = XskQueue::open(ifindex, q, &opts)?;
+        prog.register_socket(q, xq.fd())?;
+        queues.push(xq);
+    }
+    let server_mac = match cfg.mac {
+        Some(m) => m,
+        None => probe_mac(&mut queues, cfg.server, cfg.version)?,
+    };
+    let tai_offset_s = SystemKernelClock.discipline().map_or(0, |d| d.tai_offset_s);
+    let threads = queues.len();
+    let (rates, ping) = match &cfg.plan {
+        Plan::Rates(r) => (
+            r.iter().map(|r| r / threads as f64).collect::<Vec<_>>(),
+            None,
+        ),
+        Plan::Ping { clients, gap } => (
+            vec![0.0],
+            Some(((clients / threads).max(1), gap.as_nanos() as u64)),
+        ),
+    };
+    let max_rate = rates.iter().cloned().fold(0.0, f64::max);
+    let clock = SystemClock;
+    let schedule = Schedule {
+        start_ns: clock.now_unix_nanos() + 50_000_000,
+        step_ns: cfg.step.as_nanos() as u64,
+        rates: rates.clone(),
+        ping: ping.is_some(),
+        // Twice the timeout: replies a little late are counted as late,
+        // not lost.
+        drain_ns: 2 * cfg.timeout.as_nanos() as u64,
+        cpu: None,
+        tai_offset_s,
+    };
+    let target = Target {
+        src_mac,
+        dst_mac: server_mac,
+        addr: cfg.server.ip(),
+        port: cfg.server.port(),
+        version: cfg.version,
+    };
+    let lives: Vec<Arc<Live>> = (0..threads).map(|_| Arc::new(Live::default())).collect();
+    let seed = fastrand::u64(..);
+    let results = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for (i, q) in queues.drain(..).enumerate() {
+            let engine = Engine::new(&EngineConfig {
+                target,
+                sources,
+                timeout_ns: cfg.timeout.as_nanos() as u64,
+                slot_bits: slot_bits_for(max_rate, cfg.timeout.as_secs_f64()),
+                thread: i,
+                seed: seed.wrapping_add(i as u64),
+                ping,
+            });
+            let s = Schedule {
+                cpu: cfg.cpus.get(i).copied(),
+                ..schedule.clone()
+            };
+            let live = lives[i].clone();
+            let stop: &AtomicBool = stop;
+            let h = std::thread::Builder::new()
+                .name(format!("ntpx-load-{i}"))
+                .spawn_scoped(scope, move || {
+                    load_xdp::run(q, engine, &s, &SystemClock, &live, stop)
+                })
+                .context("starting a generator thread")?;
+            handles.push(h);
+        }
+        let stopped_at = progress_loop(cfg, &schedule, &lives, &handles, stop);
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a generator thread panicked"))?,
+            );
+        }
+        Ok::<_, anyhow::Error>((out, stopped_at))
+    });
+    let (results, stopped_at) = results?;
+    let no_socket = prog.counters().map_or(0, |c| c.no_socket);
+    let generator_rx_dropped = results
+        .iter()
+        .filter_map(|(q, _)| q.kernel_stats())
+        .map(|st| st.rx_dropped + st.rx_ring_full)
+        .sum();
+    drop(prog);
+    // A run stopped early has a short last step and empty ones after it.
+    let sending_end = stopped_at
+        .unwrap_or(schedule.end_ns())
+        .min(schedule.end_ns());
+    let mut steps: Vec<StepResult> = rates
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let from = schedule.start_ns + i as u64 * schedule.step_ns;
+            let ns = sending_end.saturating_sub(from).min(schedule.step_ns);
+            StepResult {
+                target_rate: if ping.is_some() {
+                    0.0
+                } else {
+                    r * threads as f64
+                },
+                seconds: ns as f64 / 1e9,
+                tally: Tally::default(),
+            }
+        })
+        .collect();
+    for (_q, tallies) in &results {
+        for (s, t) in steps.iter_mut().zip(tallies) {
+            s.tally.add(t);
+        }
+    }
+    let mut total = Tally::default();
+    for s in &steps {
+        total.add(&s.tally);
+    }
+    Ok(LoadResult {
+        steps,
+        total,
+        server_mac,
+        xdp_mode: mode.to_string(),
+        queues: cfg.queues.clone(),
+        no_socket,
+        generator_rx_dropped,
+    })
+}
+
+/// Prints the progress line about once a second until every thread is
+/// done; returns when sending was stopped early (Unix ns), if it was.
+fn progress_loop<T>(
+    cfg: &LoadConfig,
+    schedule: &Schedule,
+    lives: &[Arc<Live>],
+    handles: &[std::thread::ScopedJoinHandle<'_, T>],
+    stop: &AtomicBool,
+) -> Option<u64> {
+    let tty = cfg.progress && std::io::stderr().is_terminal();
+    let steps = schedule.rates.len();
+    let mut stopped_at = None;
+    let mut last = (Instant::now(), Live::view(lives));
+    let mut printed = false;
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(100));
+        if stopped_at.is_none() && stop.load(Relaxed) {
+            stopped_at = Some(SystemClock.now_unix_nanos());
+        }
+        let now = Instant::now();
+        let secs = now.duration_since(last.0).as_secs_f64();
+        if !tty || secs < 1.0 {
+            continue;
+        }
+        let v = Live::view(lives);
+        let sent = (v.sent - last.1.sent) as f64 / secs;
+        let answered = (v.answered - last.1.answered) as f64 / secs;
+        let loss = if sent > 0.0 {
+            (1.0 - answered / sent).max(0.0) * 100.0
+        } else {
+            0.0
+        };
+        let step = (v.step as usize + 1).min(steps);
+        let _ = write!(
+            std::io::stderr(),
+            "\r\x1b[2Kstep {step}/{steps}  sent {}/s  answered {}/s  loss {loss:.2}%  rejected {}  rtt p99 {}",
+            fmt_rate(sent),
+            fmt_rate(answered),
+            v.rejected,
+            fmt_ns(v.rtt_p99),
+        );
+        printed = true;
+        last = (now, v);
+    }
+    if printed {
+        let _ = writeln!(std::io::stderr());
+    }
+    stopped_at
+}

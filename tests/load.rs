@@ -1,0 +1,310 @@
+//! `ntpx load` end to end on a veth pair between two throwaway network
+//! namespaces: against ntpx itself (both datapaths, IPv4 and IPv6, many
+//! source addresses) every request must be answered and validated; against
+//! a small fake responder that misbehaves on purpose, each fault must be
+//! counted exactly where it belongs.
+//!
+//! Needs root; skips with a printed reason without it, fails under CI=true.
+
+mod common;
+
+use common::*;
+use ntpx::load::report::Summary;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Runs `ntpx load --json` in the client namespace and parses its summary.
+fn load(topo: &Topology, server: &str, extra: &[&str]) -> Summary {
+    let out = run_with_timeout(
+        topo.cli_cmd(NTPX)
+            .args([
+                "load",
+                server,
+                "--iface",
+                &topo.cli_if,
+                "--json",
+                "--cpus",
+                "0",
+            ])
+            .args(extra),
+        60,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ntpx load failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{stdout}"))
+}
+
+/// Every request answered, validated, and measured.
+fn assert_all_good(s: &Summary, expect_sent: u64) {
+    let t = &s.total;
+    assert_eq!(t.sent, expect_sent, "{s:#?}");
+    assert_eq!(
+        (t.good, t.lost, t.late, t.invalid, t.kod),
+        (t.sent, 0, 0, 0, 0),
+        "{s:#?}"
+    );
+    assert!(t.rejected.is_empty(), "{:?}", t.rejected);
+    assert_eq!(t.rtt.count, t.good);
+    assert_eq!(t.residence.count, t.good);
+    assert!(
+        t.rtt.min_ns > 0 && t.residence.max_ns <= t.rtt.max_ns,
+        "{s:#?}"
+    );
+    // One host, one clock: the server's timestamps are within a few ms.
+    assert!(t.offset_abs.p50_ns < 5_000_000, "{:?}", t.offset_abs);
+    assert_eq!(s.generator_rx_dropped, 0);
+}
+
+#[test]
+fn load_against_ntpx_xdp_many_sources() {
+    if !require_root("load_against_ntpx_xdp_many_sources") {
+        return;
+    }
+    let topo = Topology::up();
+    let mut srv = Server::start(&topo, &["--iface", &topo.srv_if, "--no-stats-socket"]);
+    // 2000 requests/s for 1 s from 65534 addresses; ntpx answers in place,
+    // so the prefix needs no route.
+    let s = load(
+        &topo,
+        "198.18.0.1",
+        &[
+            "--rate",
+            "2k",
+            "--duration",
+            "1s",
+            "--sources",
+            "198.19.0.0/16",
+        ],
+    );
+    assert_all_good(&s, 2000);
+    assert_eq!(s.steps.len(), 1);
+    let out = srv.stop();
+    assert!(out.contains("requests 2001  replies 2001"), "{out}"); // + the MAC probe
+}
+
+#[test]
+fn load_ramp_against_ntpx_socket_v6_with_files() {
+    if !require_root("load_ramp_against_ntpx_socket_v6_with_files") {
+        return;
+    }
+    let topo = Topology::up();
+    let _srv = Server::start(
+        &topo,
+        &[
+            "--iface",
+            &topo.srv_if,
+            "--datapath",
+            "socket",
+            "--no-stats-socket",
+        ],
+    );
+    let dir = TempDir::new("ntpx-load-files");
+    let s = load(
+        &topo,
+        "2001:db8::1",
+        &[
+            "--ramp",
+            "500..1k x2",
+            "--step",
+            "1s",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(s.steps.len(), 2);
+    assert_eq!((s.steps[0].sent, s.steps[1].sent), (500, 1000));
+    assert_all_good(&s, 1500);
+    for f in [
+        "summary.json",
+        "rtt.hgrm",
+        "residence.hgrm",
+        "offset.hgrm",
+        "delay.hgrm",
+        "latency.svg",
+        "ramp.svg",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f} missing");
+    }
+    let hgrm = std::fs::read_to_string(dir.path().join("rtt.hgrm")).unwrap();
+    let parsed = ntpx::report::hgrm::read_hgrm(&hgrm).expect("our .hgrm reads back");
+    assert_eq!(parsed.total_count, 1500);
+}
+
+/// What the fake responder does to every tenth request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    Drop,
+    CorruptOrigin,
+    Late,
+}
+
+/// Counts of what the fake responder did.
+#[derive(Debug, Default)]
+struct FakeCounts {
+    received: u64,
+    faulted: u64,
+}
+
+/// A fake NTP server on 198.18.0.1:123 in the server namespace (kernel UDP
+/// socket) that answers correctly except for every tenth request.
+fn fake_responder(
+    topo: &Topology,
+    fault: Fault,
+    stop: Arc<AtomicBool>,
+    counts: Arc<Mutex<FakeCounts>>,
+) -> std::thread::JoinHandle<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let r = ready.clone();
+    let ns = topo.srv_ns.clone();
+    let h = std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let sock = UdpSocket::bind("198.18.0.1:123").expect("bind 198.18.0.1:123");
+            sock.set_read_timeout(Some(Duration::from_millis(5)))
+                .unwrap();
+            r.store(true, Ordering::SeqCst);
+            let mut late: Vec<(Instant, [u8; 48], SocketAddr)> = Vec::new();
+            let mut buf = [0u8; 512];
+            while !stop.load(Ordering::SeqCst) {
+                let now = Instant::now();
+                late.retain(|(due, reply, to)| {
+                    if *due <= now {
+                        sock.send_to(reply, to).unwrap();
+                    }
+                    *due > now
+                });
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let t2 = ntp_now();
+                if n < 48 || buf[0] & 7 != 3 {
+                    continue;
+                }
+                let mut reply = [0u8; 48];
+                reply[0] = (buf[0] & 0x38) | 4; // LI 0, request's version, mode 4
+                reply[1] = 1;
+                reply[12..16].copy_from_slice(b"FAKE");
+                reply[16..24].copy_from_slice(&t2);
+                reply[24..32].copy_from_slice(&buf[40..48]);
+                reply[32..40].copy_from_slice(&t2);
+                reply[40..48].copy_from_slice(&ntp_now());
+                let mut c = counts.lock().unwrap();
+                c.received += 1;
+                if !c.received.is_multiple_of(10) {
+                    sock.send_to(&reply, from).unwrap();
+                    continue;
+                }
+                c.faulted += 1;
+                match fault {
+                    Fault::Drop => {}
+                    Fault::CorruptOrigin => {
+                        reply[31] ^= 0x5a;
+                        sock.send_to(&reply, from).unwrap();
+                    }
+                    Fault::Late => late.push((now + Duration::from_millis(150), reply, from)),
+                }
+            }
+        })
+    });
+    while !ready.load(Ordering::SeqCst) {
+        assert!(!h.is_finished(), "fake responder failed to start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h
+}
+
+fn ntp_now() -> [u8; 8] {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let secs = d.as_secs() + 2_208_988_800;
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    ((secs << 32) | frac).to_be_bytes()
+}
+
+fn run_fake(fault: Fault) {
+    let test = format!("load_detects_fake_server_{fault:?}");
+    if !require_root(&test) {
+        return;
+    }
+    let topo = Topology::up();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Mutex::new(FakeCounts::default()));
+    let h = fake_responder(&topo, fault, stop.clone(), counts.clone());
+    // The kernel-stack responder answers frames sent from AF_XDP only if
+    // its veth runs XDP (see scripts/netns).
+    run_ok(
+        topo.srv_cmd(NTPX)
+            .args(["xdp-pass", "--iface", &topo.srv_if]),
+    );
+    let s = load(
+        &topo,
+        "198.18.0.1",
+        &[
+            "--rate",
+            "500",
+            "--duration",
+            "1s",
+            "--timeout",
+            "100ms",
+            "--mac",
+            &srv_mac(&topo),
+        ],
+    );
+    stop.store(true, Ordering::SeqCst);
+    h.join().expect("fake responder");
+    let c = counts.lock().unwrap();
+    let t = &s.total;
+    assert_eq!(t.sent, 500);
+    assert_eq!(c.received, 500, "{c:?}");
+    assert_eq!(c.faulted, 50);
+    match fault {
+        Fault::Drop => {
+            assert_eq!((t.good, t.lost, t.late), (450, 50, 0), "{s:#?}");
+            assert!(t.rejected.is_empty());
+        }
+        Fault::CorruptOrigin => {
+            assert_eq!((t.good, t.lost, t.invalid), (450, 50, 0), "{s:#?}");
+            assert_eq!(t.rejected.get("unknown_origin"), Some(&50), "{s:#?}");
+        }
+        Fault::Late => {
+            assert_eq!((t.good, t.late, t.lost), (450, 50, 0), "{s:#?}");
+            assert!(t.rejected.is_empty());
+            assert!(
+                t.rtt.max_ns < 100_000_000,
+                "late replies must not enter the histograms"
+            );
+        }
+    }
+}
+
+/// The server veth's MAC (the fake server answers no probe before it runs).
+fn srv_mac(topo: &Topology) -> String {
+    run_ok(
+        topo.srv_cmd("cat")
+            .arg(format!("/sys/class/net/{}/address", topo.srv_if)),
+    )
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn load_detects_fake_server_dropping() {
+    run_fake(Fault::Drop);
+}
+
+#[test]
+fn load_detects_fake_server_corrupting_origin() {
+    run_fake(Fault::CorruptOrigin);
+}
+
+#[test]
+fn load_detects_fake_server_answering_late() {
+    run_fake(Fault::Late);
+}
