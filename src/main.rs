@@ -26,6 +26,8 @@ enum Command {
     /// Load-test an NTP server over AF_XDP (needs root): open-loop rate,
     /// ramp or closed-loop ping; every reply validated; latency histograms.
     Load(Box<ntpx::load::cli::LoadArgs>),
+    /// Plot several `ntpx load --json` ramps side by side (SVG).
+    Plot(ntpx::load::plot::PlotArgs),
     /// Count and drop UDP to the NTP port with XDP where a server would
     /// answer: the load generator's own ceiling (needs root).
     Sink(SinkArgs),
@@ -249,6 +251,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Sink(args) => args.run(),
         Command::Load(args) => ntpx::load::cli::main(&args),
+        Command::Plot(args) => ntpx::load::plot::main(&args),
         Command::XdpPass { iface } => ntpx::serve::ifindex(&iface).and_then(|i| {
             ntpx::xdp::pass::attach_pass_through(i).map_err(|e| {
                 anyhow::anyhow!("cannot attach the pass-through program to {iface}: {e}")

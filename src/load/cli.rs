@@ -4,7 +4,7 @@
 use super::report;
 use super::run::{LoadConfig, Plan, parse_mac};
 use super::spec::{Prefix, parse_duration, parse_prefix, parse_ramp, parse_rate};
-use crate::config::parse_xdp_mode;
+use crate::config::{Datapath, parse_xdp_mode};
 use crate::xdp::socket::BindMode;
 use anyhow::{Context, bail};
 use std::net::{IpAddr, SocketAddr};
@@ -19,19 +19,26 @@ use std::time::Duration;
 pub struct LoadArgs {
     /// The server's address (IPv4 or IPv6).
     pub server: IpAddr,
-    /// Interface to send from (AF_XDP; needs root).
+    /// Interface to send from: required with --datapath xdp (AF_XDP; needs
+    /// root); with --datapath socket the sockets are bound to it if given.
     #[arg(long, short)]
-    pub iface: String,
+    pub iface: Option<String>,
+    /// How to send: xdp (AF_XDP frames built by the generator) or socket
+    /// (kernel UDP sockets: connected, 16 client identities per thread,
+    /// sendmmsg/recvmmsg batches, kernel receive stamps).
+    #[arg(long, value_enum, default_value = "xdp", hide_possible_values = true)]
+    pub datapath: Datapath,
     /// The server's UDP port.
     #[arg(long, default_value_t = 123)]
     pub port: u16,
     /// The server's (or next hop's) MAC; default: learnt from one probe
-    /// request through the kernel.
+    /// request through the kernel (xdp only).
     #[arg(long, value_parser = parse_mac_arg)]
     pub mac: Option<[u8; 6]>,
     /// Source addresses, e.g. 198.19.0.0/16: each request comes from a
     /// random one (and a random port). The server must route the prefix
-    /// back to this host. Default: the interface's own address.
+    /// back to this host. Default: the interface's own address. Only with
+    /// --datapath xdp.
     #[arg(long, value_parser = parse_prefix)]
     pub sources: Option<Prefix>,
     /// Open loop at a constant rate, e.g. 250k (the default pattern, 10k).
@@ -40,7 +47,8 @@ pub struct LoadArgs {
     /// Open-loop ramp, ntpperf style: FROM..TO xFACTOR, e.g. '10k..2M x1.5'.
     #[arg(long, value_parser = parse_ramp_arg)]
     pub ramp: Option<Ramp>,
-    /// Closed loop: this many clients, each with one request in flight.
+    /// Closed loop: this many clients, each with one request in flight
+    /// (with --datapath socket, one socket each, at most 4096).
     #[arg(long, value_name = "CLIENTS")]
     pub ping: Option<usize>,
     /// Ping mode: pause between a reply and the client's next request.
@@ -56,16 +64,17 @@ pub struct LoadArgs {
     /// long for the last replies).
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub timeout: Duration,
-    /// NIC queues to send from, one pinned thread each (comma separated).
+    /// NIC queues to send from, one pinned thread each (comma separated);
+    /// with --datapath socket just the number of threads.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub queues: Vec<u32>,
     /// CPUs to pin the threads to, in queue order.
     #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
-    /// XDP attach mode: auto, native or generic.
+    /// XDP attach mode: auto, native or generic (xdp only).
     #[arg(long, default_value = "auto")]
     pub xdp_mode: String,
-    /// AF_XDP bind mode: auto, copy or zerocopy.
+    /// AF_XDP bind mode: auto, copy or zerocopy (xdp only).
     #[arg(long, value_parser = parse_bind_mode, default_value = "auto")]
     pub bind_mode: BindMode,
     /// NTP version of the requests (1-4).
@@ -150,7 +159,39 @@ impl LoadArgs {
         if self.queues.is_empty() {
             bail!("--queues needs at least one queue");
         }
+        match self.datapath {
+            Datapath::Xdp => {
+                if self.iface.is_none() {
+                    bail!("--datapath xdp needs --iface (the interface to send from)");
+                }
+            }
+            Datapath::Socket => {
+                if let Some(p) = self.sources {
+                    bail!(
+                        "--sources {p} is not supported with --datapath socket: the kernel \
+                         sends only from addresses configured on this host (use --datapath xdp)"
+                    );
+                }
+                let xdp_only = [
+                    ("--mac", self.mac.is_some()),
+                    ("--xdp-mode", self.xdp_mode != "auto"),
+                    ("--bind-mode", self.bind_mode != BindMode::Auto),
+                ];
+                if let Some((flag, _)) = xdp_only.iter().find(|(_, set)| *set) {
+                    bail!("{flag} applies only to --datapath xdp");
+                }
+                if let Plan::Ping { clients, .. } = plan
+                    && clients > super::socket::MAX_PING_SOCKETS
+                {
+                    bail!(
+                        "--datapath socket opens one socket per --ping client: at most {}",
+                        super::socket::MAX_PING_SOCKETS
+                    );
+                }
+            }
+        }
         Ok(LoadConfig {
+            datapath: self.datapath,
             iface: self.iface.clone(),
             server: SocketAddr::new(self.server, self.port),
             mac: self.mac,
@@ -168,6 +209,14 @@ impl LoadArgs {
     }
 }
 
+/// The datapath's name in the JSON summary.
+pub fn datapath_name(d: Datapath) -> &'static str {
+    match d {
+        Datapath::Xdp => "xdp",
+        Datapath::Socket => "socket",
+    }
+}
+
 /// Runs `ntpx load`.
 pub fn main(args: &LoadArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
@@ -176,34 +225,52 @@ pub fn main(args: &LoadArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
     if !args.json {
-        eprintln!(
-            "ntpx load: {} from {} ({}), queues {:?}, timeout {:?}",
-            cfg.server,
-            cfg.iface,
-            cfg.sources
-                .map_or("the interface's address".to_owned(), |p| p.to_string()),
-            cfg.queues,
-            cfg.timeout,
-        );
+        match cfg.datapath {
+            Datapath::Xdp => eprintln!(
+                "ntpx load: {} from {} ({}), queues {:?}, timeout {:?}",
+                cfg.server,
+                cfg.iface.as_deref().unwrap_or("?"),
+                cfg.sources
+                    .map_or("the interface's address".to_owned(), |p| p.to_string()),
+                cfg.queues,
+                cfg.timeout,
+            ),
+            Datapath::Socket => eprintln!(
+                "ntpx load: {} over kernel UDP sockets{}, {} thread(s), timeout {:?}",
+                cfg.server,
+                cfg.iface
+                    .as_deref()
+                    .map_or(String::new(), |i| format!(" bound to {i}")),
+                cfg.queues.len(),
+                cfg.timeout,
+            ),
+        }
     }
     let result = super::run::run(&cfg, &stop)?;
-    let summary = report::summary(&result, &cfg.server.to_string(), "xdp");
+    let summary = report::summary(
+        &result,
+        &cfg.server.to_string(),
+        datapath_name(cfg.datapath),
+    );
     if let Some(dir) = &args.out {
         report::write_files(dir, &result, &summary, &args.label)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!(
-            "server MAC {}, XDP {} mode",
-            result
-                .server_mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":"),
-            result.xdp_mode
-        );
+        match (result.server_mac, &result.xdp_mode) {
+            (Some(mac), Some(mode)) => println!(
+                "server MAC {}, XDP {mode} mode",
+                mac.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            ),
+            _ => println!(
+                "kernel UDP sockets: {} (connected, one client each)",
+                result.sockets
+            ),
+        }
         print!("{}", report::text(&result));
         if let Some(dir) = &args.out {
             println!(
@@ -213,4 +280,54 @@ pub fn main(args: &LoadArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: LoadArgs,
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<LoadConfig> {
+        let cmd = Cmd::try_parse_from(std::iter::once("load").chain(args.iter().copied()))?;
+        cmd.args.config()
+    }
+
+    #[test]
+    fn datapath_choices_and_their_flags() {
+        let c = config(&["198.18.0.1", "-i", "eth0"]).unwrap();
+        assert_eq!(
+            (c.datapath, c.iface.as_deref()),
+            (Datapath::Xdp, Some("eth0"))
+        );
+        let err = config(&["198.18.0.1"]).unwrap_err().to_string();
+        assert!(err.contains("needs --iface"), "{err}");
+        let c = config(&["198.18.0.1", "--datapath", "socket", "--queues", "0,1"]).unwrap();
+        assert_eq!(
+            (c.datapath, c.iface, c.queues.len()),
+            (Datapath::Socket, None, 2)
+        );
+        for (extra, want) in [
+            (
+                &["--sources", "198.19.0.0/16"][..],
+                "--sources 198.19.0.0/16 is not supported",
+            ),
+            (&["--mac", "02:00:00:00:00:01"], "--mac applies only"),
+            (&["--xdp-mode", "native"], "--xdp-mode applies only"),
+            (&["--bind-mode", "copy"], "--bind-mode applies only"),
+            (&["--ping", "5000"], "at most 4096"),
+        ] {
+            let mut a = vec!["198.18.0.1", "--datapath", "socket"];
+            a.extend_from_slice(extra);
+            let err = config(&a).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra:?}: {err}");
+        }
+        assert!(config(&["198.18.0.1", "--datapath", "socket", "--ping", "4096"]).is_ok());
+        assert!(config(&["198.18.0.1", "--datapath", "dpdk"]).is_err());
+    }
 }

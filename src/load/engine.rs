@@ -168,20 +168,82 @@ impl Engine {
         if buf.len() < self.template.len() {
             return None;
         }
+        let (slot, nonce) = self.open_request(slot, now_ns, addr, port);
+        let n = self
+            .template
+            .write(buf, addr, port, nonce, self.seq as u16)?;
+        self.count_built(slot);
+        Some(n)
+    }
+
+    /// Ping mode: the client whose request [`Engine::next_payload`] would
+    /// build at `now_ns`, if one may send; always `None` in open loop.
+    pub fn ping_ready(&self, now_ns: u64) -> Option<usize> {
+        match self.ping.as_ref()?.ready.front() {
+            Some(&(c, at)) if at <= now_ns => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Writes the next request's NTP payload (48 bytes, no headers) into
+    /// `buf` at `now_ns`, for a datapath whose kernel adds the headers and
+    /// picks the source: `client` is the address and port the request
+    /// will leave from (a reply must come back to it). Open loop: the
+    /// request is the next of the paced stream. Ping mode: it is the
+    /// request of client [`Engine::ping_ready`], which must be sent from
+    /// that client's own `client` identity. `None` if no client may send
+    /// now (ping mode), `buf` is shorter than 48 bytes, or `client` is
+    /// not of the server's address family.
+    pub fn next_payload(
+        &mut self,
+        buf: &mut [u8],
+        now_ns: u64,
+        client: (IpAddr, u16),
+    ) -> Option<usize> {
+        if buf.len() < ntp::HEADER_LEN || client.0.is_ipv4() != self.expect.server.is_ipv4() {
+            return None;
+        }
+        let slot = match &mut self.ping {
+            None => self.seq as usize,
+            Some(p) => match p.ready.front() {
+                Some(&(c, at)) if at <= now_ns => {
+                    p.ready.pop_front();
+                    c
+                }
+                _ => return None,
+            },
+        };
+        let (slot, nonce) = self.open_request(slot, now_ns, client.0, client.1);
+        let n = self.template.write_payload(buf, nonce)?;
+        self.count_built(slot);
+        Some(n)
+    }
+
+    /// Opens `slot` in the tracker for a request from `addr`:`port` sent
+    /// in the current step (counting an evicted request as lost); returns
+    /// the slot index and the request's nonce.
+    fn open_request(
+        &mut self,
+        slot: usize,
+        now_ns: u64,
+        addr: IpAddr,
+        port: u16,
+    ) -> (usize, NtpTimestamp) {
         let (nonce, evicted) =
             self.tracker
                 .open_slot(slot, now_ns, self.step, client_key(addr, port));
         if let Some(c) = evicted {
             self.tallies[c.step as usize].lost += 1;
         }
-        let slot = slot & (self.tracker.capacity() - 1);
         self.seq += 1;
-        let n = self
-            .template
-            .write(buf, addr, port, nonce, self.seq as u16)?;
+        (slot & (self.tracker.capacity() - 1), nonce)
+    }
+
+    /// Counts a built request as sent and remembers its slot for
+    /// [`Engine::stamp_batch`].
+    fn count_built(&mut self, slot: usize) {
         self.tallies[self.step as usize].sent += 1;
         self.batch.push(slot);
-        Some(n)
     }
 
     /// Sets T1 of every request built since the last call to `t1_ns`.
@@ -192,7 +254,8 @@ impl Engine {
         self.batch.clear();
     }
 
-    /// Takes back a request that was built but could not be sent.
+    /// Takes back a request (frame or payload: the nonce is its last 8
+    /// bytes) that was built but could not be sent.
     pub fn unsend(&mut self, frame: &[u8]) {
         let Some(nonce) = frame.len().checked_sub(8).map(|at| {
             let mut b = [0; 8];
@@ -554,5 +617,126 @@ mod tests {
         assert!(e.next_request(&mut buf, BASE + 2_000_001).is_some());
         let t = e.finish().remove(0);
         assert_eq!((t.sent, t.lost), (4, 4));
+    }
+    /// What a kernel-socket server would send back for `payload`.
+    fn socket_reply(payload: &[u8], t2_ns: u64, t3_ns: u64) -> [u8; 48] {
+        let req = ntp::parse_request(payload).unwrap();
+        let state = ServerState {
+            leap: Leap::None,
+            stratum: 2,
+            ref_id: *b"TEST",
+            ..ServerState::unsynchronized(-20)
+        };
+        let mut out = [0u8; 48];
+        ntp::write_reply(
+            &mut out,
+            &req,
+            &state,
+            &Default::default(),
+            NtpTimestamp::from_unix_nanos(t2_ns),
+            || NtpTimestamp::from_unix_nanos(t3_ns),
+            0,
+        )
+        .unwrap();
+        out
+    }
+
+    const SERVER: (IpAddr, u16) = (IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 1)), 123);
+    const ME: (IpAddr, u16) = (IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 2)), 40_000);
+
+    #[test]
+    fn payload_is_a_client_request_with_the_nonce() {
+        let mut e = engine(None);
+        let mut buf = [0u8; 64];
+        let n = e.next_payload(&mut buf, BASE, ME).unwrap();
+        assert_eq!(n, 48);
+        let p = ntp::Packet::new_checked(&buf[..n]).unwrap();
+        assert_eq!(p.mode(), ntp::Mode::Client);
+        let req = ntp::parse_request(&buf[..n]).unwrap();
+        assert_eq!(req.version, 4);
+        // The nonce is the tracker's: it closes the open request.
+        assert_eq!(e.open(), 1);
+        let c = e.tracker.close(req.transmit).unwrap();
+        assert_eq!(c.client, client_key(ME.0, ME.1));
+        // Each request carries a fresh nonce.
+        let mut other = [0u8; 48];
+        e.next_payload(&mut other, BASE, ME).unwrap();
+        assert_ne!(other[40..48], buf[40..48]);
+        // Short buffers and the wrong family build nothing.
+        assert!(e.next_payload(&mut buf[..47], BASE, ME).is_none());
+        let v6 = ("2001:db8::2".parse().unwrap(), 1);
+        assert!(e.next_payload(&mut buf, BASE, v6).is_none());
+        assert_eq!(e.finish().remove(0).sent, 2);
+    }
+
+    #[test]
+    fn datagram_reply_to_the_payload_is_good() {
+        let mut e = engine(None);
+        let mut buf = [0u8; 48];
+        let n = e.next_payload(&mut buf, BASE, ME).unwrap();
+        e.stamp_batch(BASE + 500);
+        let reply = socket_reply(&buf[..n], BASE + 10_500, BASE + 12_500);
+        e.on_datagram(&reply, SERVER, ME, BASE + 22_500);
+        assert_eq!(e.open(), 0);
+        let t = e.finish().remove(0);
+        assert_eq!((t.sent, t.good, t.invalid, t.lost), (1, 1, 0, 0));
+        assert!(t.rejected_list().is_empty());
+        let rtt = t.hists.rtt.max();
+        assert!(t.hists.rtt.equivalent(rtt, 22_000), "{rtt}");
+    }
+
+    #[test]
+    fn datagram_reply_to_another_port_or_from_elsewhere() {
+        let mut e = engine(None);
+        let mut buf = [0u8; 48];
+        // Answered, but to another of our ports: invalid, wrong_address.
+        e.next_payload(&mut buf, BASE, ME).unwrap();
+        e.stamp_batch(BASE);
+        let reply = socket_reply(&buf, BASE + 1, BASE + 2);
+        e.on_datagram(&reply, SERVER, (ME.0, ME.1 + 1), BASE + 3);
+        assert_eq!(e.open(), 0);
+        // From another port of the server: rejected, the request stays
+        // open (and is lost at the end).
+        e.next_payload(&mut buf, BASE, ME).unwrap();
+        e.stamp_batch(BASE);
+        let reply = socket_reply(&buf, BASE + 1, BASE + 2);
+        e.on_datagram(&reply, (SERVER.0, 1123), ME, BASE + 3);
+        assert_eq!(e.open(), 1);
+        // Too short to be NTP.
+        e.on_datagram(&reply[..40], SERVER, ME, BASE + 4);
+        let t = e.finish().remove(0);
+        assert_eq!(
+            (t.sent, t.good, t.invalid, t.lost),
+            (2, 0, 1, 1),
+            "{:?}",
+            t.rejected_list()
+        );
+        assert_eq!(t.rejected_list(), vec![("wrong_address", 2), ("short", 1)]);
+    }
+
+    #[test]
+    fn ping_mode_payloads_follow_ready_clients() {
+        let mut e = engine(Some((2, 1000)));
+        let me = |c: usize| (ME.0, 50_000 + c as u16);
+        let mut buf = [0u8; 48];
+        let mut sent = vec![];
+        while let Some(c) = e.ping_ready(BASE) {
+            let n = e.next_payload(&mut buf, BASE, me(c)).unwrap();
+            sent.push((c, buf[..n].to_vec()));
+        }
+        assert_eq!(sent.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(e.next_payload(&mut buf, BASE, me(0)).is_none());
+        e.stamp_batch(BASE);
+        // Client 1's reply comes in; it may send again after the gap.
+        let reply = socket_reply(&sent[1].1, BASE + 1, BASE + 2);
+        e.on_datagram(&reply, SERVER, me(1), BASE + 10);
+        assert_eq!(e.ping_ready(BASE + 10), None);
+        assert_eq!(e.ping_ready(BASE + 1010), Some(1));
+        // A payload that could not be sent puts its client back in front.
+        let n = e.next_payload(&mut buf, BASE + 1010, me(1)).unwrap();
+        e.unsend(&buf[..n]);
+        assert_eq!(e.ping_ready(BASE + 1010), Some(1));
+        let t = e.finish().remove(0);
+        assert_eq!((t.sent, t.good, t.lost), (2, 1, 1));
     }
 }

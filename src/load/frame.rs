@@ -155,6 +155,15 @@ impl RequestTemplate {
         }
         Some(self.len)
     }
+    /// Writes only the NTP part of a request carrying `nonce` (the UDP
+    /// payload, for a datapath whose kernel adds the headers) into `out`;
+    /// returns its length, or `None` if `out` is too short.
+    pub fn write_payload(&self, out: &mut [u8], nonce: NtpTimestamp) -> Option<usize> {
+        let out = out.get_mut(..ntp::HEADER_LEN)?;
+        out.copy_from_slice(&self.frame[self.len - ntp::HEADER_LEN..self.len]);
+        out[40..48].copy_from_slice(&nonce.to_bytes());
+        Some(ntp::HEADER_LEN)
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +214,27 @@ mod tests {
             let reply = respond(&mut buf[..n], &cfg, &state, rx, || rx, 0).unwrap();
             let ntp_at = reply.len - 48;
             assert_eq!(&buf[ntp_at + 24..ntp_at + 32], &nonce.to_bytes());
+        }
+    }
+
+    #[test]
+    fn payload_is_the_frames_ntp_part() {
+        for dst in ["198.18.0.1", "2001:db8::1"] {
+            let t = RequestTemplate::new(&target(dst));
+            let src = if dst.contains(':') {
+                "2001:db8::2"
+            } else {
+                "198.18.0.2"
+            };
+            let nonce = NtpTimestamp::from_bits(0x8123_4567_89ab_cdef);
+            let mut frame = [0u8; 256];
+            let n = t
+                .write(&mut frame, src.parse().unwrap(), 4000, nonce, 1)
+                .unwrap();
+            let mut payload = [0u8; 64];
+            assert_eq!(t.write_payload(&mut payload, nonce), Some(48));
+            assert_eq!(&payload[..48], &frame[n - 48..n]);
+            assert!(t.write_payload(&mut payload[..47], nonce).is_none());
         }
     }
 

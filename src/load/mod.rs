@@ -13,7 +13,12 @@
 //! Pure parts: [`spec`] (what the user asks for), [`frame`] (request
 //! frames), [`check`] (reply validation), [`track`] (outstanding nonces),
 //! [`tally`] (outcomes and histograms), [`pace`] (open-loop schedule),
+//! [`sched`] (steps, pacing and drain, shared by the datapaths),
 //! [`engine`] (all of it together, I/O-free).
+//!
+//! Datapaths: [`xdp`] (the default, above) and [`socket`] (`--datapath
+//! socket`: the same engine over connected kernel UDP sockets with
+//! `sendmmsg`/`recvmmsg`, to compare against, or where XDP is missing).
 
 pub mod check;
 pub mod cli;
@@ -21,8 +26,11 @@ pub mod engine;
 pub mod frame;
 pub mod live;
 pub mod pace;
+pub mod plot;
 pub mod report;
 pub mod run;
+pub mod sched;
+pub mod socket;
 pub mod spec;
 pub mod tally;
 pub mod track;

@@ -23,6 +23,9 @@ pub const JSON_VERSION: u32 = 1;
 pub struct StepJson {
     /// Asked-for rate (requests/s; 0 in ping mode).
     pub target_rate: f64,
+    /// When the step started (Unix seconds), to line up other measurements
+    /// (e.g. the server's CPU use) with it.
+    pub start_unix_s: f64,
     /// Length (s).
     pub seconds: f64,
     /// Requests sent.
@@ -64,13 +67,14 @@ pub struct Summary {
     pub version: u32,
     /// `ADDR:PORT` of the server.
     pub server: String,
-    /// How the generator sent.
+    /// How the generator sent: `xdp` (AF_XDP) or `socket` (kernel UDP).
     pub datapath: String,
     /// The steps in order.
     pub steps: Vec<StepJson>,
     /// All steps together.
     pub total: StepJson,
-    /// Replies the generator's own AF_XDP sockets dropped.
+    /// Replies the generator itself dropped (its AF_XDP RX rings, or its
+    /// UDP sockets' receive buffers).
     pub generator_rx_dropped: u64,
 }
 
@@ -82,10 +86,11 @@ fn named<'a>(name: &'a str, h: &'a hdrhistogram::Histogram<u64>) -> NamedHist<'a
     }
 }
 
-fn step_json(target_rate: f64, seconds: f64, t: &Tally) -> StepJson {
+fn step_json(target_rate: f64, start_unix_s: f64, seconds: f64, t: &Tally) -> StepJson {
     let per_s = |n: u64| n as f64 / seconds.max(1e-9);
     StepJson {
         target_rate,
+        start_unix_s,
         seconds,
         sent: t.sent,
         sent_rate: per_s(t.sent),
@@ -123,9 +128,14 @@ pub fn summary(r: &LoadResult, server: &str, datapath: &str) -> Summary {
         steps: r
             .steps
             .iter()
-            .map(|s| step_json(s.target_rate, s.seconds, &s.tally))
+            .map(|s| step_json(s.target_rate, s.start_unix_s, s.seconds, &s.tally))
             .collect(),
-        total: step_json(0.0, seconds, &r.total),
+        total: step_json(
+            0.0,
+            r.steps.first().map_or(0.0, |s| s.start_unix_s),
+            seconds,
+            &r.total,
+        ),
         generator_rx_dropped: r.generator_rx_dropped,
     }
 }
@@ -216,7 +226,11 @@ pub fn text(r: &LoadResult) -> String {
     if r.generator_rx_dropped > 0 {
         let _ = writeln!(
             s,
-            "WARNING: the generator's own RX rings dropped {} replies: it, not the server, lost them",
+            "WARNING: the generator's own {} dropped {} replies: it, not the server, lost them",
+            match r.datapath {
+                crate::config::Datapath::Xdp => "AF_XDP RX rings",
+                crate::config::Datapath::Socket => "socket receive buffers",
+            },
             r.generator_rx_dropped
         );
     }

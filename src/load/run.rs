@@ -1,15 +1,20 @@
-//! Setting up and running a load test: the interface, the XDP program and
-//! one AF_XDP socket per queue, the server's MAC (from a probe), one
-//! pinned thread per queue, the progress line, and the merged results.
+//! Setting up and running a load test: over AF_XDP the interface, the
+//! XDP program and one AF_XDP socket per queue, and the server's MAC (from
+//! a probe); over kernel sockets a set of connected UDP sockets per
+//! thread; then one pinned thread per queue, the progress line, and the
+//! merged results.
 
 use super::engine::{Engine, EngineConfig};
 use super::frame::Target;
 use super::live::Live;
+use super::sched::Schedule;
+use super::socket::{self as load_socket, ThreadSockets};
 use super::spec::{Prefix, fmt_rate};
 use super::tally::Tally;
 use super::track::{MAX_THREADS, slot_bits_for};
-use super::xdp::{self as load_xdp, Schedule};
+use super::xdp as load_xdp;
 use crate::clock::{Clock, KernelClock, SystemClock, SystemKernelClock};
+use crate::config::Datapath;
 use crate::stats::fmt_ns;
 use crate::xdp::client::{ClientProgram, ClientProgramKind};
 use crate::xdp::program::AttachMode;
@@ -39,13 +44,18 @@ pub enum Plan {
 /// Everything `ntpx load` needs.
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
-    /// Interface to send from.
-    pub iface: String,
+    /// How to send and receive.
+    pub datapath: Datapath,
+    /// Interface to send from (required over AF_XDP; kernel sockets are
+    /// bound to it if given).
+    pub iface: Option<String>,
     /// The server.
     pub server: SocketAddr,
-    /// The server's (or next hop's) MAC; `None`: learn it from a probe.
+    /// The server's (or next hop's) MAC; `None`: learn it from a probe
+    /// (AF_XDP only).
     pub mac: Option<[u8; 6]>,
-    /// Source addresses; `None`: the interface's own address.
+    /// Source addresses; `None`: the interface's own address (AF_XDP
+    /// only; kernel sockets send from the address the route gives).
     pub sources: Option<Prefix>,
     /// What to send.
     pub plan: Plan,
@@ -53,7 +63,8 @@ pub struct LoadConfig {
     pub step: Duration,
     /// Replies later than this are late; also how long to wait at the end.
     pub timeout: Duration,
-    /// NIC queues (one thread each).
+    /// NIC queues (one thread each; over kernel sockets only their count
+    /// matters).
     pub queues: Vec<u32>,
     /// CPUs to pin the threads to, in queue order.
     pub cpus: Vec<usize>,
@@ -72,6 +83,8 @@ pub struct LoadConfig {
 pub struct StepResult {
     /// Asked-for rate (requests/s), 0 for ping.
     pub target_rate: f64,
+    /// When the step started (Unix seconds).
+    pub start_unix_s: f64,
     /// Length of the step (s).
     pub seconds: f64,
     /// What happened.
@@ -106,18 +119,24 @@ pub struct LoadResult {
     pub steps: Vec<StepResult>,
     /// Everything.
     pub total: Tally,
-    /// The server's MAC used.
-    pub server_mac: [u8; 6],
-    /// XDP attach mode used.
-    pub xdp_mode: String,
+    /// How the generator sent and received.
+    pub datapath: Datapath,
+    /// The server's MAC used (AF_XDP only).
+    pub server_mac: Option<[u8; 6]>,
+    /// XDP attach mode used (AF_XDP only).
+    pub xdp_mode: Option<String>,
+    /// Kernel UDP sockets (client identities) over all threads; 0 over
+    /// AF_XDP.
+    pub sockets: usize,
     /// Queues (threads).
     pub queues: Vec<u32>,
     /// Frames the XDP program passed to the kernel for lack of a socket
     /// (replies that arrived on a queue without a generator thread).
     pub no_socket: u64,
-    /// Replies the kernel could not hand to the generator's AF_XDP
-    /// sockets (RX ring full or no free frame): non-zero means the
-    /// generator, not the server, lost them.
+    /// Replies the kernel could not hand to the generator: over AF_XDP
+    /// the RX ring was full or no frame free, over kernel sockets a
+    /// socket's receive buffer was full (`SO_RXQ_OVFL`). Non-zero means
+    /// the generator, not the server, lost them.
     pub generator_rx_dropped: u64,
 }
 
@@ -210,16 +229,70 @@ fn probe_mac(queues: &mut [XskQueue], server: SocketAddr, version: u8) -> anyhow
     )
 }
 
-/// Runs a load test; see the module docs.
-pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResult> {
-    if cfg.queues.is_empty() || cfg.queues.len() > MAX_THREADS {
-        bail!("use 1 to {MAX_THREADS} queues");
+/// One generator thread's I/O.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per thread, moved a few times per run"
+)]
+enum ThreadIo {
+    Xdp(XskQueue),
+    Socket(ThreadSockets),
+}
+
+impl ThreadIo {
+    /// Runs the thread's generator loop (see `load::xdp`, `load::socket`).
+    fn run(
+        self,
+        e: Engine,
+        s: &Schedule,
+        live: &Arc<Live>,
+        stop: &AtomicBool,
+    ) -> (ThreadIo, Vec<Tally>) {
+        match self {
+            ThreadIo::Xdp(q) => {
+                let (q, t) = load_xdp::run(q, e, s, &SystemClock, live, stop);
+                (ThreadIo::Xdp(q), t)
+            }
+            ThreadIo::Socket(k) => {
+                let (k, t) = load_socket::run(k, e, s, &SystemClock, live, stop);
+                (ThreadIo::Socket(k), t)
+            }
+        }
     }
-    let ifindex = crate::serve::ifindex(&cfg.iface)?;
-    let src_mac = interface_mac(&cfg.iface)?;
+
+    /// Replies the generator itself dropped on this thread.
+    fn rx_dropped(&self) -> u64 {
+        match self {
+            ThreadIo::Xdp(q) => q
+                .kernel_stats()
+                .map_or(0, |st| st.rx_dropped + st.rx_ring_full),
+            ThreadIo::Socket(k) => k.rx_dropped(),
+        }
+    }
+}
+
+/// What a datapath's set-up hands to the common part of [`run`].
+struct Setup {
+    ios: Vec<ThreadIo>,
+    target: Target,
+    sources: Prefix,
+    server_mac: Option<[u8; 6]>,
+    /// The attached XDP program (kept until the end) and its mode.
+    xdp: Option<(ClientProgram, String)>,
+    tai_offset_s: i32,
+    sockets: usize,
+}
+
+/// AF_XDP: the XDP program, one AF_XDP socket per queue, the server's MAC.
+fn setup_xdp(cfg: &LoadConfig) -> anyhow::Result<Setup> {
+    let Some(iface) = cfg.iface.as_deref() else {
+        bail!("--datapath xdp needs --iface");
+    };
+    let ifindex = crate::serve::ifindex(iface)?;
+    let src_mac = interface_mac(iface)?;
     let sources = match cfg.sources {
         Some(p) => p,
-        None => super::spec::parse_prefix(&own_address(&cfg.iface, cfg.server.ip())?.to_string())
+        None => super::spec::parse_prefix(&own_address(iface, cfg.server.ip())?.to_string())
             .map_err(anyhow::Error::msg)?,
     };
     if sources.addr.is_ipv4() != cfg.server.is_ipv4() {
@@ -247,8 +320,85 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
         None => probe_mac(&mut queues, cfg.server, cfg.version)?,
     };
     let tai_offset_s = SystemKernelClock.discipline().map_or(0, |d| d.tai_offset_s);
-    let threads = queues.len();
-    let (rates, ping) = match &cfg.plan {
+    Ok(Setup {
+        ios: queues.into_iter().map(ThreadIo::Xdp).collect(),
+        target: Target {
+            src_mac,
+            dst_mac: server_mac,
+            addr: cfg.server.ip(),
+            port: cfg.server.port(),
+            version: cfg.version,
+        },
+        sources,
+        server_mac: Some(server_mac),
+        xdp: Some((prog, mode.to_string())),
+        tai_offset_s,
+        sockets: 0,
+    })
+}
+
+/// Kernel sockets: `per_thread` connected UDP sockets for each thread.
+fn setup_socket(cfg: &LoadConfig, per_thread: usize) -> anyhow::Result<Setup> {
+    if let Some(p) = cfg.sources {
+        bail!(
+            "--sources {p} needs --datapath xdp: kernel sockets send only from addresses \
+             configured on this host"
+        );
+    }
+    if per_thread * cfg.queues.len() > load_socket::MAX_PING_SOCKETS {
+        bail!(
+            "--datapath socket opens one socket per --ping client: at most {}",
+            load_socket::MAX_PING_SOCKETS
+        );
+    }
+    // Every socket is a file (plus an epoll set per thread).
+    load_socket::raise_fd_limit((per_thread * cfg.queues.len()) as u64 + 256);
+    let mut ios = Vec::new();
+    for _ in &cfg.queues {
+        let socks =
+            ThreadSockets::open(cfg.server, per_thread, cfg.iface.as_deref()).map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::EMFILE) {
+                    " (raise the open-file limit, ulimit -n, or use fewer --ping clients)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!(
+                    "opening {per_thread} UDP sockets to {}{}: {e}{hint}",
+                    cfg.server,
+                    cfg.iface
+                        .as_deref()
+                        .map_or(String::new(), |i| format!(" on {i}"))
+                )
+            })?;
+        ios.push(ThreadIo::Socket(socks));
+    }
+    let local = match ios.first() {
+        Some(ThreadIo::Socket(k)) => k.local_ip(),
+        _ => bail!("use 1 to {MAX_THREADS} queues"),
+    };
+    Ok(Setup {
+        ios,
+        target: Target {
+            // The kernel writes the headers: no MACs needed.
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            addr: cfg.server.ip(),
+            port: cfg.server.port(),
+            version: cfg.version,
+        },
+        // Unused by the socket datapath (each socket is its own identity);
+        // the engine wants a prefix of the server's family.
+        sources: super::spec::parse_prefix(&local.to_string()).map_err(anyhow::Error::msg)?,
+        server_mac: None,
+        xdp: None,
+        tai_offset_s: 0,
+        sockets: per_thread * cfg.queues.len(),
+    })
+}
+
+/// Each thread's rates (steps) and, in ping mode, its clients and gap.
+fn split_plan(plan: &Plan, threads: usize) -> (Vec<f64>, Option<(usize, u64)>) {
+    match plan {
         Plan::Rates(r) => (
             r.iter().map(|r| r / threads as f64).collect::<Vec<_>>(),
             None,
@@ -257,6 +407,30 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
             vec![0.0],
             Some(((clients / threads).max(1), gap.as_nanos() as u64)),
         ),
+    }
+}
+
+/// Runs a load test; see the module docs.
+pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResult> {
+    if cfg.queues.is_empty() || cfg.queues.len() > MAX_THREADS {
+        bail!("use 1 to {MAX_THREADS} queues");
+    }
+    let threads = cfg.queues.len();
+    let (rates, ping) = split_plan(&cfg.plan, threads);
+    let Setup {
+        mut ios,
+        target,
+        sources,
+        server_mac,
+        xdp,
+        tai_offset_s,
+        sockets,
+    } = match cfg.datapath {
+        Datapath::Xdp => setup_xdp(cfg)?,
+        Datapath::Socket => setup_socket(
+            cfg,
+            ping.map_or(load_socket::SOCKETS_PER_THREAD, |(n, _)| n),
+        )?,
     };
     let max_rate = rates.iter().cloned().fold(0.0, f64::max);
     let clock = SystemClock;
@@ -271,18 +445,11 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
         cpu: None,
         tai_offset_s,
     };
-    let target = Target {
-        src_mac,
-        dst_mac: server_mac,
-        addr: cfg.server.ip(),
-        port: cfg.server.port(),
-        version: cfg.version,
-    };
     let lives: Vec<Arc<Live>> = (0..threads).map(|_| Arc::new(Live::default())).collect();
     let seed = fastrand::u64(..);
     let results = std::thread::scope(|scope| {
         let mut handles = Vec::new();
-        for (i, q) in queues.drain(..).enumerate() {
+        for (i, io) in ios.drain(..).enumerate() {
             let engine = Engine::new(&EngineConfig {
                 target,
                 sources,
@@ -300,9 +467,7 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
             let stop: &AtomicBool = stop;
             let h = std::thread::Builder::new()
                 .name(format!("ntpx-load-{i}"))
-                .spawn_scoped(scope, move || {
-                    load_xdp::run(q, engine, &s, &SystemClock, &live, stop)
-                })
+                .spawn_scoped(scope, move || io.run(engine, &s, &live, stop))
                 .context("starting a generator thread")?;
             handles.push(h);
         }
@@ -317,13 +482,14 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
         Ok::<_, anyhow::Error>((out, stopped_at))
     });
     let (results, stopped_at) = results?;
-    let no_socket = prog.counters().map_or(0, |c| c.no_socket);
-    let generator_rx_dropped = results
-        .iter()
-        .filter_map(|(q, _)| q.kernel_stats())
-        .map(|st| st.rx_dropped + st.rx_ring_full)
-        .sum();
-    drop(prog);
+    let no_socket = xdp
+        .as_ref()
+        .map_or(0, |(p, _)| p.counters().map_or(0, |c| c.no_socket));
+    let generator_rx_dropped = results.iter().map(|(io, _)| io.rx_dropped()).sum();
+    let xdp_mode = xdp.map(|(prog, mode)| {
+        drop(prog);
+        mode
+    });
     // A run stopped early has a short last step and empty ones after it.
     let sending_end = stopped_at
         .unwrap_or(schedule.end_ns())
@@ -340,6 +506,7 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
                 } else {
                     r * threads as f64
                 },
+                start_unix_s: from as f64 / 1e9,
                 seconds: ns as f64 / 1e9,
                 tally: Tally::default(),
             }
@@ -357,8 +524,10 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
     Ok(LoadResult {
         steps,
         total,
+        datapath: cfg.datapath,
         server_mac,
-        xdp_mode: mode.to_string(),
+        xdp_mode,
+        sockets,
         queues: cfg.queues.clone(),
         no_socket,
         generator_rx_dropped,

@@ -7,48 +7,17 @@
 
 use super::engine::Engine;
 use super::live::Live;
-use super::pace::Pacer;
+use super::sched::Sched;
+pub use super::sched::Schedule;
 use super::tally::Tally;
 use crate::clock::{self, Clock};
 use crate::xdp::socket::{XskQueue, take_meta};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 use xdp::slab::{HeapSlab, Slab as _};
 
 /// Frames per TX or RX batch.
 pub const BATCH: usize = 64;
-/// Publish live numbers this often.
-const PUBLISH_NS: u64 = 200_000_000;
-/// Sleep in poll() instead of spinning when the next send is further off.
-const SLEEP_OVER_NS: u64 = 2_000_000;
-
-/// A thread's schedule: steps of equal length from `start_ns`.
-#[derive(Clone, Debug)]
-pub struct Schedule {
-    /// When step 0 starts (Unix ns), the same for every thread.
-    pub start_ns: u64,
-    /// Length of each step.
-    pub step_ns: u64,
-    /// This thread's rate in each step (requests/s); for ping mode one
-    /// entry whose value is ignored.
-    pub rates: Vec<f64>,
-    /// Ping mode: no pacing, clients send when their reply is in.
-    pub ping: bool,
-    /// After the last step, keep receiving this long.
-    pub drain_ns: u64,
-    /// CPU to pin to.
-    pub cpu: Option<usize>,
-    /// TAI − UTC (s), to turn the XDP program's stamps into Unix time.
-    pub tai_offset_s: i32,
-}
-
-impl Schedule {
-    /// When the last step ends.
-    pub fn end_ns(&self) -> u64 {
-        self.start_ns + self.step_ns * self.rates.len() as u64
-    }
-}
 
 /// Runs one queue's generator until its schedule is over (or `stop` is
 /// set, which ends the sending at once and drains); returns the queue and
@@ -69,44 +38,15 @@ pub fn run<C: Clock>(
     // Half the frames stay out of the fill ring for requests.
     let keep = q.free_frames() / 2;
     let len = e.frame_len();
-    let mut step = 0usize;
-    let mut pacer = Pacer::new(s.rates[0], s.start_ns);
-    let mut step_end = s.start_ns + s.step_ns;
-    let mut sending = true;
-    let mut drain_end = 0;
-    let mut next_publish = 0;
-    while clock.now_unix_nanos() < s.start_ns {
-        std::hint::spin_loop();
-    }
+    let mut sched = Sched::new(s);
+    sched.wait_start(clock);
     loop {
         let now = clock.now_unix_nanos();
-        // A step ends once everything due by its end is sent (the last
-        // request of a step is due exactly at its end).
-        if sending
-            && ((now >= step_end && (s.ping || pacer.due(step_end) == 0)) || stop.load(Relaxed))
-        {
-            if step + 1 < s.rates.len() && !stop.load(Relaxed) {
-                step += 1;
-                e.set_step(step as u32);
-                pacer = Pacer::new(s.rates[step], step_end);
-                step_end += s.step_ns;
-            } else {
-                sending = false;
-                drain_end = now + s.drain_ns;
-            }
-        }
-        if !sending && (now >= drain_end || e.open() == 0) {
+        if !sched.advance(now, &mut e, stop) {
             break;
         }
         q.recycle_keeping(keep);
-        let due = if !sending {
-            0
-        } else if s.ping {
-            e.expire(now, BATCH);
-            BATCH
-        } else {
-            pacer.due(now.min(step_end)).min(BATCH as u64) as usize
-        };
+        let due = sched.due(now, &mut e, BATCH);
         for _ in 0..due {
             let Some(mut p) = q.alloc() else { break };
             if p.adjust_tail(len as i32).is_err() || e.next_request(&mut p[..], now).is_none() {
@@ -123,7 +63,7 @@ pub fn run<C: Clock>(
         if built > 0 {
             e.stamp_batch(clock.now_unix_nanos());
             let queued = q.send(&mut tx);
-            pacer.sent(queued as u64);
+            sched.sent(queued as u64);
             while let Some(p) = tx.pop_back() {
                 e.unsend(&p[..]);
                 q.release(p);
@@ -141,23 +81,12 @@ pub fn run<C: Clock>(
         } else if built == 0 {
             if q.tx_pending() {
                 q.kick();
-            } else {
-                let wait = if s.ping || !sending {
-                    1_000_000
-                } else {
-                    pacer.wait_ns(now)
-                };
-                if wait > SLEEP_OVER_NS || !sending {
-                    q.wait(Duration::from_nanos(wait.min(10_000_000)));
-                }
+            } else if let Some(wait) = sched.idle_wait(now) {
+                q.wait(wait);
             }
         }
-        if now >= next_publish {
-            live.publish(e.tallies(), e.step());
-            next_publish = now + PUBLISH_NS;
-        }
+        sched.publish(now, &e, live);
     }
-    let tallies = e.finish();
-    live.publish(&tallies, step as u32);
+    let tallies = sched.finish(e, live);
     (q, tallies)
 }
