@@ -23,8 +23,9 @@ struct Cli {
 enum Command {
     /// Serve NTP on an interface (needs root for the xdp datapath).
     Serve(Box<ServeArgs>),
-    /// Load-test an NTP server over AF_XDP (needs root): open-loop rate,
-    /// ramp or closed-loop ping; every reply validated; latency histograms.
+    /// Load-test an NTP server over AF_XDP (needs root) or kernel sockets:
+    /// open-loop rate, ramp or closed-loop ping; every reply validated;
+    /// latency histograms.
     Load(Box<ntpx::load::cli::LoadArgs>),
     /// Plot several `ntpx load --json` ramps side by side (SVG).
     Plot(ntpx::load::plot::PlotArgs),

@@ -352,7 +352,7 @@ fn from_sockaddr6(s: &libc::sockaddr_in6) -> SocketAddr {
 
 /// Reads IPV6_PKTINFO, SCM_TIMESTAMPNS and SO_RXQ_OVFL from a received
 /// header.
-fn parse_cmsgs(h: &libc::msghdr) -> (Option<IpAddr>, u64, Option<u32>) {
+pub(crate) fn parse_cmsgs(h: &libc::msghdr) -> (Option<IpAddr>, u64, Option<u32>) {
     let mut dst = None;
     let mut rx_ns = 0;
     let mut overflows = None;

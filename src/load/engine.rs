@@ -416,6 +416,33 @@ mod tests {
         })
     }
 
+    /// The server the in-memory tests answer with (ntpx's responder).
+    fn frame_cfg() -> FrameConfig {
+        FrameConfig::new(vec!["198.18.0.1".parse().unwrap()], vec![])
+    }
+
+    fn state() -> ServerState {
+        ServerState {
+            leap: Leap::None,
+            stratum: 2,
+            ref_id: *b"TEST",
+            ..ServerState::unsynchronized(-20)
+        }
+    }
+
+    /// Recomputes the UDP checksum of an edited IPv4 reply frame, so that
+    /// the NTP checks (not the checksum) judge it.
+    fn fix_udp_checksum(frame: &mut [u8]) {
+        let pseudo = crate::wire::checksum::pseudo_v4(
+            frame[26..30].try_into().unwrap(),
+            frame[30..34].try_into().unwrap(),
+            56,
+        );
+        crate::wire::udp::Udp::new_checked(&mut frame[34..])
+            .unwrap()
+            .fill_checksum(pseudo);
+    }
+
     /// What the fake server does to the i-th request.
     #[derive(Clone, Copy, PartialEq)]
     enum Fault {
@@ -432,13 +459,8 @@ mod tests {
     /// `fault` applied to every tenth.
     fn run(n: usize, fault: Fault) -> Tally {
         let mut e = engine(None);
-        let cfg = FrameConfig::new(vec!["198.18.0.1".parse().unwrap()], vec![]);
-        let state = ServerState {
-            leap: Leap::None,
-            stratum: 1,
-            ref_id: *b"TEST",
-            ..ServerState::unsynchronized(-20)
-        };
+        let cfg = frame_cfg();
+        let state = state();
         let mut buf = [0u8; 128];
         for i in 0..n {
             let t1 = BASE + i as u64 * 1_000_000;
@@ -463,14 +485,7 @@ mod tests {
             }
             if this != Fault::None {
                 // Keep the checksum right: the NTP check must catch it.
-                let pseudo = crate::wire::checksum::pseudo_v4(
-                    buf[30..34].try_into().unwrap(),
-                    buf[26..30].try_into().unwrap(),
-                    56,
-                );
-                crate::wire::udp::Udp::new_checked(&mut buf[34..r.len])
-                    .unwrap()
-                    .fill_checksum(pseudo);
+                fix_udp_checksum(&mut buf[..r.len]);
             }
             e.on_frame(&buf[..r.len], t4);
             if this == Fault::Duplicate {
@@ -523,13 +538,8 @@ mod tests {
     fn good_replies_fill_histograms() {
         let mut e = engine(None);
         let mut buf = [0u8; 128];
-        let cfg = FrameConfig::new(vec!["198.18.0.1".parse().unwrap()], vec![]);
-        let state = ServerState {
-            leap: Leap::None,
-            stratum: 2,
-            ref_id: *b"TEST",
-            ..ServerState::unsynchronized(-20)
-        };
+        let cfg = frame_cfg();
+        let state = state();
         let len = e.next_request(&mut buf, BASE).unwrap();
         e.stamp_batch(BASE + 500);
         let t2 = NtpTimestamp::from_unix_nanos(BASE + 10_500);
@@ -558,27 +568,15 @@ mod tests {
     fn reply_to_another_identity_is_invalid() {
         let mut e = engine(None);
         let mut buf = [0u8; 128];
-        let cfg = FrameConfig::new(vec!["198.18.0.1".parse().unwrap()], vec![]);
-        let state = ServerState {
-            leap: Leap::None,
-            stratum: 2,
-            ref_id: *b"TEST",
-            ..ServerState::unsynchronized(-20)
-        };
+        let cfg = frame_cfg();
+        let state = state();
         let len = e.next_request(&mut buf, BASE).unwrap();
         e.stamp_batch(BASE);
         let ts = NtpTimestamp::from_unix_nanos(BASE + 1);
         let r = respond(&mut buf[..len], &cfg, &state, ts, || ts, 0).unwrap();
         // Send it to another port of ours, checksum fixed.
         buf[36] ^= 0x40;
-        let pseudo = crate::wire::checksum::pseudo_v4(
-            buf[30..34].try_into().unwrap(),
-            buf[26..30].try_into().unwrap(),
-            56,
-        );
-        crate::wire::udp::Udp::new_checked(&mut buf[34..r.len])
-            .unwrap()
-            .fill_checksum(pseudo);
+        fix_udp_checksum(&mut buf[..r.len]);
         e.on_frame(&buf[..r.len], BASE + 2);
         let t = e.finish().remove(0);
         assert_eq!(
@@ -621,12 +619,7 @@ mod tests {
     /// What a kernel-socket server would send back for `payload`.
     fn socket_reply(payload: &[u8], t2_ns: u64, t3_ns: u64) -> [u8; 48] {
         let req = ntp::parse_request(payload).unwrap();
-        let state = ServerState {
-            leap: Leap::None,
-            stratum: 2,
-            ref_id: *b"TEST",
-            ..ServerState::unsynchronized(-20)
-        };
+        let state = state();
         let mut out = [0u8; 48];
         ntp::write_reply(
             &mut out,

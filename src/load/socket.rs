@@ -436,32 +436,10 @@ fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Reads SCM_TIMESTAMPNS and SO_RXQ_OVFL from a received header.
+/// Reads SCM_TIMESTAMPNS and SO_RXQ_OVFL from a received header (the
+/// server's socket datapath reads the same ones).
 fn parse_cmsgs(h: &libc::msghdr) -> (u64, Option<u32>) {
-    let mut rx_ns = 0;
-    let mut drops = None;
-    // SAFETY: `h` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR walk only
-    // within msg_control[..msg_controllen] (an aligned buffer), and each
-    // payload is read unaligned with the size its type defines.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(h);
-        while !c.is_null() {
-            let data = libc::CMSG_DATA(c);
-            match ((*c).cmsg_level, (*c).cmsg_type) {
-                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                    let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
-                    rx_ns = (ts.tv_sec as u64)
-                        .wrapping_mul(1_000_000_000)
-                        .wrapping_add(ts.tv_nsec as u64);
-                }
-                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
-                    drops = Some(std::ptr::read_unaligned(data.cast::<u32>()));
-                }
-                _ => {}
-            }
-            c = libc::CMSG_NXTHDR(h, c);
-        }
-    }
+    let (_, rx_ns, drops) = crate::socket::parse_cmsgs(h);
     (rx_ns, drops)
 }
 
