@@ -166,6 +166,16 @@ pub fn parse_xdp_mode(s: &str) -> anyhow::Result<AttachMode> {
     }
 }
 
+/// Parses an AF_XDP bind mode (`auto`, `copy`, `zerocopy`), for the CLIs.
+pub fn parse_bind_mode(s: &str) -> Result<BindMode, String> {
+    match s {
+        "auto" => Ok(BindMode::Auto),
+        "copy" => Ok(BindMode::Copy),
+        "zerocopy" => Ok(BindMode::Zerocopy),
+        _ => Err(format!("expected auto, copy or zerocopy, not {s:?}")),
+    }
+}
+
 /// Parses a reference ID: an IPv4 address, or 1–4 printable ASCII
 /// characters (padded with NULs).
 pub fn parse_ref_id(s: &str) -> anyhow::Result<[u8; 4]> {

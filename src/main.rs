@@ -80,7 +80,7 @@ struct ServeArgs {
     #[arg(long)]
     xdp_mode: Option<String>,
     /// AF_XDP bind mode.
-    #[arg(long, value_parser = parse_bind_mode)]
+    #[arg(long, value_parser = ntpx::config::parse_bind_mode)]
     bind_mode: Option<BindMode>,
     /// UMEM frames per queue.
     #[arg(long)]
@@ -173,15 +173,6 @@ impl SinkArgs {
         }
         ntpx::xdp::client::run_sink(ifindex, &opts, &stop, &mut std::io::stdout().lock())?;
         Ok(())
-    }
-}
-
-fn parse_bind_mode(s: &str) -> Result<BindMode, String> {
-    match s {
-        "auto" => Ok(BindMode::Auto),
-        "copy" => Ok(BindMode::Copy),
-        "zerocopy" => Ok(BindMode::Zerocopy),
-        _ => Err(format!("expected auto, copy or zerocopy, not {s:?}")),
     }
 }
 

@@ -9,6 +9,8 @@
 //! the namespaces). Without it every test says why and skips; with
 //! `CI=true` it fails instead.
 
+mod common;
+
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -31,56 +33,9 @@ use ntpx::xdp::socket::{BindMode, QueueOptions, XskQueue, take_meta};
 // Who may run this
 // ---------------------------------------------------------------------------
 
-/// `(bit, name)` of the capabilities the tests use.
-const NEEDED_CAPS: [(u32, &str); 4] = [
-    (39, "CAP_BPF"),
-    (12, "CAP_NET_ADMIN"),
-    (13, "CAP_NET_RAW"),
-    (21, "CAP_SYS_ADMIN"),
-];
-
-/// `Err(reason)` when this process lacks a capability the tests need.
-fn capabilities() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| format!("reading /proc/self/status: {e}"))?;
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .ok_or("/proc/self/status has no readable CapEff")?;
-    let lacking: Vec<&str> = NEEDED_CAPS
-        .iter()
-        .filter(|(bit, _)| effective >> bit & 1 == 0)
-        .map(|&(_, name)| name)
-        .collect();
-    if lacking.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("not root: lacks {}", lacking.join(" ")))
-    }
-}
-
-/// `true` when the calling test may run; prints the reason it skips
-/// otherwise. Under `CI=true` a skip is a failure.
-fn may_run() -> bool {
-    let Err(why) = capabilities() else {
-        return true;
-    };
-    let name = std::thread::current()
-        .name()
-        .unwrap_or("<unnamed test>")
-        .to_owned();
-    if std::env::var_os("CI").is_some_and(|v| v == "true") {
-        panic!("{name} cannot run ({why}) and CI=true does not allow skipping");
-    }
-    // libtest captures print! of passing tests; stderr is not captured.
-    let _ = writeln!(std::io::stderr().lock(), "skipping {name}: {why}");
-    false
-}
-
 macro_rules! root_only {
     () => {
-        if !may_run() {
+        if !common::require_bpf_privileges() {
             return;
         }
     };

@@ -8,7 +8,8 @@
 //! throwaway network namespaces). Without it each test prints why it skips;
 //! with `CI=true` it fails instead.
 
-use std::io::Write as _;
+mod common;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
@@ -28,56 +29,9 @@ use ntpx::xdp::program::{
 // Privilege gate
 // ---------------------------------------------------------------------------
 
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_NET_RAW: u32 = 13;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_BPF: u32 = 39;
-
-/// Why this process cannot run the tests, if it cannot.
-fn missing_privileges() -> Option<String> {
-    let status = match std::fs::read_to_string("/proc/self/status") {
-        Ok(s) => s,
-        Err(e) => return Some(format!("cannot read /proc/self/status: {e}")),
-    };
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
-    let Some(eff) = eff else {
-        return Some("no CapEff line in /proc/self/status".to_owned());
-    };
-    let missing: Vec<&str> = [
-        (CAP_BPF, "CAP_BPF"),
-        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
-        (CAP_NET_RAW, "CAP_NET_RAW"),
-        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-    ]
-    .into_iter()
-    .filter(|&(bit, _)| eff & (1u64 << bit) == 0)
-    .map(|(_, name)| name)
-    .collect();
-    (!missing.is_empty()).then(|| format!("needs root (missing {})", missing.join(", ")))
-}
-
-/// True if the test may go on. Otherwise prints why it is skipped, or, when
-/// `CI=true`, panics: CI must not silently skip.
-fn privileged() -> bool {
-    let Some(reason) = missing_privileges() else {
-        return true;
-    };
-    let test = std::thread::current().name().unwrap_or("?").to_owned();
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: {reason}, and CI=true forbids skipping"
-    );
-    // Straight to stderr: libtest captures eprintln! of passing tests.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
-    false
-}
-
 macro_rules! require_privileges {
     () => {
-        if !privileged() {
+        if !common::require_bpf_privileges() {
             return;
         }
     };

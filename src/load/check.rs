@@ -11,7 +11,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::ntp::{self, Leap, Mode, NtpTimestamp, Packet};
+use crate::ntp::{Leap, Mode, NtpTimestamp, Packet};
 use crate::wire::checksum;
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
 use crate::wire::ip::{Ipv4, Ipv6, PROTO_UDP};
@@ -222,9 +222,6 @@ pub fn check_ntp(p: &Packet<&[u8]>, expect: &Expect) -> Result<NtpFields, Invali
     }
     Ok((t2, t3, stratum, None))
 }
-
-/// Length of the NTP header (re-exported for the fake responders in tests).
-pub const NTP_HEADER_LEN: usize = ntp::HEADER_LEN;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 use super::report;
 use super::run::{LoadConfig, Plan, parse_mac};
 use super::spec::{Prefix, parse_duration, parse_prefix, parse_ramp, parse_rate};
-use crate::config::{Datapath, parse_xdp_mode};
+use crate::config::{Datapath, parse_bind_mode, parse_xdp_mode};
 use crate::xdp::socket::BindMode;
 use anyhow::{Context, bail};
 use std::net::{IpAddr, SocketAddr};
@@ -105,16 +105,6 @@ fn parse_ramp_arg(s: &str) -> Result<Ramp, String> {
 
 fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
     parse_mac(s).map_err(|e| e.to_string())
-}
-
-/// Parses an AF_XDP bind mode.
-pub fn parse_bind_mode(s: &str) -> Result<BindMode, String> {
-    match s {
-        "auto" => Ok(BindMode::Auto),
-        "copy" => Ok(BindMode::Copy),
-        "zerocopy" => Ok(BindMode::Zerocopy),
-        _ => Err(format!("expected auto, copy or zerocopy, not {s:?}")),
-    }
 }
 
 impl LoadArgs {

@@ -4,6 +4,7 @@
 //! thread; then one pinned thread per queue, the progress line, and the
 //! merged results.
 
+use super::check::{self, Expect};
 use super::engine::{Engine, EngineConfig};
 use super::frame::Target;
 use super::live::Live;
@@ -15,7 +16,9 @@ use super::track::{MAX_THREADS, slot_bits_for};
 use super::xdp as load_xdp;
 use crate::clock::{Clock, KernelClock, SystemClock, SystemKernelClock};
 use crate::config::Datapath;
+use crate::ntp::{Leap, Mode, NtpTimestamp};
 use crate::stats::fmt_ns;
+use crate::wire::ethernet::Frame;
 use crate::xdp::client::{ClientProgram, ClientProgramKind};
 use crate::xdp::program::AttachMode;
 use crate::xdp::socket::{BindMode, QueueOptions, XskQueue};
@@ -190,10 +193,17 @@ fn probe_mac(queues: &mut [XskQueue], server: SocketAddr, version: u8) -> anyhow
     }
     .parse()?;
     let sock = UdpSocket::bind(bind).context("opening the probe socket")?;
-    let mut req = [0u8; 48];
-    req[0] = (version << 3) | 3;
-    let nonce = fastrand::u64(..) | 1 << 63;
-    req[40..48].copy_from_slice(&nonce.to_be_bytes());
+    let nonce = NtpTimestamp::from_bits(fastrand::u64(..) | 1 << 63);
+    let mut req = [0u8; crate::ntp::HEADER_LEN];
+    if let Some(mut p) = crate::ntp::Packet::new_checked(&mut req[..]) {
+        p.set_li_vn_mode(Leap::None, version, Mode::Client);
+        p.set_transmit(nonce);
+    }
+    let expect = Expect {
+        server: server.ip(),
+        port: server.port(),
+        version,
+    };
     let mut rx = xdp::slab::HeapSlab::with_capacity(load_xdp::BATCH);
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut next_send = Instant::now();
@@ -209,15 +219,11 @@ fn probe_mac(queues: &mut [XskQueue], server: SocketAddr, version: u8) -> anyhow
             q.receive(&mut rx);
             use xdp::slab::Slab as _;
             while let Some(p) = rx.pop_back() {
-                let f = &p[..];
-                let origin_ok =
-                    f.len() >= 48 && f[f.len() - 24..f.len() - 16] == nonce.to_be_bytes();
-                let mut mac = [0u8; 6];
-                if f.len() >= 12 {
-                    mac.copy_from_slice(&f[6..12]);
-                }
+                // The same checks as every reply of the run.
+                let answered = check::parse_reply(&p[..], &expect).is_ok_and(|r| r.origin == nonce);
+                let mac = Frame::new_checked(&p[..]).map(|f| f.src());
                 q.release(p);
-                if origin_ok {
+                if let (true, Ok(mac)) = (answered, mac) {
                     return Ok(mac);
                 }
             }

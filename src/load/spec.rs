@@ -39,20 +39,7 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 /// Formats a rate the way [`parse_rate`] reads it (`250k`, `1.5M`).
-pub fn fmt_rate(rate: f64) -> String {
-    if rate >= 1e6 {
-        trim_float(rate / 1e6) + "M"
-    } else if rate >= 1e3 {
-        trim_float(rate / 1e3) + "k"
-    } else {
-        trim_float(rate)
-    }
-}
-
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
-}
+pub use crate::report::fmt_rate;
 
 /// Parses a ramp, ntpperf style: `FROM..TO xFACTOR` (e.g. `10k..2M x1.5`).
 /// The rates go from FROM, each step FACTOR times the last, up to TO

@@ -133,6 +133,22 @@ impl Percentiles {
     }
 }
 
+/// A rate with a k/M/G suffix and at most two decimals: 0, 950, 10k,
+/// 22.78k, 1.5M (the form `ntpx load --rate` reads back).
+pub fn fmt_rate(rate: f64) -> String {
+    let (div, unit) = match rate.abs() {
+        a if a >= 1e9 => (1e9, "G"),
+        a if a >= 1e6 => (1e6, "M"),
+        a if a >= 1e3 => (1e3, "k"),
+        _ => (1.0, ""),
+    };
+    let digits = format!("{:.2}", rate / div);
+    format!(
+        "{}{unit}",
+        digits.trim_end_matches('0').trim_end_matches('.')
+    )
+}
+
 /// Signed nanoseconds with a readable unit, e.g. "-1.5us", "850ns", "2.50ms"
 /// (the style of [`crate::stats::fmt_ns`]).
 pub fn fmt_signed_ns(ns: i64) -> String {

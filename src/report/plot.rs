@@ -11,8 +11,8 @@
 //! - [`ramp_svg`]: answered rate and loss against offered rate, one line per
 //!   server, from a load ramp.
 
-use super::NamedHist;
 use super::hgrm::hgrm_rows;
+use super::{NamedHist, fmt_rate};
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
@@ -198,7 +198,7 @@ pub fn ramp_svg(title: &str, series: &[(&str, &[RampPoint])]) -> Result<String, 
         let root = root.titled(title, ("sans-serif", 22)).map_err(draw_err)?;
         let (left, right) = root.split_horizontally(RAMP_SIZE.0 / 2);
         let rate_axes = ("answered vs offered", "answered /s", x_max, y_max);
-        let mut rate = ramp_panel(&left, rate_axes, fmt_rate)?;
+        let mut rate = ramp_panel(&left, rate_axes, fmt_rate_label)?;
         let grey: ShapeStyle = BLACK.mix(0.3).into();
         add_line(
             &mut rate,
@@ -272,7 +272,7 @@ fn ramp_panel<'a, 'b>(
         .label_style(LABEL_FONT)
         .axis_desc_style(LABEL_FONT)
         .light_line_style(LIGHT_LINE)
-        .x_label_formatter(&fmt_rate)
+        .x_label_formatter(&fmt_rate_label)
         .y_label_formatter(&y_fmt)
         .draw()
         .map_err(draw_err)?;
@@ -338,15 +338,9 @@ fn fmt_percent(v: &f64) -> String {
     format!("{}%", trim_point_zero(format!("{v:.1}")))
 }
 
-/// A rate with a k/M/G suffix: 0, 950, 10k, 1.5M.
-pub fn fmt_rate(v: &f64) -> String {
-    let (div, unit) = match v.abs() {
-        a if a >= 1e9 => (1e9, "G"),
-        a if a >= 1e6 => (1e6, "M"),
-        a if a >= 1e3 => (1e3, "k"),
-        _ => (1.0, ""),
-    };
-    format!("{}{unit}", trim_point_zero(format!("{:.1}", v / div)))
+/// [`fmt_rate`] in the shape plotters' label formatters take.
+fn fmt_rate_label(v: &f64) -> String {
+    fmt_rate(*v)
 }
 
 fn trim_point_zero(s: String) -> String {
@@ -515,7 +509,7 @@ mod tests {
     fn rates() {
         let got: Vec<String> = [0.0, 950.0, 10_000.0, 1_500_000.0, 2.5e9]
             .iter()
-            .map(fmt_rate)
+            .map(fmt_rate_label)
             .collect();
         assert_eq!(got, ["0", "950", "10k", "1.5M", "2.5G"]);
         assert_eq!(fmt_percent(&12.0), "12%");

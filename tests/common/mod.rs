@@ -57,6 +57,46 @@ pub fn require_root(test: &str) -> bool {
     euid == 0 || skip_or_panic(test, "needs root")
 }
 
+/// `(bit, name)` of the capabilities the BPF tests need.
+const BPF_CAPS: [(u32, &str); 4] = [
+    (39, "CAP_BPF"),
+    (12, "CAP_NET_ADMIN"),
+    (13, "CAP_NET_RAW"),
+    (21, "CAP_SYS_ADMIN"),
+];
+
+/// Why this process cannot load XDP programs and make namespaces, if it
+/// cannot (read from the effective capability set).
+fn missing_bpf_privileges() -> Option<String> {
+    let status = match std::fs::read_to_string("/proc/self/status") {
+        Ok(s) => s,
+        Err(e) => return Some(format!("cannot read /proc/self/status: {e}")),
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return Some("no CapEff line in /proc/self/status".to_owned());
+    };
+    let missing: Vec<&str> = BPF_CAPS
+        .iter()
+        .filter(|&&(bit, _)| eff & (1u64 << bit) == 0)
+        .map(|&(_, name)| name)
+        .collect();
+    (!missing.is_empty()).then(|| format!("needs root (missing {})", missing.join(", ")))
+}
+
+/// True when the calling test (named by its thread) may load BPF programs;
+/// otherwise prints why it skips, or panics when env `CI` is `true`.
+pub fn require_bpf_privileges() -> bool {
+    let Some(why) = missing_bpf_privileges() else {
+        return true;
+    };
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    skip_or_panic(&test, &why)
+}
+
 /// True when `tool` is an executable on PATH. Otherwise prints
 /// `SKIP {test}: needs {tool} on PATH` and returns false, or panics under `CI=true`.
 pub fn require_tool(test: &str, tool: &str) -> bool {
