@@ -55,7 +55,11 @@ fn bench_engine(c: &mut Criterion) {
 
     // Replies made by ntpx's own responder, fed back each iteration to a
     // fresh batch of requests (so every reply matches an open request).
-    let cfg = FrameConfig::new(vec!["198.18.0.1".parse().expect("address")], vec![]);
+    let cfg = FrameConfig::new(
+        [2, 0, 0, 0, 0, 1],
+        vec!["198.18.0.1".parse().expect("address")],
+        vec![],
+    );
     let state = ServerState {
         leap: Leap::None,
         stratum: 1,

@@ -75,7 +75,7 @@ fn build_v6() -> Vec<u8> {
 }
 
 fn cfg() -> FrameConfig {
-    FrameConfig::new(vec![Ipv4Addr::from(SRV4)], vec![SRV6])
+    FrameConfig::new(SRV_MAC, vec![Ipv4Addr::from(SRV4)], vec![SRV6])
 }
 
 fn state() -> ServerState {

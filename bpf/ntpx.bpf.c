@@ -7,7 +7,8 @@
  * Frame walk: Ethernet, at most two VLAN tags (802.1Q / 802.1ad), IPv4 (any
  * IHL >= 5, fragments passed) or IPv6 (UDP directly after the fixed header),
  * UDP to `ntp_port` and to one of the configured server addresses, then the
- * first byte of the NTP header. The walk up to the UDP header is
+ * first byte of the NTP header. A request whose UDP length disagrees with
+ * the frame goes to the worker, which drops it under its reason. The walk up to the UDP header is
  * ntpx_parse_udp() in frame.h, shared with the load generator's programs.
  *
  * Each frame bumps NTPX_SEEN plus exactly one reason counter (see ntpx.h);
@@ -141,12 +142,17 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 		return NTPX_DROP_SRC_PORT_ZERO;
 
 	/*
-	 * The UDP length must cover the header and fit in the frame. Less
-	 * than the frame is fine (Ethernet padding).
+	 * A UDP length that does not fit the frame, or is shorter than the
+	 * UDP header, is the worker's to judge: it drops and counts such
+	 * requests (bad_udp_length, bad_ip_length). Passing them to the
+	 * kernel would let it answer some (an IPv6 UDP length of 0 means
+	 * "up to the end of the packet" there), and nothing sent to the
+	 * server's address and port is for anyone else to answer. Shorter
+	 * than the frame is fine here (Ethernet padding).
 	 */
 	ulen = bpf_ntohs(udp->len);
 	if (ulen < sizeof(*udp) || (void *)udp + ulen > c.end)
-		return NTPX_PASS_TRUNCATED;
+		return NTPX_REDIRECTED;
 	if (ulen < sizeof(*udp) + NTPX_NTP_HEADER_LEN)
 		return NTPX_DROP_SHORT;
 	ntp = cursor_take(&c, NTPX_NTP_HEADER_LEN);

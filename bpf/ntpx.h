@@ -31,8 +31,8 @@ enum ntpx_counter {
 	NTPX_PASS_OTHER_PORT,     /* UDP to another port */
 	NTPX_PASS_NOT_OURS,       /* NTP port, destination not a server address */
 	NTPX_PASS_FRAGMENT,       /* IPv4 fragment: the kernel reassembles */
-	NTPX_PASS_TRUNCATED,      /* headers cut short or malformed (IHL < 5, bad
-	                           * UDP length): the kernel decides */
+	NTPX_PASS_TRUNCATED,      /* headers up to UDP cut short or malformed
+	                           * (IHL < 5): the kernel decides */
 	NTPX_PASS_SERVER_REPLY,   /* mode 4: a reply to the host's own client */
 	NTPX_PASS_NO_SOCKET,      /* no AF_XDP socket on this queue */
 	NTPX_META_FAILED,         /* redirected without metadata */

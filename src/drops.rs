@@ -35,14 +35,27 @@ reasons! {
     NotIp => "not_ip",
     /// Sent to a multicast or broadcast MAC address.
     NonUnicast => "non_unicast",
+    /// Sent to another host's MAC address: the kernel would have dropped
+    /// it (`PACKET_OTHERHOST`), and a reply would claim that host's MAC.
+    OtherHost => "other_host",
+    /// Sent from a broadcast, multicast or all-zero MAC address: a reply
+    /// would go to a whole segment, or nowhere.
+    BadSourceMac => "bad_src_mac",
     /// IP version / header length field invalid.
     BadIpHeader => "bad_ip_header",
     /// IPv4 header checksum wrong.
     BadIpChecksum => "bad_ip_checksum",
     /// IP length field disagrees with the frame.
     BadIpLength => "bad_ip_length",
-    /// An IPv4 fragment.
+    /// An IPv4 fragment, or (socket datapath) a datagram the kernel
+    /// reassembled from fragments.
     Fragment => "fragment",
+    /// An IPv4 source route option (loose or strict): the kernel drops
+    /// these on a host.
+    SourceRoute => "source_route",
+    /// Malformed IPv4 options (a length of 0 or past the header, a pointer
+    /// out of range, a repeated option), or a CIPSO label.
+    BadIpOptions => "bad_ip_options",
     /// Not UDP.
     NotUdp => "not_udp",
     /// Destination is not one of the server's addresses.
@@ -52,6 +65,9 @@ reasons! {
     BadSource => "bad_source",
     /// Source address is one of ours (a loop).
     OwnSource => "own_source",
+    /// Source address is the network or broadcast address of one of the
+    /// interface's IPv4 prefixes (a directed broadcast).
+    DirectedBroadcast => "directed_broadcast",
     /// UDP length field disagrees with the IP length.
     BadUdpLength => "bad_udp_length",
     /// UDP checksum wrong, or zero over IPv6.

@@ -39,6 +39,7 @@ pub mod serve;
 pub mod socket;
 pub mod state;
 pub mod stats;
+pub mod sys;
 pub mod wire;
 pub mod worker;
 pub mod xdp;

@@ -165,7 +165,7 @@ impl SinkArgs {
             duration,
             ..Default::default()
         };
-        let ifindex = ntpx::serve::ifindex(&self.iface)?;
+        let ifindex = ntpx::sys::netif::ifindex(&self.iface)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
@@ -244,7 +244,7 @@ fn main() -> std::process::ExitCode {
         Command::Sink(args) => args.run(),
         Command::Load(args) => ntpx::load::cli::main(&args),
         Command::Plot(args) => ntpx::load::plot::main(&args),
-        Command::XdpPass { iface } => ntpx::serve::ifindex(&iface).and_then(|i| {
+        Command::XdpPass { iface } => ntpx::sys::netif::ifindex(&iface).and_then(|i| {
             ntpx::xdp::pass::attach_pass_through(i).map_err(|e| {
                 anyhow::anyhow!("cannot attach the pass-through program to {iface}: {e}")
             })

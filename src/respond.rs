@@ -1,12 +1,13 @@
 //! The per-packet function: a request frame in, its reply out, in place.
 //!
 //! [`respond`] parses Ethernet (+ VLAN) / IPv4 or IPv6 / UDP / NTP, applies
-//! every check that the kernel's UDP stack would have made for us (and the
-//! ones a public NTP server must add), and rewrites the same buffer into
-//! the reply: MACs and addresses swapped, fixed TTL / hop limit, DF, fresh
-//! IP and UDP headers with correct checksums, and the 48-byte NTP reply.
-//! IPv4 options and NTP extension fields are not echoed: the reply is
-//! never longer than the request.
+//! every check that the kernel's receive path would have made for us (and
+//! the ones a public NTP server must add), and rewrites the same buffer
+//! into the reply: addressed back to the request's source MAC from the
+//! interface's own, addresses swapped, fixed TTL / hop limit, DF, fresh IP
+//! and UDP headers with checksums computed afresh, and the 48-byte NTP
+//! reply. IPv4 options and NTP extension fields are not echoed: the reply
+//! is never longer than the request.
 //!
 //! Pure code: no I/O, no clocks (the transmit time comes from a closure),
 //! no `unsafe`, no allocation, no panics on any input.
@@ -17,8 +18,11 @@ use crate::drops::DropReason;
 use crate::ntp::{self, NtpTimestamp, ReplyPolicy, ServerState};
 use crate::wire::checksum;
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
-use crate::wire::ip::{IPV4_MIN_LEN, IPV6_HEADER_LEN, Ipv4, Ipv6, PROTO_UDP};
+use crate::wire::ip::{
+    IPV4_MIN_LEN, IPV6_HEADER_LEN, Ipv4, Ipv6, OptionsError, PROTO_UDP, check_options,
+};
 use crate::wire::udp::{self, Udp};
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// TTL / hop limit of every reply.
@@ -33,27 +37,75 @@ pub const LOOP_PORTS: [u16; 5] = [7, 13, 17, 19, 37];
 pub struct FrameConfig {
     /// The NTP port (123).
     pub port: u16,
+    /// The interface's MAC address: only frames addressed to it are
+    /// answered, and replies are sent from it.
+    pub mac: [u8; 6],
     /// The server's IPv4 addresses: only requests to these are answered.
     pub v4: Vec<Ipv4Addr>,
     /// The server's IPv6 addresses.
     pub v6: Vec<Ipv6Addr>,
+    /// Addresses of this host that no client can have: the served ones
+    /// and the other addresses of the interface (or, for the socket
+    /// datapath, of every interface). A request from one is a loop.
+    pub own_v4: Vec<Ipv4Addr>,
+    /// IPv6 addresses of this host (see `own_v4`).
+    pub own_v6: Vec<Ipv6Addr>,
+    /// The network and broadcast addresses of this host's IPv4 prefixes
+    /// (those of /30 and shorter: /31 and /32 have none). A request from
+    /// one is a directed broadcast in disguise.
+    pub subnet_edges: Vec<Ipv4Addr>,
     /// Drop requests from [`LOOP_PORTS`].
     pub drop_loop_ports: bool,
+    /// Accept a UDP checksum field that holds only the pseudo-header sum
+    /// (see [`Udp::checksum_is_partial`]). True only on a veth, whose peer
+    /// hands over frames its own stack has not finished; never on a NIC,
+    /// where it would let corruption through.
+    pub accept_partial_checksum: bool,
     /// Reply knobs.
     pub policy: ReplyPolicy,
 }
 
 impl FrameConfig {
-    /// A config for the given addresses with the defaults: port 123, loop
-    /// ports dropped, the request's poll echoed.
-    pub fn new(v4: Vec<Ipv4Addr>, v6: Vec<Ipv6Addr>) -> Self {
+    /// A config for an interface with MAC `mac` serving the given
+    /// addresses, with the defaults: port 123, loop ports dropped, full
+    /// checksums required, the request's poll echoed. The own addresses
+    /// are the served ones; add the interface's prefixes with
+    /// [`FrameConfig::add_local_prefixes`].
+    pub fn new(mac: [u8; 6], v4: Vec<Ipv4Addr>, v6: Vec<Ipv6Addr>) -> Self {
         FrameConfig {
             port: 123,
+            mac,
+            own_v4: v4.clone(),
+            own_v6: v6.clone(),
             v4,
             v6,
+            subnet_edges: Vec::new(),
             drop_loop_ports: true,
+            accept_partial_checksum: false,
             policy: ReplyPolicy::default(),
         }
+    }
+
+    /// Adds this host's addresses with their prefixes: each becomes an
+    /// own address, and each IPv4 prefix of /30 or shorter adds its
+    /// network and broadcast addresses to the subnet edges.
+    pub fn add_local_prefixes(&mut self, v4: &[Ipv4Net], v6: &[Ipv6Net]) {
+        for net in v4 {
+            push_new(&mut self.own_v4, net.addr());
+            if net.prefix_len() <= 30 {
+                push_new(&mut self.subnet_edges, net.network());
+                push_new(&mut self.subnet_edges, net.broadcast());
+            }
+        }
+        for net in v6 {
+            push_new(&mut self.own_v6, net.addr());
+        }
+    }
+}
+
+fn push_new<T: PartialEq>(v: &mut Vec<T>, x: T) {
+    if !v.contains(&x) {
+        v.push(x);
     }
 }
 
@@ -64,6 +116,9 @@ pub struct Reply {
     pub len: usize,
     /// The transmit timestamp it carries.
     pub transmit: NtpTimestamp,
+    /// The request's UDP checksum was in the partial form (accepted only
+    /// with [`FrameConfig::accept_partial_checksum`]; counted apart).
+    pub partial_checksum: bool,
 }
 
 /// True if an IPv4 source can never be a legitimate client:
@@ -91,7 +146,8 @@ pub fn check_source_port(port: u16, drop_loop_ports: bool) -> Result<(), DropRea
 }
 
 /// Checks a request's addresses (either family, as seen by the socket
-/// datapath too): the destination must be ours, the source not.
+/// datapath too): the destination must be ours; the source must not be a
+/// martian, one of ours, or a subnet's network or broadcast address.
 pub fn check_addresses(
     cfg: &FrameConfig,
     src: std::net::IpAddr,
@@ -104,8 +160,10 @@ pub fn check_addresses(
                 Err(DropReason::NotOurAddress)
             } else if bad_source_v4(s) {
                 Err(DropReason::BadSource)
-            } else if cfg.v4.contains(&s) {
+            } else if cfg.own_v4.contains(&s) {
                 Err(DropReason::OwnSource)
+            } else if cfg.subnet_edges.contains(&s) {
+                Err(DropReason::DirectedBroadcast)
             } else {
                 Ok(())
             }
@@ -115,7 +173,7 @@ pub fn check_addresses(
                 Err(DropReason::NotOurAddress)
             } else if bad_source_v6(s) {
                 Err(DropReason::BadSource)
-            } else if cfg.v6.contains(&s) {
+            } else if cfg.own_v6.contains(&s) {
                 Err(DropReason::OwnSource)
             } else {
                 Ok(())
@@ -144,6 +202,12 @@ pub fn respond(
     if eth.dst_is_group() {
         return Err(DropReason::NonUnicast);
     }
+    if eth.dst() != cfg.mac {
+        return Err(DropReason::OtherHost);
+    }
+    if eth.src_is_not_a_station() {
+        return Err(DropReason::BadSourceMac);
+    }
     let l3 = eth.l3().map_err(|_| DropReason::Truncated)?;
     match l3.ethertype {
         ETHERTYPE_IPV4 => respond_v4(frame, l3.offset, cfg, state, rx, now, noise),
@@ -152,15 +216,22 @@ pub fn respond(
     }
 }
 
+/// A request that passed [`check_udp`].
+struct Checked {
+    client_port: u16,
+    req: ntp::Request,
+    partial_checksum: bool,
+}
+
 /// The checks on a UDP datagram (header + payload, exactly as long as its
-/// IP header says) that both IP versions share. Returns the client's port
-/// and the parsed request.
+/// IP header says) that both IP versions share. Returns the client's port,
+/// the parsed request and whether its checksum was in the partial form.
 fn check_udp(
     datagram: &[u8],
     cfg: &FrameConfig,
     pseudo: u32,
     checksum_required: bool,
-) -> Result<(u16, ntp::Request), DropReason> {
+) -> Result<Checked, DropReason> {
     let u = Udp::new_checked(datagram).map_err(|_| DropReason::BadUdpLength)?;
     if usize::from(u.len_field()) != datagram.len() {
         return Err(DropReason::BadUdpLength);
@@ -170,11 +241,21 @@ fn check_udp(
     }
     check_source_port(u.src_port(), cfg.drop_loop_ports)?;
     let csum = u.checksum_field();
-    if (csum == 0 && checksum_required) || (csum != 0 && !u.checksum_ok(pseudo)) {
+    let partial_checksum = csum != 0
+        && !u.checksum_ok(pseudo)
+        && cfg.accept_partial_checksum
+        && u.checksum_is_partial(pseudo);
+    if (csum == 0 && checksum_required)
+        || (csum != 0 && !partial_checksum && !u.checksum_ok(pseudo))
+    {
         return Err(DropReason::BadUdpChecksum);
     }
     let req = ntp::parse_request(&datagram[udp::HEADER_LEN..])?;
-    Ok((u.src_port(), req))
+    Ok(Checked {
+        client_port: u.src_port(),
+        req,
+        partial_checksum,
+    })
 }
 
 /// Length of a reply's UDP datagram: header and 48 bytes of NTP.
@@ -205,6 +286,10 @@ fn respond_v4(
     if ip.is_fragment() {
         return Err(DropReason::Fragment);
     }
+    check_options(ip.options()).map_err(|e| match e {
+        OptionsError::SourceRoute => DropReason::SourceRoute,
+        OptionsError::Malformed => DropReason::BadIpOptions,
+    })?;
     if ip.protocol() != PROTO_UDP {
         return Err(DropReason::NotUdp);
     }
@@ -212,7 +297,7 @@ fn respond_v4(
     check_addresses(cfg, Ipv4Addr::from(src).into(), Ipv4Addr::from(dst).into())?;
     let datagram = &frame[off + ihl..off + total];
     let pseudo = checksum::pseudo_v4(src, dst, datagram.len() as u16);
-    let (client_port, req) = check_udp(datagram, cfg, pseudo, false)?;
+    let checked = check_udp(datagram, cfg, pseudo, false)?;
 
     // The reply: a 20-byte IP header (request options dropped), then UDP
     // and NTP written fresh behind it. The request was at least
@@ -222,7 +307,7 @@ fn respond_v4(
     let reply_frame = &mut frame[..end];
     Frame::new_checked(&mut *reply_frame)
         .map_err(|_| DropReason::Truncated)?
-        .swap_addresses();
+        .set_reply_addresses(cfg.mac);
     Ipv4::new_checked(&mut reply_frame[off..])
         .map_err(|_| DropReason::Truncated)?
         .emit_reply_header((IPV4_MIN_LEN + REPLY_UDP_LEN) as u16, REPLY_TTL, dst, src);
@@ -230,15 +315,18 @@ fn respond_v4(
     finish_udp(
         &mut reply_frame[udp_at..],
         cfg,
-        client_port,
-        &req,
+        &checked,
         state,
         rx,
         now,
         noise,
         pseudo,
     )
-    .map(|transmit| Reply { len: end, transmit })
+    .map(|transmit| Reply {
+        len: end,
+        transmit,
+        partial_checksum: checked.partial_checksum,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -268,13 +356,13 @@ fn respond_v6(
     let datagram = &frame[udp_at..udp_at + payload];
     let pseudo = checksum::pseudo_v6(src, dst, payload as u16);
     // A zero UDP checksum is invalid over IPv6 (RFC 8200 §8.1).
-    let (client_port, req) = check_udp(datagram, cfg, pseudo, true)?;
+    let checked = check_udp(datagram, cfg, pseudo, true)?;
 
     let end = udp_at + REPLY_UDP_LEN;
     let reply_frame = &mut frame[..end];
     Frame::new_checked(&mut *reply_frame)
         .map_err(|_| DropReason::Truncated)?
-        .swap_addresses();
+        .set_reply_addresses(cfg.mac);
     Ipv6::new_checked(&mut reply_frame[off..udp_at])
         .map_err(|_| DropReason::Truncated)?
         .emit_reply_header(REPLY_UDP_LEN as u16, REPLY_TTL, dst, src);
@@ -282,15 +370,18 @@ fn respond_v6(
     finish_udp(
         &mut reply_frame[udp_at..],
         cfg,
-        client_port,
-        &req,
+        &checked,
         state,
         rx,
         now,
         noise,
         pseudo,
     )
-    .map(|transmit| Reply { len: end, transmit })
+    .map(|transmit| Reply {
+        len: end,
+        transmit,
+        partial_checksum: checked.partial_checksum,
+    })
 }
 
 /// Writes the UDP header and NTP reply into `datagram` (exactly
@@ -300,8 +391,7 @@ fn respond_v6(
 fn finish_udp(
     datagram: &mut [u8],
     cfg: &FrameConfig,
-    client_port: u16,
-    req: &ntp::Request,
+    checked: &Checked,
     state: &ServerState,
     rx: NtpTimestamp,
     now: impl FnOnce() -> NtpTimestamp,
@@ -309,10 +399,10 @@ fn finish_udp(
     pseudo: u32,
 ) -> Result<NtpTimestamp, DropReason> {
     let mut u = Udp::new_checked(&mut *datagram).map_err(|_| DropReason::Truncated)?;
-    u.emit_reply_header(cfg.port, client_port, REPLY_UDP_LEN as u16);
+    u.emit_reply_header(cfg.port, checked.client_port, REPLY_UDP_LEN as u16);
     let t3 = ntp::write_reply(
         &mut datagram[udp::HEADER_LEN..],
-        req,
+        &checked.req,
         state,
         &cfg.policy,
         rx,
@@ -324,4 +414,42 @@ fn finish_udp(
         .map_err(|_| DropReason::Truncated)?
         .fill_checksum(pseudo);
     Ok(t3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_edges_come_from_prefixes_of_30_and_shorter() {
+        let mut cfg = FrameConfig::new(
+            [2, 0, 0, 0, 0, 1],
+            vec!["192.0.2.1".parse().unwrap()],
+            vec![],
+        );
+        cfg.add_local_prefixes(
+            &[
+                "192.0.2.1/24".parse().unwrap(),
+                "198.51.100.9/30".parse().unwrap(),
+                "203.0.113.0/31".parse().unwrap(),
+                "203.0.113.7/32".parse().unwrap(),
+                "192.0.2.1/24".parse().unwrap(), // listed twice
+            ],
+            &["2001:db8::5/64".parse().unwrap()],
+        );
+        let edges: Vec<String> = cfg.subnet_edges.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            edges,
+            ["192.0.2.0", "192.0.2.255", "198.51.100.8", "198.51.100.11"]
+        );
+        assert_eq!(cfg.own_v4.len(), 4);
+        assert_eq!(cfg.own_v6, vec!["2001:db8::5".parse::<Ipv6Addr>().unwrap()]);
+        // Both addresses of a /31 are hosts (RFC 3021).
+        let check =
+            |s: &str| check_addresses(&cfg, s.parse().unwrap(), "192.0.2.1".parse().unwrap());
+        assert_eq!(check("203.0.113.1"), Ok(()));
+        assert_eq!(check("192.0.2.255"), Err(DropReason::DirectedBroadcast));
+        assert_eq!(check("198.51.100.11"), Err(DropReason::DirectedBroadcast));
+        assert_eq!(check("203.0.113.7"), Err(DropReason::OwnSource));
+    }
 }

@@ -10,8 +10,9 @@ use crate::respond::FrameConfig;
 use crate::socket::BatchSocket;
 use crate::state::SharedState;
 use crate::stats::{Published, Totals};
+use crate::sys::netif;
 use crate::worker::{self, BATCH, WorkerCtx};
-use crate::xdp::program::{ProgramConfig, XdpProgram};
+use crate::xdp::program::{MAX_ADDRS, ProgramConfig, XdpProgram};
 use crate::xdp::socket::{QueueOptions, XskQueue};
 use anyhow::{Context, bail};
 use std::cell::Cell;
@@ -27,42 +28,6 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
 }
 
-/// The interface index of `name`, with a clear error.
-pub fn ifindex(name: &str) -> anyhow::Result<u32> {
-    nix::net::if_::if_nametoindex(name).map_err(|e| match e {
-        nix::errno::Errno::ENODEV => anyhow::anyhow!("no such interface: {name} (see `ip link`)"),
-        e => anyhow::anyhow!("cannot look up interface {name}: {e}"),
-    })
-}
-
-/// The unicast addresses configured on `name`.
-pub fn interface_addresses(name: &str) -> anyhow::Result<(Vec<Ipv4Addr>, Vec<Ipv6Addr>)> {
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for ifa in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
-        if ifa.interface_name != name {
-            continue;
-        }
-        let Some(addr) = ifa.address else { continue };
-        if let Some(a) = addr.as_sockaddr_in() {
-            v4.push(a.ip());
-        } else if let Some(a) = addr.as_sockaddr_in6() {
-            v6.push(a.ip());
-        }
-    }
-    Ok((v4, v6))
-}
-
-/// How many RX queues `name` has (from sysfs).
-pub fn rx_queue_count(name: &str) -> anyhow::Result<u32> {
-    let dir = format!("/sys/class/net/{name}/queues");
-    let n = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {dir}"))?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count();
-    Ok(n.max(1) as u32)
-}
-
 fn cpu_for(settings: &Settings, worker: usize) -> Option<usize> {
     match &settings.cpus {
         Some(c) if !c.is_empty() => Some(c[worker % c.len()]),
@@ -73,20 +38,95 @@ fn cpu_for(settings: &Settings, worker: usize) -> Option<usize> {
     }
 }
 
+/// The addresses to serve, checked: the configured ones, else the
+/// interface's (loopback addresses left out), at most [`MAX_ADDRS`] of a
+/// family.
+fn served_addresses(
+    settings: &Settings,
+    local: &netif::Addresses,
+) -> anyhow::Result<(Vec<Ipv4Addr>, Vec<Ipv6Addr>)> {
+    if !settings.v4.is_empty() || !settings.v6.is_empty() {
+        return Ok((settings.v4.clone(), settings.v6.clone()));
+    }
+    let Some(iface) = &settings.interface else {
+        bail!("no addresses to answer for: give --address (or [server] addresses)");
+    };
+    let v4: Vec<Ipv4Addr> = local
+        .v4
+        .iter()
+        .map(|n| n.addr())
+        .filter(|a| !a.is_loopback())
+        .collect();
+    let v6: Vec<Ipv6Addr> = local
+        .v6
+        .iter()
+        .map(|n| n.addr())
+        .filter(|a| !a.is_loopback())
+        .collect();
+    if v4.is_empty() && v6.is_empty() {
+        bail!(
+            "{iface} has no addresses to answer for (loopback addresses are never served): \
+             add one, or give --address"
+        );
+    }
+    for (family, n) in [(4, v4.len()), (6, v6.len())] {
+        if n > MAX_ADDRS {
+            bail!(
+                "{iface} has {n} IPv{family} addresses, and ntpx serves at most {MAX_ADDRS} of a \
+                 family: choose the ones to serve with --address (or [server] addresses)"
+            );
+        }
+    }
+    Ok((v4, v6))
+}
+
+/// The responder's view of this host: the interface's MAC, the served
+/// addresses, the host's own addresses and prefixes (the interface's for
+/// the XDP datapath, every interface's for the socket datapath, whose
+/// socket listens on all of them), and the reply policy.
+fn frame_config(settings: &Settings) -> anyhow::Result<FrameConfig> {
+    let iface = settings.interface.as_deref();
+    if let Some(iface) = iface {
+        netif::ifindex(iface)?;
+    }
+    let (mac, local) = match (settings.datapath, iface) {
+        (Datapath::Xdp, Some(iface)) => (netif::mac(iface)?, netif::addresses(Some(iface))?),
+        (Datapath::Xdp, None) => bail!("the xdp datapath needs --iface"),
+        // The kernel addresses the socket datapath's frames.
+        (Datapath::Socket, _) => ([0; 6], netif::addresses(None)?),
+    };
+    let served_from = match (settings.datapath, iface) {
+        (Datapath::Socket, Some(iface)) => netif::addresses(Some(iface))?,
+        _ => local.clone(),
+    };
+    let (v4, v6) = served_addresses(settings, &served_from)?;
+    let mut cfg = FrameConfig::new(mac, v4, v6);
+    cfg.add_local_prefixes(&local.v4, &local.v6);
+    cfg.port = settings.port;
+    cfg.drop_loop_ports = settings.drop_loop_ports;
+    cfg.policy = crate::ntp::ReplyPolicy {
+        min_poll: settings.min_poll,
+    };
+    if let (Datapath::Xdp, Some(iface)) = (settings.datapath, iface)
+        && netif::is_veth(iface)
+    {
+        // A veth's peer hands over its stack's frames unfinished when it
+        // offloads checksums (the default): see README, "Checksums".
+        cfg.accept_partial_checksum = true;
+        tracing::info!(
+            interface = iface,
+            "veth: accepting UDP checksums left partial by the peer's offload (counted as partial_checksum)"
+        );
+    }
+    Ok(cfg)
+}
+
 /// Runs the server until signalled. Returns the final totals.
 pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
     let start = Instant::now();
-    if let Some(iface) = &settings.interface {
-        ifindex(iface)?;
-        if settings.v4.is_empty() && settings.v6.is_empty() {
-            let (v4, v6) = interface_addresses(iface)?;
-            settings.v4 = v4;
-            settings.v6 = v6;
-        }
-    }
-    if settings.v4.is_empty() && settings.v6.is_empty() {
-        bail!("no addresses to answer for: give --address, or an interface that has addresses");
-    }
+    let frame_cfg = Arc::new(frame_config(&settings)?);
+    settings.v4.clone_from(&frame_cfg.v4);
+    settings.v6.clone_from(&frame_cfg.v6);
     // Bound before anything else is set up, so that a second server fails
     // early; removed again on every way out (the guard's Drop).
     let stats_socket = settings
@@ -109,15 +149,6 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
             "the kernel clock is not synchronised: replies carry LI 3 / stratum 0 until a time daemon disciplines it"
         );
     }
-    let frame_cfg = Arc::new(FrameConfig {
-        port: settings.port,
-        v4: settings.v4.clone(),
-        v6: settings.v6.clone(),
-        drop_loop_ports: settings.drop_loop_ports,
-        policy: crate::ntp::ReplyPolicy {
-            min_poll: settings.min_poll,
-        },
-    });
     let running = Arc::new(AtomicBool::new(true));
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -170,10 +201,10 @@ fn run_xdp(
         .interface
         .as_deref()
         .context("the xdp datapath needs --iface")?;
-    let index = ifindex(iface)?;
+    let index = netif::ifindex(iface)?;
     let queues: Vec<u32> = match &settings.queues {
         Some(q) => q.clone(),
-        None => (0..rx_queue_count(iface)?).collect(),
+        None => (0..netif::rx_queue_count(iface)?).collect(),
     };
     let mut program = XdpProgram::load(&ProgramConfig {
         port: settings.port,

@@ -452,7 +452,7 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 }
 
 fn ifindex(name: &str) -> u32 {
-    ntpx::serve::ifindex(name).expect("interface index")
+    ntpx::sys::netif::ifindex(name).expect("interface index")
 }
 
 /// Writes whole Ethernet frames out of one interface: an AF_PACKET socket

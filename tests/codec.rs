@@ -12,8 +12,10 @@ use fixtures::*;
 use ntpx::ntp::{self, Leap, Mode, NtpShort, NtpTimestamp, Packet, ServerState};
 use ntpx::respond::{FrameConfig, respond};
 
-fn cfg() -> FrameConfig {
+/// The server as captured: `mac` is the server's MAC in the captured frame.
+fn cfg(mac: [u8; 6]) -> FrameConfig {
     FrameConfig::new(
+        mac,
         vec!["198.18.0.1".parse().unwrap()],
         vec!["2001:db8::1".parse().unwrap()],
     )
@@ -59,13 +61,16 @@ fn replies_to_captured_frames() {
             panic!("{name}: udp")
         };
         let mut buf = frame.to_vec();
-        let reply = respond(&mut buf, &cfg(), &state(), RX, || TX, 0)
+        let server_mac: [u8; 6] = frame[..6].try_into().unwrap();
+        let reply = respond(&mut buf, &cfg(server_mac), &state(), RX, || TX, 0)
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         let out = &buf[..reply.len];
         assert!(
             out.len() <= frame.len(),
             "{name}: reply larger than request"
         );
+        assert_eq!(&out[..6], &frame[6..12], "{name}: back to the client's MAC");
+        assert_eq!(&out[6..12], &server_mac, "{name}: from the server's MAC");
 
         let h = PacketHeaders::from_ethernet_slice(out).unwrap_or_else(|e| panic!("{name}: {e:?}"));
         let Some(TransportHeader::Udp(udp)) = &h.transport else {
@@ -138,6 +143,7 @@ fn a_real_chronyd_reply_has_the_shape_of_ours() {
     // A request is never answered: replies are not requests.
     assert_eq!(ntp::parse_request(CHRONY_REPLY), Err(ntp::Reject::Mode));
     let mut buf = CHRONY_REPLY_FRAME.to_vec();
-    let cfg = FrameConfig::new(vec!["198.18.0.2".parse().unwrap()], vec![]);
+    let client_mac: [u8; 6] = buf[..6].try_into().unwrap();
+    let cfg = FrameConfig::new(client_mac, vec!["198.18.0.2".parse().unwrap()], vec![]);
     assert!(respond(&mut buf, &cfg, &state(), RX, || TX, 0).is_err());
 }

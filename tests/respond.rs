@@ -32,7 +32,21 @@ fn ntp_request(first: u8, len: usize) -> Vec<u8> {
 }
 
 fn cfg() -> FrameConfig {
-    FrameConfig::new(vec![Ipv4Addr::from(SRV4)], vec![SRV6.parse().unwrap()])
+    let mut c = FrameConfig::new(
+        SRV_MAC,
+        vec![Ipv4Addr::from(SRV4)],
+        vec![SRV6.parse().unwrap()],
+    );
+    // The interface's prefixes: 198.18.0.0/24 (and another address on
+    // it), 2001:db8::/64.
+    c.add_local_prefixes(
+        &[
+            "198.18.0.1/24".parse().unwrap(),
+            "198.18.0.3/24".parse().unwrap(),
+        ],
+        &["2001:db8::1/64".parse().unwrap()],
+    );
+    c
 }
 
 fn state() -> ServerState {
@@ -193,23 +207,201 @@ fn extension_fields_are_not_echoed() {
     check_ntp(&check_reply(&f[..len], 0), 4);
 }
 
-#[test]
-fn ipv4_options_are_dropped_from_the_reply() {
-    // Build with etherparse, then splice in 4 bytes of options (NOPs... and
-    // an end-of-list) and fix lengths and checksum by hand.
+/// An untagged IPv4 request with `options` (a multiple of 4 bytes)
+/// spliced into its header, lengths and IP checksum fixed.
+fn with_options(options: &[u8]) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0);
     let f = build_v4(0, 40000, &ntp_request(0x23, 48));
     let mut g = f[..34].to_vec();
-    g.extend_from_slice(&[1, 1, 1, 0]);
+    g.extend_from_slice(options);
     g.extend_from_slice(&f[34..]);
-    g[14] = 0x46;
+    g[14] = 0x45 + (options.len() / 4) as u8;
     let total = (g.len() - 14) as u16;
     g[16..18].copy_from_slice(&total.to_be_bytes());
     g[24..26].copy_from_slice(&[0, 0]);
-    let c = ntpx::wire::checksum::checksum(&g[14..38]);
+    let c = ntpx::wire::checksum::checksum(&g[14..34 + options.len()]);
     g[24..26].copy_from_slice(&c.to_be_bytes());
+    g
+}
+
+#[test]
+fn ipv4_options_are_dropped_from_the_reply() {
+    // NOPs and an end of list; record route, timestamp and router alert:
+    // accepted, as the kernel does, and never echoed.
+    for options in [
+        &[1, 1, 1, 0][..],
+        &[7, 7, 4, 0, 0, 0, 0, 0],
+        &[68, 8, 5, 0, 0, 0, 0, 0],
+        &[148, 4, 0, 0],
+    ] {
+        let mut g = with_options(options);
+        let len = run(&mut g).unwrap_or_else(|e| panic!("{options:?}: {e:?}"));
+        assert_eq!(len, 14 + 20 + 8 + 48);
+        check_ntp(&check_reply(&g[..len], 0), 4);
+    }
+}
+
+#[test]
+fn source_routes_and_malformed_ipv4_options_are_dropped() {
+    let cases: &[(&str, &[u8], DropReason)] = &[
+        (
+            "LSRR",
+            &[131, 7, 4, 198, 18, 0, 9, 0],
+            DropReason::SourceRoute,
+        ),
+        (
+            "SSRR",
+            &[137, 7, 4, 198, 18, 0, 9, 0],
+            DropReason::SourceRoute,
+        ),
+        (
+            "NOP then LSRR",
+            &[1, 131, 7, 4, 198, 18, 0, 9],
+            DropReason::SourceRoute,
+        ),
+        ("length 0", &[25, 0, 0, 0], DropReason::BadIpOptions),
+        ("length 1", &[25, 1, 0, 0], DropReason::BadIpOptions),
+        (
+            "length past the header",
+            &[25, 12, 0, 0, 0, 0, 0, 0],
+            DropReason::BadIpOptions,
+        ),
+        (
+            "record route pointer 0",
+            &[7, 7, 0, 0, 0, 0, 0, 0],
+            DropReason::BadIpOptions,
+        ),
+        (
+            "CIPSO",
+            &[134, 6, 0, 0, 0, 1, 0, 0],
+            DropReason::BadIpOptions,
+        ),
+    ];
+    for (name, options, reason) in cases {
+        let mut g = with_options(options);
+        assert_eq!(run(&mut g), Err(*reason), "{name}");
+    }
+}
+
+/// Sets the MACs of an untagged frame (destination, source).
+fn with_macs(mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f
+}
+
+#[test]
+fn layer_2_reflection_is_refused() {
+    let good = build_v4(0, 40000, &ntp_request(0x23, 48));
+    let good6 = build_v6(40000, &ntp_request(0x23, 48));
+    let other_host = [0x02, 0, 0, 0, 0, 0x77];
+    for (family, f) in [("v4", &good), ("v6", &good6)] {
+        for src in [
+            [0xff; 6],
+            [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01],
+            [0x33, 0x33, 0x00, 0x00, 0x00, 0x01],
+            [0x03, 0, 0, 0, 0, 1],
+            [0; 6],
+        ] {
+            let mut g = with_macs(f.clone(), SRV_MAC, src);
+            assert_eq!(
+                run(&mut g),
+                Err(DropReason::BadSourceMac),
+                "{family} {src:02x?}"
+            );
+        }
+        let mut g = with_macs(f.clone(), other_host, CLI_MAC);
+        assert_eq!(run(&mut g), Err(DropReason::OtherHost), "{family}");
+        let mut g = with_macs(f.clone(), [0xff; 6], CLI_MAC);
+        assert_eq!(run(&mut g), Err(DropReason::NonUnicast), "{family}");
+    }
+    // The reply comes from the interface's MAC, whatever the request's
+    // destination held: only our own MAC is accepted there, so the two
+    // agree, and check_reply() checks both MACs.
+    let mut g = good.clone();
     let len = run(&mut g).unwrap();
-    assert_eq!(len, 14 + 20 + 8 + 48);
-    check_ntp(&check_reply(&g[..len], 0), 4);
+    check_reply(&g[..len], 0);
+}
+
+#[test]
+fn subnet_broadcast_and_own_sources_are_refused() {
+    let good = build_v4(0, 40000, &ntp_request(0x23, 48));
+    let from = |src: [u8; 4]| {
+        let mut f = good.clone();
+        f[26..30].copy_from_slice(&src);
+        fix_ip(&mut f);
+        // The UDP checksum covers the addresses: recompute it too.
+        fix_udp_v4(&mut f);
+        f
+    };
+    for (src, want) in [
+        ([198, 18, 0, 255], Err(DropReason::DirectedBroadcast)),
+        ([198, 18, 0, 0], Err(DropReason::DirectedBroadcast)),
+        ([198, 18, 0, 3], Err(DropReason::OwnSource)),
+        ([198, 18, 0, 1], Err(DropReason::OwnSource)),
+        ([198, 18, 1, 255], Ok(())), // another /24: an ordinary host
+        ([198, 18, 0, 254], Ok(())),
+    ] {
+        let mut f = from(src);
+        assert_eq!(run(&mut f).map(|_| ()), want, "{src:?}");
+    }
+}
+
+#[test]
+fn partial_checksums_only_where_accepted() {
+    // A veth peer that offloads its checksum leaves the folded
+    // pseudo-header sum in the field.
+    let partial = |mut f: Vec<u8>, v6: bool| {
+        let (udp_at, pseudo) = if v6 {
+            let s: [u8; 16] = f[22..38].try_into().unwrap();
+            let d: [u8; 16] = f[38..54].try_into().unwrap();
+            (54, ntpx::wire::checksum::pseudo_v6(s, d, 56))
+        } else {
+            let s: [u8; 4] = f[26..30].try_into().unwrap();
+            let d: [u8; 4] = f[30..34].try_into().unwrap();
+            (34, ntpx::wire::checksum::pseudo_v4(s, d, 56))
+        };
+        let field = !ntpx::wire::checksum::finish(pseudo);
+        f[udp_at + 6..udp_at + 8].copy_from_slice(&field.to_be_bytes());
+        f
+    };
+    let mut accepting = cfg();
+    accepting.accept_partial_checksum = true;
+    for v6 in [false, true] {
+        let f = if v6 {
+            partial(build_v6(40000, &ntp_request(0x23, 48)), true)
+        } else {
+            partial(build_v4(0, 40000, &ntp_request(0x23, 48)), false)
+        };
+        let mut g = f.clone();
+        assert_eq!(
+            run(&mut g),
+            Err(DropReason::BadUdpChecksum),
+            "v6 {v6}: refused by default"
+        );
+        let mut g = f.clone();
+        let r = respond(&mut g, &accepting, &state(), RX, || TX, 1).unwrap();
+        assert!(r.partial_checksum, "v6 {v6}: counted apart");
+        // The reply's checksum is computed afresh, in full.
+        check_ntp(&check_reply(&g[..r.len], 0), 4);
+        // A field that is neither full nor partial is still refused.
+        let mut g = f.clone();
+        let at = if v6 { 60 } else { 40 };
+        g[at + 1] ^= 1;
+        assert_eq!(
+            respond(&mut g, &accepting, &state(), RX, || TX, 1),
+            Err(DropReason::BadUdpChecksum),
+            "v6 {v6}"
+        );
+        // A full checksum is not counted as partial.
+        let mut g = if v6 {
+            build_v6(40000, &ntp_request(0x23, 48))
+        } else {
+            build_v4(0, 40000, &ntp_request(0x23, 48))
+        };
+        let r = respond(&mut g, &accepting, &state(), RX, || TX, 1).unwrap();
+        assert!(!r.partial_checksum);
+    }
 }
 
 #[test]
@@ -436,6 +628,20 @@ fn fix_ip(f: &mut [u8]) {
     f[24..26].copy_from_slice(&[0, 0]);
     let c = ntpx::wire::checksum::checksum(&f[14..34]);
     f[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Recomputes the UDP checksum of an untagged IPv4 frame without options.
+fn fix_udp_v4(f: &mut [u8]) {
+    use ntpx::wire::checksum;
+    let s: [u8; 4] = f[26..30].try_into().unwrap();
+    let d: [u8; 4] = f[30..34].try_into().unwrap();
+    let len = u16::from_be_bytes([f[38], f[39]]);
+    f[40..42].copy_from_slice(&[0, 0]);
+    let c = checksum::finish(checksum::accumulate(
+        checksum::pseudo_v4(s, d, len),
+        &f[34..],
+    ));
+    f[40..42].copy_from_slice(&c.to_be_bytes());
 }
 
 #[test]

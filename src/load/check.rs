@@ -255,6 +255,7 @@ mod tests {
             .write(&mut buf, client.parse().unwrap(), 40000, NONCE, 1)
             .unwrap();
         let cfg = FrameConfig::new(
+            [2, 0, 0, 0, 0, 1],
             vec![SERVER.parse().unwrap()],
             vec!["2001:db8::1".parse().unwrap()],
         );

@@ -2,9 +2,10 @@
 //! start to printed report.
 
 use super::report;
-use super::run::{LoadConfig, Plan, parse_mac};
+use super::run::{LoadConfig, Plan};
 use super::spec::{Prefix, parse_duration, parse_prefix, parse_ramp, parse_rate};
 use crate::config::{Datapath, parse_bind_mode, parse_xdp_mode};
+use crate::sys::netif::parse_mac;
 use crate::xdp::socket::BindMode;
 use anyhow::{Context, bail};
 use std::net::{IpAddr, SocketAddr};

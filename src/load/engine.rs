@@ -418,7 +418,11 @@ mod tests {
 
     /// The server the in-memory tests answer with (ntpx's responder).
     fn frame_cfg() -> FrameConfig {
-        FrameConfig::new(vec!["198.18.0.1".parse().unwrap()], vec![])
+        FrameConfig::new(
+            [2, 0, 0, 0, 0, 1],
+            vec!["198.18.0.1".parse().unwrap()],
+            vec![],
+        )
     }
 
     fn state() -> ServerState {

@@ -200,6 +200,7 @@ mod tests {
             let cfg = FrameConfig {
                 policy: ReplyPolicy::default(),
                 ..FrameConfig::new(
+                    [2, 0, 0, 0, 0, 1],
                     vec!["198.18.0.1".parse().unwrap()],
                     vec!["2001:db8::1".parse().unwrap()],
                 )

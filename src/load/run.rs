@@ -18,6 +18,7 @@ use crate::clock::{Clock, KernelClock, SystemClock, SystemKernelClock};
 use crate::config::Datapath;
 use crate::ntp::{Leap, Mode, NtpTimestamp};
 use crate::stats::fmt_ns;
+use crate::sys::netif;
 use crate::wire::ethernet::Frame;
 use crate::xdp::client::{ClientProgram, ClientProgramKind};
 use crate::xdp::program::AttachMode;
@@ -143,38 +144,16 @@ pub struct LoadResult {
     pub generator_rx_dropped: u64,
 }
 
-/// The MAC address of `iface`.
-pub fn interface_mac(iface: &str) -> anyhow::Result<[u8; 6]> {
-    let path = format!("/sys/class/net/{iface}/address");
-    let s = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_mac(s.trim()).with_context(|| format!("{path} holds no MAC address"))
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6 {
-        bail!("invalid MAC address {s:?}: expected six hex bytes like 02:00:5e:10:00:01");
-    }
-    let mut mac = [0u8; 6];
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16)
-            .ok()
-            .filter(|_| p.len() <= 2)
-            .with_context(|| format!("invalid MAC address {s:?}"))?;
-    }
-    Ok(mac)
-}
-
 /// The interface's address of the server's family: the default source.
 fn own_address(iface: &str, server: IpAddr) -> anyhow::Result<IpAddr> {
-    let (v4, v6) = crate::serve::interface_addresses(iface)?;
+    let local = netif::addresses(Some(iface))?;
     let found = match server {
-        IpAddr::V4(_) => v4.first().map(|a| IpAddr::V4(*a)),
-        IpAddr::V6(_) => v6
+        IpAddr::V4(_) => local.v4.first().map(|a| IpAddr::V4(a.addr())),
+        IpAddr::V6(_) => local
+            .v6
             .iter()
-            .find(|a| !a.is_unicast_link_local())
-            .map(|a| IpAddr::V6(*a)),
+            .find(|a| !a.addr().is_unicast_link_local())
+            .map(|a| IpAddr::V6(a.addr())),
     };
     found.with_context(|| {
         format!("{iface} has no address of the server's family: add one or pass --sources")
@@ -294,8 +273,8 @@ fn setup_xdp(cfg: &LoadConfig) -> anyhow::Result<Setup> {
     let Some(iface) = cfg.iface.as_deref() else {
         bail!("--datapath xdp needs --iface");
     };
-    let ifindex = crate::serve::ifindex(iface)?;
-    let src_mac = interface_mac(iface)?;
+    let ifindex = netif::ifindex(iface)?;
+    let src_mac = netif::mac(iface)?;
     let sources = match cfg.sources {
         Some(p) => p,
         None => super::spec::parse_prefix(&own_address(iface, cfg.server.ip())?.to_string())

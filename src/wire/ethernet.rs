@@ -91,8 +91,22 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// True if the destination is a group (multicast or broadcast) address.
     pub fn dst_is_group(&self) -> bool {
-        self.buffer.as_ref()[0] & 1 == 1
+        is_group(&self.buffer.as_ref()[field::DST])
     }
+
+    /// True if the source could not be a single station: a group
+    /// (multicast or broadcast) address, or all zeros. A reply sent back to
+    /// it would reach every station of the group, or none.
+    pub fn src_is_not_a_station(&self) -> bool {
+        let src = &self.buffer.as_ref()[field::SRC];
+        is_group(src) || src.iter().all(|&b| b == 0)
+    }
+}
+
+/// True for a group address: the I/G bit (the lowest bit of the first
+/// octet) is set, as in broadcast, `01:00:5e:…` and `33:33:…`.
+fn is_group(mac: &[u8]) -> bool {
+    mac[0] & 1 == 1
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
@@ -102,6 +116,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
         let b = self.buffer.as_mut();
         let (dst, rest) = b.split_at_mut(6);
         dst.swap_with_slice(&mut rest[..6]);
+    }
+
+    /// Addresses a reply: the destination becomes the request's source,
+    /// and the source `ours` (the interface's own address, never a value
+    /// copied from the request).
+    pub fn set_reply_addresses(&mut self, ours: [u8; 6]) {
+        let b = self.buffer.as_mut();
+        b.copy_within(field::SRC, field::DST.start);
+        b[field::SRC].copy_from_slice(&ours);
     }
 }
 
@@ -185,5 +208,34 @@ mod tests {
         assert_eq!(v.dst(), [2, 0, 0, 0, 0, 2]);
         assert_eq!(v.src(), [2, 0, 0, 0, 0, 1]);
         assert!(!v.dst_is_group());
+        v.set_reply_addresses([2, 0, 0, 0, 0, 9]);
+        assert_eq!(v.dst(), [2, 0, 0, 0, 0, 1]);
+        assert_eq!(v.src(), [2, 0, 0, 0, 0, 9]);
+    }
+
+    #[test]
+    fn group_and_zero_addresses() {
+        let f = |dst: [u8; 6], src: [u8; 6]| {
+            let mut b = frame(&[ETHERTYPE_IPV4]);
+            b[..6].copy_from_slice(&dst);
+            b[6..12].copy_from_slice(&src);
+            b
+        };
+        let unicast = [2, 0, 0, 0, 0, 1];
+        for group in [
+            [0xff; 6],
+            [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01],
+            [0x33, 0x33, 0, 0, 0, 1],
+        ] {
+            let b = f(group, unicast);
+            assert!(Frame::new_checked(&b[..]).unwrap().dst_is_group());
+            let b = f(unicast, group);
+            assert!(Frame::new_checked(&b[..]).unwrap().src_is_not_a_station());
+        }
+        let b = f(unicast, [0; 6]);
+        assert!(Frame::new_checked(&b[..]).unwrap().src_is_not_a_station());
+        let b = f(unicast, unicast);
+        let v = Frame::new_checked(&b[..]).unwrap();
+        assert!(!v.src_is_not_a_station() && !v.dst_is_group());
     }
 }

@@ -99,6 +99,107 @@ impl<T: AsRef<[u8]>> Ipv4<T> {
     pub fn checksum_ok(&self) -> bool {
         checksum::verifies(&self.buffer.as_ref()[..self.header_len()])
     }
+
+    /// The options: the header's bytes after the fixed 20 (empty for
+    /// IHL 5; also empty for an invalid IHL below 5).
+    pub fn options(&self) -> &[u8] {
+        let end = self.header_len();
+        self.buffer.as_ref().get(IPV4_MIN_LEN..end).unwrap_or(&[])
+    }
+}
+
+/// Why IPv4 options were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionsError {
+    /// A loose or strict source route (LSRR, SSRR).
+    SourceRoute,
+    /// An option whose length or pointer is out of bounds, a second
+    /// record-route or timestamp option, or a CIPSO security label.
+    Malformed,
+}
+
+/// IPv4 option types (RFC 791, RFC 2113; the copied, class and number
+/// bits together, as on the wire).
+mod opt {
+    pub const END: u8 = 0;
+    pub const NOP: u8 = 1;
+    pub const RECORD_ROUTE: u8 = 7;
+    pub const TIMESTAMP: u8 = 68;
+    pub const LSRR: u8 = 131;
+    pub const CIPSO: u8 = 134;
+    pub const SSRR: u8 = 137;
+    pub const ROUTER_ALERT: u8 = 148;
+    /// Timestamp flags (the low nibble of the fourth byte): address and
+    /// timestamp pairs; prespecified addresses. Any other value takes
+    /// 4-byte timestamps.
+    pub const TS_AND_ADDR: u8 = 1;
+    pub const TS_PRESPEC: u8 = 3;
+}
+
+/// Judges a request's IPv4 options as the kernel's receive path does
+/// (`ip_options_compile`, then `ip_rcv_options` on a host, where
+/// `accept_source_route` is off): source routes are refused, and so is
+/// every malformed option. Accepted: end of list (the rest is padding),
+/// no-operation, record route and timestamp (once each, with a pointer in
+/// range), router alert, and any other option that is well formed. CIPSO
+/// labels are refused: the kernel refuses them on a host with no CIPSO
+/// configuration. Options are never copied into a reply.
+pub fn check_options(options: &[u8]) -> Result<(), OptionsError> {
+    use OptionsError::{Malformed, SourceRoute};
+    let (mut seen_rr, mut seen_ts) = (false, false);
+    let mut rest = options;
+    while let Some(&kind) = rest.first() {
+        match kind {
+            opt::END => return Ok(()),
+            opt::NOP => {
+                rest = &rest[1..];
+                continue;
+            }
+            _ => {}
+        }
+        let len = usize::from(*rest.get(1).ok_or(Malformed)?);
+        if len < 2 || len > rest.len() {
+            return Err(Malformed);
+        }
+        let o = &rest[..len];
+        // The pointer (third byte) counts from 1, at the option's type.
+        let pointer = o.get(2).map(|&p| usize::from(p));
+        match kind {
+            opt::LSRR | opt::SSRR => return Err(SourceRoute),
+            opt::CIPSO => return Err(Malformed),
+            opt::RECORD_ROUTE => {
+                let p = pointer.ok_or(Malformed)?;
+                if seen_rr || p < 4 || (p <= len && p + 3 > len) {
+                    return Err(Malformed);
+                }
+                seen_rr = true;
+            }
+            opt::TIMESTAMP => {
+                let p = pointer.ok_or(Malformed)?;
+                let flags = *o.get(3).ok_or(Malformed)?;
+                if seen_ts || p < 5 {
+                    return Err(Malformed);
+                }
+                if p <= len {
+                    let room = match flags & 0x0f {
+                        opt::TS_AND_ADDR | opt::TS_PRESPEC => 7,
+                        _ => 3,
+                    };
+                    if p + room > len {
+                        return Err(Malformed);
+                    }
+                } else if flags & 0x0f != opt::TS_PRESPEC && flags >> 4 == 0x0f {
+                    // Full, and its overflow counter already at its maximum.
+                    return Err(Malformed);
+                }
+                seen_ts = true;
+            }
+            opt::ROUTER_ALERT if len < 4 => return Err(Malformed),
+            _ => {}
+        }
+        rest = &rest[len..];
+    }
+    Ok(())
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4<T> {
@@ -242,6 +343,60 @@ mod tests {
         b[0] = 0x47; // 28 does not
         assert!(Ipv4::new_checked(&b[..]).is_err());
         assert!(Ipv4::new_checked(&b[..19]).is_err());
+    }
+
+    #[test]
+    fn ipv4_options() {
+        use OptionsError::{Malformed, SourceRoute};
+        let cases: &[(&[u8], Result<(), OptionsError>)] = &[
+            (&[], Ok(())),
+            (&[1, 1, 1, 0], Ok(())),
+            (&[0, 0xff, 0xff, 0xff], Ok(())), // after the end: padding
+            (&[7, 7, 4, 0, 0, 0, 0, 0], Ok(())), // record route, 1 slot
+            (&[7, 3, 4, 0], Ok(())),          // record route, full
+            (&[7, 7, 3, 0, 0, 0, 0, 0], Err(Malformed)), // pointer < 4
+            (&[7, 6, 4, 0, 0, 0], Err(Malformed)), // slot cut short
+            (&[7, 3, 4, 7, 3, 4, 0, 0], Err(Malformed)), // twice
+            (&[68, 8, 5, 0, 0, 0, 0, 0], Ok(())), // timestamp, 1 slot
+            (&[68, 8, 5, 1, 0, 0, 0, 0], Err(Malformed)), // addr+ts needs 8
+            (&[68, 4, 5, 0xf0], Err(Malformed)), // full, overflow maxed
+            (&[68, 4, 5, 0x10], Ok(())),      // full, overflow counted
+            (&[68, 8, 4, 0, 0, 0, 0, 0], Err(Malformed)), // pointer < 5
+            (&[148, 4, 0, 0], Ok(())),        // router alert
+            (&[148, 2, 1, 0], Err(Malformed)),
+            (&[131, 7, 4, 10, 0, 0, 1, 0], Err(SourceRoute)), // LSRR
+            (&[137, 7, 4, 10, 0, 0, 1, 0], Err(SourceRoute)), // SSRR
+            (&[1, 131, 3, 4], Err(SourceRoute)),
+            (&[134, 6, 0, 0, 0, 1, 0, 0], Err(Malformed)), // CIPSO
+            (&[130, 4, 0, 0], Ok(())),                     // security: kernel ignores
+            (&[25, 0, 0, 0], Err(Malformed)),              // length 0
+            (&[25, 1, 0, 0], Err(Malformed)),              // length 1
+            (&[25, 9, 0, 0], Err(Malformed)),              // past the header
+            (&[1, 1, 1, 25], Err(Malformed)),              // no room for the length
+        ];
+        for (o, want) in cases {
+            assert_eq!(check_options(o), *want, "{o:?}");
+        }
+        // 65,000 four-byte lists spread over all values, and their
+        // prefixes: never a panic.
+        for v in 0..=u32::MAX / 65_521 {
+            let b = v.wrapping_mul(65_521).to_be_bytes();
+            for cut in 0..=4 {
+                let _ = check_options(&b[..cut]);
+            }
+        }
+    }
+
+    #[test]
+    fn ipv4_options_view() {
+        let mut b = [0u8; 24];
+        b[0] = 0x46;
+        b[20..].copy_from_slice(&[1, 1, 1, 0]);
+        assert_eq!(Ipv4::new_checked(&b[..]).unwrap().options(), &[1, 1, 1, 0]);
+        b[0] = 0x45;
+        assert!(Ipv4::new_checked(&b[..]).unwrap().options().is_empty());
+        b[0] = 0x43;
+        assert!(Ipv4::new_checked(&b[..]).unwrap().options().is_empty());
     }
 
     #[test]

@@ -53,6 +53,16 @@ impl<T: AsRef<[u8]>> Udp<T> {
     pub fn checksum_ok(&self, pseudo: u32) -> bool {
         checksum::finish(checksum::accumulate(pseudo, self.buffer.as_ref())) == 0
     }
+
+    /// True if the checksum field holds only the folded pseudo-header sum:
+    /// the form a sender that offloads its checksum leaves for the NIC to
+    /// finish (the kernel's `CHECKSUM_PARTIAL`). A veth forwards such
+    /// frames as they are, and XDP sees them before anything finishes the
+    /// sum. The field then covers the addresses, protocol and length, not
+    /// the payload.
+    pub fn checksum_is_partial(&self, pseudo: u32) -> bool {
+        self.checksum_field() == !checksum::finish(pseudo)
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Udp<T> {
@@ -97,6 +107,22 @@ mod tests {
         assert!(u.checksum_ok(pseudo));
         let wrong = checksum::pseudo_v4([198, 18, 0, 1], [198, 18, 0, 3], 12);
         assert!(!u.checksum_ok(wrong));
+    }
+
+    #[test]
+    fn partial_checksum_is_the_folded_pseudo_header() {
+        // A frame captured on a veth with TX checksum offload on (the
+        // kernel's defaults): 10.9.0.1 -> 10.9.0.2, 48 bytes of payload,
+        // checksum field 0x145e.
+        let pseudo = checksum::pseudo_v4([10, 9, 0, 1], [10, 9, 0, 2], 56);
+        let mut b = [0u8; 56];
+        b[4..6].copy_from_slice(&56u16.to_be_bytes());
+        b[6..8].copy_from_slice(&0x145eu16.to_be_bytes());
+        let u = Udp::new_checked(&b[..]).unwrap();
+        assert!(u.checksum_is_partial(pseudo));
+        assert!(!u.checksum_ok(pseudo));
+        let other = checksum::pseudo_v4([10, 9, 0, 1], [10, 9, 0, 3], 56);
+        assert!(!u.checksum_is_partial(other));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | frame                                       | verdict        | counter               |
 //! |---------------------------------------------|----------------|-----------------------|
 //! | source port 0                               | `XDP_DROP`     | `drop_src_port_zero`  |
-//! | UDP length > frame, or < 8                  | `XDP_PASS`     | `pass_truncated`      |
+//! | UDP length > frame, or < 8 (worker drops)   | `XDP_REDIRECT` | `redirected`          |
 //! | UDP payload < 48 bytes                      | `XDP_DROP`     | `drop_short`          |
 //! | mode 4 (a reply to the host's own client)   | `XDP_PASS`     | `pass_server_reply`   |
 //! | mode other than 3                           | `XDP_DROP`     | `drop_mode`           |

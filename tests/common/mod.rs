@@ -904,3 +904,149 @@ pub fn peer_pass(topo: &Topology) {
             .args(["xdp-pass", "--iface", &topo.cli_if]),
     );
 }
+
+// ---------------------------------------------------------------------------
+// Raw frames
+// ---------------------------------------------------------------------------
+
+impl Topology {
+    /// The MAC address of the server's (`"srv"`) or the client's (`"cli"`)
+    /// veth end, read with `ip -br link`.
+    pub fn mac(&self, side: &str) -> [u8; 6] {
+        let (ns, iface) = match side {
+            "srv" => (&self.srv_ns, &self.srv_if),
+            "cli" => (&self.cli_ns, &self.cli_if),
+            _ => panic!("side must be srv or cli, not {side}"),
+        };
+        let out = run_ok(Command::new("ip").args(["-n", ns, "-br", "link", "show", "dev", iface]));
+        let text = out
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("no MAC in `ip -br link`: {out}"));
+        let mut mac = [0u8; 6];
+        for (m, part) in mac.iter_mut().zip(text.split(':')) {
+            *m = u8::from_str_radix(part, 16).unwrap_or_else(|_| panic!("MAC {text}"));
+        }
+        mac
+    }
+}
+
+/// An `AF_PACKET` socket on the client's veth end: sends frames exactly as
+/// the test crafted them (any MAC, any header byte) and receives every
+/// frame the client end gets, whoever it is addressed to.
+pub struct RawLink {
+    fd: std::os::fd::OwnedFd,
+    ifindex: i32,
+}
+
+impl RawLink {
+    /// Opens the socket inside the client namespace, bound to `cli_if`.
+    pub fn open(topo: &Topology) -> RawLink {
+        let iface = topo.cli_if.clone();
+        topo.in_cli(move || {
+            use std::os::fd::FromRawFd;
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket(2) call; the result is checked.
+            let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+            assert!(
+                raw >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: a fresh fd nothing else owns.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+            let name = std::ffi::CString::new(iface.as_str()).expect("name");
+            // SAFETY: a NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+            assert!(ifindex > 0, "no interface {iface}");
+            // SAFETY: all-zero is a valid sockaddr_ll.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = ifindex;
+            // SAFETY: bind reads a live sockaddr_ll of the size given.
+            let r = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&raw const sll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(r, 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 20_000,
+            };
+            // SAFETY: reads a live timeval of the size given.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const tv).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                )
+            };
+            RawLink { fd, ifindex }
+        })
+    }
+
+    /// Sends one frame as it is.
+    pub fn send(&self, frame: &[u8]) {
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = self.ifindex;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: sendto reads `frame` and a live sockaddr_ll.
+        let r = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(
+            r,
+            frame.len() as isize,
+            "send a {}-byte frame: {}",
+            frame.len(),
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Receives frames until `until` returns true for one (true) or
+    /// `timeout` passes (false). Frames this socket sent itself are skipped.
+    pub fn recv_until(&self, timeout: Duration, mut until: impl FnMut(&[u8]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            // SAFETY: all-zero is a valid sockaddr_ll.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: recvfrom writes at most buf.len() bytes into `buf` and
+            // at most `len` bytes into `from`.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&raw mut from).cast(),
+                    &mut len,
+                )
+            };
+            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            if until(&buf[..n as usize]) {
+                return true;
+            }
+        }
+        false
+    }
+}
