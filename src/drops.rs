@@ -96,9 +96,11 @@ reasons! {
     TxFull => "tx_full",
     /// The kernel refused to send the reply (socket datapath).
     SendError => "send_error",
-    /// The kernel dropped the request because the socket's receive buffer
-    /// was full (socket datapath; `SO_RXQ_OVFL`).
-    SocketOverflow => "socket_overflow",
+    /// The kernel dropped it on the socket (socket datapath; counted
+    /// with `SO_RXQ_OVFL`, which does not say why): the receive buffer was
+    /// full, or the datagram was empty, or its UDP checksum was wrong and
+    /// it was longer than the kernel checks before the socket (76 bytes).
+    SocketKernelDrop => "socket_kernel_drop",
 }
 
 /// How many reasons there are (the length of a counter array).

@@ -7,7 +7,7 @@ use crate::clock::{self, SystemClock, SystemKernelClock};
 use crate::config::{Datapath, Settings};
 use crate::control::StatsSocket;
 use crate::respond::FrameConfig;
-use crate::socket::BatchSocket;
+use crate::socket::{BatchSocket, BindError};
 use crate::state::SharedState;
 use crate::stats::{Published, Totals};
 use crate::sys::netif;
@@ -244,7 +244,7 @@ fn run_xdp(
             .context("spawning a worker")?;
         handles.push(h);
     }
-    control_loop(run, &published, Some(&program));
+    control_loop(run, &published, Some(&program), &mut || {});
     run.running.store(false, Ordering::Relaxed);
     // Stop redirecting before the sockets close.
     let _ = program.detach();
@@ -289,11 +289,20 @@ fn run_socket(
     let n = settings
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let sockets = BatchSocket::bind_shared(settings.port, n, BATCH, Duration::from_millis(100))
+        .map_err(|e| match e {
+            BindError::InUse { .. } => anyhow::anyhow!(
+                "{e}: stop it first (with --datapath xdp, ntpx leaves the kernel's port to \
+                 the host's own daemon and needs no such thing)"
+            ),
+            BindError::Os { ref source, .. } if source.raw_os_error() == Some(libc::EACCES) => {
+                anyhow::anyhow!("{e} (ports below 1024 need root or CAP_NET_BIND_SERVICE)")
+            }
+            e => anyhow::Error::new(e),
+        })?;
     let mut published = Vec::new();
     let mut handles = Vec::new();
-    for i in 0..n {
-        let sock = BatchSocket::bind(settings.port, BATCH, Duration::from_millis(100))
-            .with_context(|| format!("binding UDP port {} (in use by another NTP server? root needed for ports < 1024)", settings.port))?;
+    for (i, sock) in sockets.into_iter().enumerate() {
         let p = Arc::new(Published::default());
         published.push(p.clone());
         let c = ctx(p, cpu_for(settings, i));
@@ -305,7 +314,7 @@ fn run_socket(
         );
     }
     tracing::info!(workers = n, addresses = ?addresses(settings), port = settings.port, "serving NTP over kernel UDP sockets");
-    control_loop(run, &published, None);
+    control_loop(run, &published, None, &mut || {});
     run.running.store(false, Ordering::Relaxed);
     for h in handles {
         if h.join().is_err() {
@@ -324,9 +333,15 @@ fn addresses(s: &Settings) -> Vec<IpAddr> {
         .collect()
 }
 
-/// Refreshes the clock state every second and logs stats every
-/// `stats_interval` seconds, until a signal or the duration ends.
-fn control_loop(run: &Run, published: &[Arc<Published>], program: Option<&XdpProgram>) {
+/// Refreshes the clock state (and runs `each_second`) every second, and
+/// logs stats every `stats_interval` seconds, until a signal or the
+/// duration ends.
+fn control_loop(
+    run: &Run,
+    published: &[Arc<Published>],
+    program: Option<&XdpProgram>,
+    each_second: &mut dyn FnMut(),
+) {
     let Run {
         settings,
         opts,
@@ -362,6 +377,7 @@ fn control_loop(run: &Run, published: &[Arc<Published>], program: Option<&XdpPro
             if let Err(e) = state.refresh(&SystemKernelClock, &SystemClock) {
                 tracing::warn!(error = %e, "adjtimex failed; keeping the previous clock state");
             }
+            each_second();
             last_state = Instant::now();
         }
         let every = settings.stats_interval;

@@ -1,24 +1,63 @@
-//! Kernel UDP sockets for the socket datapath: one dual-stack
-//! `SO_REUSEPORT` socket per worker, batches through `recvmmsg` /
-//! `sendmmsg`, the kernel's software receive stamp (`SO_TIMESTAMPNS`), and
-//! the request's destination address (`IPV6_PKTINFO`) so that each reply
-//! leaves from the address its request was sent to.
+//! The kernel UDP socket of the socket datapath: one dual-stack socket on
+//! the NTP port, shared by the workers (each with its own batch buffers),
+//! batches through `recvmmsg` / `sendmmsg`, the kernel's software receive
+//! stamp (`SO_TIMESTAMPNS`), and the request's destination address
+//! (`IPV6_PKTINFO`) so that each reply leaves from the address its request
+//! was sent to.
+//!
+//! # The port is ours alone
+//!
+//! The socket sets neither `SO_REUSEPORT` nor `SO_REUSEADDR`, so the
+//! kernel lets no other socket bind the port while ntpx holds it, in
+//! either family, to any address or device, and ntpx's bind fails with
+//! `EADDRINUSE` while anyone else holds it ([`BindError::InUse`] names the
+//! holders, found through `/proc`). A group of `SO_REUSEPORT` sockets, one
+//! per worker, would spread the load over CPUs in the kernel, but cannot be
+//! kept to ntpx: any process of the same user may join such a group (chronyd
+//! sets `SO_REUSEPORT`), or bind the port in the other family or to one
+//! address, where the kernel's lookup prefers its socket, and answer in
+//! ntpx's place. One socket costs the workers a shared receive queue; the
+//! XDP datapath is the one that scales.
+//!
+//! # What the kernel checks, and what we add
+//!
+//! The kernel has checked IP and UDP checksums and lengths, dropped
+//! source-routed and malformed IPv4 options and frames for other hosts,
+//! and reassembled fragments before a datagram reaches the socket. Two
+//! things it accepts that a public NTP server must not answer are caught
+//! here: a reassembled datagram (`IP_RECVFRAGSIZE` / `IPV6_RECVFRAGSIZE`
+//! put a control message on those, and the worker drops them as
+//! `fragment`), and a UDP length that disagrees with the IP payload length
+//! (the kernel trims the datagram to the UDP length, or for IPv6 takes a
+//! length of 0 as "the rest of the packet"). A classic BPF socket filter
+//! sees the IP header and the length as the kernel left it, and delivers
+//! such a datagram cut to its UDP header: the worker receives an empty
+//! datagram and drops it as `bad_udp_length`. Genuinely empty datagrams
+//! are dropped by the filter itself, so an empty datagram means exactly
+//! that; the kernel counts those with its other drops on the socket.
 //!
 //! The batch buffers are allocated once; `recv` and `send` are one syscall
-//! each. `nix` is used for socket set-up; the mmsg calls are made with
-//! `libc` directly because `nix::sendmmsg` shares one set of control
-//! messages across a batch, and each reply needs its own source address.
+//! each (more only when a message fails). `nix` is used for socket set-up;
+//! the mmsg calls are made with `libc` directly because `nix::sendmmsg`
+//! shares one set of control messages across a batch, and each reply needs
+//! its own source address.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// Largest request read (longer datagrams are truncated and dropped).
 pub const BUF_LEN: usize = 1024;
 const CMSG_SPACE: usize = 128;
 /// Requested socket receive buffer (bytes).
 const RCVBUF: libc::c_int = 4 << 20;
+
+/// `SO_ATTACH_FILTER` (asm-generic/socket.h; not in the libc crate for
+/// this target).
+const SO_ATTACH_FILTER: libc::c_int = 26;
 
 /// One received request.
 #[derive(Clone, Copy, Debug)]
@@ -29,22 +68,84 @@ pub struct Received {
     pub dst: Option<IpAddr>,
     /// Kernel software receive stamp (Unix ns), 0 if none.
     pub rx_ns: u64,
-    /// Payload length (0..=BUF_LEN); longer than BUF_LEN is flagged.
+    /// Payload length (0..=BUF_LEN); longer than BUF_LEN is flagged. 0
+    /// means the socket filter found the UDP length wrong (see the module
+    /// docs).
     pub len: usize,
     /// The datagram did not fit in the buffer.
     pub truncated: bool,
+    /// The kernel reassembled it from fragments.
+    pub fragment: bool,
 }
 
-/// A dual-stack UDP socket with preallocated batch buffers.
+/// What the control messages of one received datagram said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cmsgs {
+    /// `IPV6_PKTINFO`: the local address it was sent to.
+    pub dst: Option<IpAddr>,
+    /// `SCM_TIMESTAMPNS`: the kernel's receive stamp (Unix ns), 0 if none.
+    pub rx_ns: u64,
+    /// `SO_RXQ_OVFL`: the socket's drop count so far, if the kernel said.
+    pub drops: Option<u32>,
+    /// `IP_RECVFRAGSIZE` / `IPV6_RECVFRAGSIZE`: it was reassembled.
+    pub fragment: bool,
+}
+
+/// How a batch of replies went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Replies the kernel took.
+    pub sent: usize,
+    /// Replies it refused (each skipped; the rest of the batch still went).
+    pub failed: usize,
+}
+
+/// Why a group of sockets could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another socket holds the port.
+    #[error("UDP port {port} is in use{}", holders_text(holders))]
+    InUse {
+        /// The port.
+        port: u16,
+        /// The processes that hold it, as `name (pid N)`, if found.
+        holders: Vec<String>,
+    },
+    /// Any other failure.
+    #[error("UDP port {port}: {what}: {source}")]
+    Os {
+        /// The port.
+        port: u16,
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn holders_text(holders: &[String]) -> String {
+    if holders.is_empty() {
+        String::new()
+    } else {
+        format!(" by {}", holders.join(", "))
+    }
+}
+
+/// One worker's handle on the shared socket, with its own preallocated
+/// batch buffers.
 pub struct BatchSocket {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
+    /// The highest drop count (`SO_RXQ_OVFL`) any worker has seen on the
+    /// socket; see [`BatchSocket::take_kernel_drops`].
+    drops_seen: Arc<AtomicU32>,
     bufs: Box<[[u8; BUF_LEN]]>,
     names: Box<[libc::sockaddr_in6]>,
     cmsgs: Box<[[u8; CMSG_SPACE]]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
     received: Box<[Received]>,
-    overflows: u32,
+    /// The highest drop count in this worker's last batch.
+    latest_drops: u32,
 }
 
 // SAFETY: the raw pointers inside `iovs` and `hdrs` point only into boxed
@@ -84,65 +185,219 @@ fn setsockopt_int(
     }
 }
 
+/// Attaches a classic BPF program with `setsockopt(SOL_SOCKET, opt)`.
+fn attach_cbpf(fd: &OwnedFd, opt: libc::c_int, prog: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as libc::c_ushort,
+        // The kernel copies the program during the call and never writes it.
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: setsockopt reads the sock_fprog, and through it `len`
+    // instructions from `prog`, which outlives the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&raw const fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// One classic BPF instruction.
+const fn op(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// The socket filter that catches the UDP lengths the kernel lets
+/// through (see the module docs). It returns how many bytes of the
+/// datagram to keep: all of them; or its 8-byte header alone when the UDP
+/// length disagrees with the IP header's payload length (an IPv4 datagram
+/// the kernel trimmed to a shorter UDP length; an IPv6 UDP length of 0, or
+/// one that differs from the payload length when UDP follows the fixed
+/// header); or none (a drop) when the datagram is genuinely empty. At this
+/// point the kernel has trimmed the datagram to its UDP length (or, for an
+/// IPv6 length of 0, left it whole): `len` is that, header included, and
+/// the network header is read at `SKF_NET_OFF`.
+fn length_filter() -> [libc::sock_filter; 26] {
+    use libc::{
+        BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LEN,
+        BPF_LSH, BPF_MISC, BPF_RET, BPF_RSH, BPF_TAX, BPF_W, BPF_X,
+    };
+    let net = |off: i32| (libc::SKF_NET_OFF + off) as u32;
+    const KEEP: u32 = u32::MAX;
+    const CUT: u32 = 8;
+    // A jump's offsets count the instructions after it: target = pc + 1 + off.
+    [
+        /* 0 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(0)),
+        /* 1 */ op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 4), // IP version
+        /* 2 */ op(BPF_JMP | BPF_JEQ | BPF_K, 10, 0, 6), // v6 -> 13
+        /* 3 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 19, 4), // v4 -> 4, else -> 23 keep
+        // IPv4: header length + datagram length = total length?
+        /* 4 */
+        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(0)),
+        /* 5 */ op(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x0f),
+        /* 6 */ op(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 2),
+        /* 7 */ op(BPF_MISC | BPF_TAX, 0, 0, 0),
+        /* 8 */ op(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
+        /* 9 */ op(BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0),
+        /* 10 */ op(BPF_MISC | BPF_TAX, 0, 0, 0),
+        /* 11 */ op(BPF_LD | BPF_H | BPF_ABS, 0, 0, net(2)),
+        /* 12 */
+        op(BPF_JMP | BPF_JEQ | BPF_X, 8, 11, 0), // -> 21 empty?, else -> 24 cut
+        // IPv6: with UDP right after the fixed header, UDP length (not 0)
+        // = datagram length = payload length? With extension headers in
+        // between, only the empty check.
+        /* 13 */
+        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(6)),
+        /* 14 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 6, 17), // UDP -> 15, else -> 21
+        /* 15 */ op(BPF_LD | BPF_H | BPF_ABS, 0, 0, 4), // the UDP length field
+        /* 16 */ op(BPF_JMP | BPF_JEQ | BPF_K, 7, 0, 0), // 0 -> 24 cut
+        /* 17 */ op(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
+        /* 18 */ op(BPF_MISC | BPF_TAX, 0, 0, 0),
+        /* 19 */ op(BPF_LD | BPF_H | BPF_ABS, 0, 0, net(4)),
+        /* 20 */ op(BPF_JMP | BPF_JEQ | BPF_X, 0, 3, 0), // -> 21, else -> 24 cut
+        // Empty?
+        /* 21 */ op(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
+        /* 22 */ op(BPF_JMP | BPF_JEQ | BPF_K, 2, 0, 8), // header only -> 25 drop
+        /* 23 */ op(BPF_RET | BPF_K, 0, 0, KEEP),
+        /* 24 */ op(BPF_RET | BPF_K, 0, 0, CUT),
+        /* 25 */ op(BPF_RET | BPF_K, 0, 0, 0),
+    ]
+}
+
+/// Opens a dual-stack UDP socket with the datapath's options, not bound.
+fn open_socket(timeout: std::time::Duration) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_INET6,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_UDP,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a freshly created fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
+    setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+    // Count what the kernel drops on this socket: each message then
+    // carries the socket's cumulative drop count.
+    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
+    // Mark reassembled datagrams (IPv4 ones arrive on this IPv6 socket
+    // too, and take the IPv4-level option).
+    setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_RECVFRAGSIZE, 1)?;
+    setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVFRAGSIZE, 1)?;
+    attach_cbpf(&fd, SO_ATTACH_FILTER, &length_filter())?;
+    // A deep receive buffer absorbs bursts (FORCE lifts rmem_max for
+    // root; otherwise the kernel caps the plain request).
+    if setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
+        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF)?;
+    }
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: reads a live timeval of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Binds `fd` to `[::]:port`.
+fn bind_any(fd: &OwnedFd, port: u16) -> io::Result<()> {
+    let addr = sockaddr6(&SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+    // SAFETY: bind reads a live sockaddr_in6 of the size given.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn local_port_of(fd: &OwnedFd) -> io::Result<u16> {
+    // SAFETY: sockaddr_in6 is plain data; all-zero is valid.
+    let mut a: libc::sockaddr_in6 = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into `a`.
+    let r = unsafe { libc::getsockname(fd.as_raw_fd(), (&raw mut a).cast(), &mut len) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u16::from_be(a.sin6_port))
+}
+
 impl BatchSocket {
-    /// Opens a dual-stack socket on `[::]:port` with `SO_REUSEPORT` (so
-    /// that each worker can have its own), a receive timeout of `timeout`
-    /// (for shutdown checks), and batch buffers for `batch` messages.
-    pub fn bind(port: u16, batch: usize, timeout: std::time::Duration) -> io::Result<Self> {
-        // SAFETY: plain socket(2) call; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_INET6,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_UDP,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
+    /// A socket on `port` (0: a free one) that no other socket may share,
+    /// with batch buffers for `batch` messages and a receive timeout of
+    /// `timeout` (for shutdown checks). The same as [`BatchSocket::bind_shared`]
+    /// for one worker.
+    pub fn bind(port: u16, batch: usize, timeout: std::time::Duration) -> Result<Self, BindError> {
+        let mut g = Self::bind_shared(port, 1, batch, timeout)?;
+        Ok(g.remove(0))
+    }
+
+    /// One socket on `port` (0: a free one) that no other socket may share,
+    /// and `n` handles on it, one per worker. Fails with
+    /// [`BindError::InUse`], naming the holders, if another socket holds
+    /// the port.
+    pub fn bind_shared(
+        port: u16,
+        n: usize,
+        batch: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<Self>, BindError> {
+        let os = |what, source| BindError::Os { port, what, source };
+        let fd = open_socket(timeout).map_err(|e| os("opening a socket", e))?;
+        if let Err(e) = bind_any(&fd, port) {
+            return Err(if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                let holders = crate::sys::procnet::udp_sockets_on(port)
+                    .map(|inodes| crate::sys::procnet::holders(&inodes))
+                    .unwrap_or_default();
+                BindError::InUse { port, holders }
+            } else {
+                os("binding", e)
+            });
         }
-        // SAFETY: `raw` is a freshly created fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
-        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-        setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
-        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
-        // Count what the kernel drops for lack of buffer space: each message
-        // then carries the socket's cumulative drop count.
-        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
-        // A deep receive buffer absorbs bursts (FORCE lifts rmem_max for
-        // root; otherwise the kernel caps the plain request).
-        if setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
-            setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF)?;
-        }
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-        };
-        // SAFETY: reads a live timeval of the size given.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let addr = sockaddr6(&SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
-        // SAFETY: bind reads a live sockaddr_in6 of the size given.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = Arc::new(fd);
+        let drops_seen = Arc::new(AtomicU32::new(0));
+        Ok((0..n.max(1))
+            .map(|_| Self::with_buffers(fd.clone(), drops_seen.clone(), batch))
+            .collect())
+    }
+
+    fn with_buffers(fd: Arc<OwnedFd>, drops_seen: Arc<AtomicU32>, batch: usize) -> Self {
         let batch = batch.max(1);
         // SAFETY: sockaddr_in6, iovec and mmsghdr are plain C structs for
         // which all-zero bytes are valid values.
@@ -153,8 +408,9 @@ impl BatchSocket {
                 zeroed::<libc::mmsghdr>(),
             )
         };
-        Ok(BatchSocket {
+        BatchSocket {
             fd,
+            drops_seen,
             bufs: vec![[0u8; BUF_LEN]; batch].into_boxed_slice(),
             names: vec![name; batch].into_boxed_slice(),
             cmsgs: vec![[0u8; CMSG_SPACE]; batch].into_boxed_slice(),
@@ -167,25 +423,18 @@ impl BatchSocket {
                     rx_ns: 0,
                     len: 0,
                     truncated: false,
+                    fragment: false,
                 };
                 batch
             ]
             .into_boxed_slice(),
-            overflows: 0,
-        })
+            latest_drops: 0,
+        }
     }
 
     /// The bound local port.
     pub fn local_port(&self) -> io::Result<u16> {
-        // SAFETY: sockaddr_in6 is plain data; all-zero is valid.
-        let mut a: libc::sockaddr_in6 = unsafe { zeroed() };
-        let mut len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        // SAFETY: getsockname writes at most `len` bytes into `a`.
-        let r = unsafe { libc::getsockname(self.fd.as_raw_fd(), (&raw mut a).cast(), &mut len) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(u16::from_be(a.sin6_port))
+        local_port_of(&self.fd)
     }
 
     /// Receives up to a batch (blocks up to the timeout for the first).
@@ -229,25 +478,30 @@ impl BatchSocket {
         let got = r as usize;
         for i in 0..got {
             let h = &self.hdrs[i];
-            let (dst, rx_ns, overflows) = parse_cmsgs(&h.msg_hdr);
-            if let Some(o) = overflows {
-                self.overflows = o;
+            let c = parse_cmsgs(&h.msg_hdr);
+            if let Some(d) = c.drops {
+                self.latest_drops = self.latest_drops.max(d);
             }
             self.received[i] = Received {
                 src: from_sockaddr6(&self.names[i]),
-                dst,
-                rx_ns,
+                dst: c.dst,
+                rx_ns: c.rx_ns,
                 len: (h.msg_len as usize).min(BUF_LEN),
                 truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                fragment: c.fragment,
             };
         }
         Ok(got)
     }
 
-    /// Requests the kernel has dropped on this socket so far because its
-    /// receive buffer was full (as of the last message received).
-    pub fn kernel_drops(&self) -> u32 {
-        self.overflows
+    /// Datagrams the kernel has dropped on the socket since any worker
+    /// last took them: for a full receive buffer, a bad checksum, or an
+    /// empty datagram (see the module docs). Each drop is taken once,
+    /// whichever worker sees the count rise (counts come with received
+    /// messages, so they are as new as the last batch).
+    pub fn take_kernel_drops(&mut self) -> u64 {
+        let seen = self.drops_seen.fetch_max(self.latest_drops, Relaxed);
+        u64::from(self.latest_drops.saturating_sub(seen))
     }
 
     /// Metadata of received message `i` (of the last `recv`).
@@ -263,9 +517,10 @@ impl BatchSocket {
 
     /// Sends replies: for each `(i, len)` in `replies`, the first `len`
     /// bytes of buffer `i` go back to message `i`'s source, from its
-    /// destination address. Returns how many were sent; stops at the
-    /// first error the kernel reports for a message.
-    pub fn send(&mut self, replies: &[(usize, usize)]) -> io::Result<usize> {
+    /// destination address. A reply the kernel refuses (no route, a
+    /// broadcast address) is skipped and counted; the ones after it are
+    /// still sent.
+    pub fn send(&mut self, replies: &[(usize, usize)]) -> SendOutcome {
         let mut k = 0;
         for &(i, len) in replies.iter().take(self.hdrs.len()) {
             let rec = self.received[i];
@@ -289,31 +544,35 @@ impl BatchSocket {
             h.msg_flags = 0;
             k += 1;
         }
-        let mut sent = 0;
-        while sent < k {
-            // SAFETY: headers sent..k point at live buffers owned by `self`
+        let mut out = SendOutcome::default();
+        let mut at = 0;
+        while at < k {
+            // SAFETY: headers at..k point at live buffers owned by `self`
             // (names, iovecs → bufs, cmsgs) with correct lengths.
             let r = unsafe {
                 libc::sendmmsg(
                     self.fd.as_raw_fd(),
-                    self.hdrs[sent..].as_mut_ptr(),
-                    (k - sent) as libc::c_uint,
+                    self.hdrs[at..].as_mut_ptr(),
+                    (k - at) as libc::c_uint,
                     0,
                 )
             };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return if sent > 0 { Ok(sent) } else { Err(e) };
+            if r > 0 {
+                out.sent += r as usize;
+                at += r as usize;
+                continue;
             }
-            if r == 0 {
-                break;
+            if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-            sent += r as usize;
+            // sendmmsg stops at the first message the kernel refuses and
+            // reports it on the next call (this one): skip just that
+            // message. (0, which the kernel does not return for a
+            // non-empty batch, is handled the same way, so the loop ends.)
+            out.failed += 1;
+            at += 1;
         }
-        Ok(sent)
+        out
     }
 }
 
@@ -350,12 +609,10 @@ fn from_sockaddr6(s: &libc::sockaddr_in6) -> SocketAddr {
     }
 }
 
-/// Reads IPV6_PKTINFO, SCM_TIMESTAMPNS and SO_RXQ_OVFL from a received
-/// header.
-pub(crate) fn parse_cmsgs(h: &libc::msghdr) -> (Option<IpAddr>, u64, Option<u32>) {
-    let mut dst = None;
-    let mut rx_ns = 0;
-    let mut overflows = None;
+/// Reads IPV6_PKTINFO, SCM_TIMESTAMPNS, SO_RXQ_OVFL and the fragment
+/// sizes from a received header.
+pub(crate) fn parse_cmsgs(h: &libc::msghdr) -> Cmsgs {
+    let mut out = Cmsgs::default();
     // SAFETY: `h` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR walk only
     // within msg_control[..msg_controllen], and each payload is read
     // unaligned with the size its type defines.
@@ -366,23 +623,25 @@ pub(crate) fn parse_cmsgs(h: &libc::msghdr) -> (Option<IpAddr>, u64, Option<u32>
             match ((*c).cmsg_level, (*c).cmsg_type) {
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
                     let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
-                    dst = Some(unmap(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                    out.dst = Some(unmap(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
                 }
                 (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
                     let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
-                    rx_ns = (ts.tv_sec as u64)
+                    out.rx_ns = (ts.tv_sec as u64)
                         .wrapping_mul(1_000_000_000)
                         .wrapping_add(ts.tv_nsec as u64);
                 }
                 (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
-                    overflows = Some(std::ptr::read_unaligned(data.cast::<u32>()));
+                    out.drops = Some(std::ptr::read_unaligned(data.cast::<u32>()));
                 }
+                (libc::IPPROTO_IP, libc::IP_RECVFRAGSIZE)
+                | (libc::IPPROTO_IPV6, libc::IPV6_RECVFRAGSIZE) => out.fragment = true,
                 _ => {}
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
     }
-    (dst, rx_ns, overflows)
+    out
 }
 
 /// Writes an IPV6_PKTINFO control message selecting `src` as the reply's
@@ -450,7 +709,13 @@ mod tests {
                 s.buf_mut(i)[..len].make_ascii_uppercase();
                 replies.push((i, len));
             }
-            assert_eq!(s.send(&replies).unwrap(), replies.len());
+            assert_eq!(
+                s.send(&replies),
+                SendOutcome {
+                    sent: replies.len(),
+                    failed: 0
+                }
+            );
             got += n;
             replies.clear();
         }
@@ -463,20 +728,177 @@ mod tests {
     }
 
     #[test]
-    fn kernel_drops_are_reported() {
+    fn every_datagram_is_received_or_counted_once() {
+        let mut h = BatchSocket::bind_shared(0, 2, 64, Duration::from_millis(200)).unwrap();
+        let port = h[0].local_port().unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Far more than the receive buffer holds, none read meanwhile
+        // (on loopback each send is delivered or dropped before it returns).
+        const FLOOD: u64 = 60_000;
+        for _ in 0..FLOOD {
+            c.send_to(&[0u8; 48], ("127.0.0.1", port)).unwrap();
+        }
+        // Messages queued before the drops carry no count: drain them with
+        // the first handle...
+        let mut received = 0u64;
+        loop {
+            let n = h[0].recv().unwrap() as u64;
+            if n == 0 {
+                break;
+            }
+            received += n;
+        }
+        assert_eq!(h[0].take_kernel_drops(), 0);
+        // ...then the next message carries the socket's drop total, and
+        // the second handle takes it.
+        c.send_to(&[0u8; 48], ("127.0.0.1", port)).unwrap();
+        assert_eq!(h[1].recv().unwrap(), 1);
+        let dropped = h[1].take_kernel_drops();
+        assert!(dropped > 0);
+        // The first handle sees the same total later: not counted again.
+        c.send_to(&[0u8; 48], ("127.0.0.1", port)).unwrap();
+        assert_eq!(h[0].recv().unwrap(), 1);
+        assert_eq!(h[0].take_kernel_drops(), 0);
+        assert_eq!(received + 2 + dropped, FLOOD + 2);
+    }
+
+    /// Receives until `want` datagrams are in, answering each with its
+    /// own bytes; returns the (index, len) pairs of the last batch.
+    fn recv_n(s: &mut BatchSocket, want: usize) -> Vec<(usize, usize)> {
+        let mut got = Vec::new();
+        while got.len() < want {
+            let n = s.recv().unwrap();
+            assert!(n > 0, "timed out");
+            got.extend((0..n).map(|i| (i, s.received(i).len)));
+        }
+        got
+    }
+
+    #[test]
+    fn one_refused_reply_does_not_drop_the_rest() {
         let mut s = BatchSocket::bind(0, 8, Duration::from_millis(500)).unwrap();
         let port = s.local_port().unwrap();
         let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-        // Far more than the receive buffer holds, none read meanwhile.
-        for _ in 0..60_000 {
-            let _ = c.send_to(&[0u8; 48], ("127.0.0.1", port));
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for m in [b"one", b"two", b"thr"] {
+            c.send_to(m, ("127.0.0.1", port)).unwrap();
         }
-        // Messages queued before the drops carry no count; drain them, then
-        // the next one carries the socket's drop total.
-        while s.recv().unwrap() > 0 {}
-        assert_eq!(s.kernel_drops(), 0);
-        c.send_to(&[0u8; 48], ("127.0.0.1", port)).unwrap();
+        // One recvmmsg takes all three (they are queued before it runs).
+        let replies = recv_n(&mut s, 3);
+        assert_eq!(replies.len(), 3);
+        // The second reply goes to a broadcast address, which the kernel
+        // refuses (no SO_BROADCAST): only it may be lost.
+        s.received[1].src = "255.255.255.255:123".parse().unwrap();
+        assert_eq!(s.send(&replies), SendOutcome { sent: 2, failed: 1 });
+        let mut b = [0u8; 8];
+        let (n, _) = c.recv_from(&mut b).unwrap();
+        assert_eq!(&b[..n], b"one");
+        let (n, _) = c.recv_from(&mut b).unwrap();
+        assert_eq!(&b[..n], b"thr", "the reply after the refused one was sent");
+    }
+
+    /// A socket of another program on the same port, made as such a
+    /// program would (`SO_REUSEPORT` and/or `SO_REUSEADDR`).
+    fn try_foreign(addr: &str, reuseport: bool, reuseaddr: bool) -> nix::Result<OwnedFd> {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt,
+        };
+        let addr: SocketAddr = addr.parse().unwrap();
+        let family = if addr.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+        if addr.is_ipv6() {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+        }
+        setsockopt(&fd, sockopt::ReusePort, &reuseport)?;
+        setsockopt(&fd, sockopt::ReuseAddr, &reuseaddr)?;
+        bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+        Ok(fd)
+    }
+
+    fn foreign(addr: &str, reuseport: bool, reuseaddr: bool) -> OwnedFd {
+        try_foreign(addr, reuseport, reuseaddr).unwrap()
+    }
+
+    /// How other programs bind a port: chronyd's way (SO_REUSEPORT, IPv4
+    /// and IPv6 apart), both options, none, one address only.
+    const FOREIGN_WAYS: [(&str, bool, bool); 6] = [
+        ("[::]", true, false),
+        ("0.0.0.0", true, false),
+        ("0.0.0.0", true, true),
+        ("0.0.0.0", false, false),
+        ("127.0.0.1", true, true),
+        ("[::1]", true, true),
+    ];
+
+    fn free_port() -> u16 {
+        UdpSocket::bind("[::]:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn a_port_held_by_another_socket_is_refused() {
+        let me = format!("(pid {})", std::process::id());
+        for (addr, reuseport, reuseaddr) in FOREIGN_WAYS {
+            let port = free_port();
+            let _held = foreign(&format!("{addr}:{port}"), reuseport, reuseaddr);
+            let e = BatchSocket::bind_shared(port, 2, 8, Duration::from_millis(100))
+                .expect_err("the port is held");
+            match &e {
+                BindError::InUse { port: p, holders } => {
+                    assert_eq!(*p, port);
+                    assert!(holders.iter().any(|h| h.ends_with(&me)), "{holders:?}");
+                }
+                other => panic!("{addr}: {other}"),
+            }
+            assert!(e.to_string().contains("is in use by"), "{e}");
+        }
+    }
+
+    #[test]
+    fn no_other_socket_can_bind_the_port_and_every_worker_receives() {
+        let mut h = BatchSocket::bind_shared(0, 2, 4, Duration::from_millis(50)).unwrap();
+        let port = h[0].local_port().unwrap();
+        for (addr, reuseport, reuseaddr) in FOREIGN_WAYS {
+            let r = try_foreign(&format!("{addr}:{port}"), reuseport, reuseaddr);
+            assert_eq!(
+                r.err(),
+                Some(nix::errno::Errno::EADDRINUSE),
+                "{addr} reuseport {reuseport} reuseaddr {reuseaddr}"
+            );
+        }
+        // One queue, taken by whichever worker asks: IPv4 and IPv6.
+        let c4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c6 = UdpSocket::bind("[::1]:0").unwrap();
+        for _ in 0..4 {
+            c4.send_to(b"ntp", ("127.0.0.1", port)).unwrap();
+            c6.send_to(b"ntp", ("::1", port)).unwrap();
+        }
+        let first = h[0].recv().unwrap();
+        let second = h[1].recv().unwrap();
+        assert_eq!((first, second), (4, 4), "batches of 4");
+    }
+
+    #[test]
+    fn empty_datagrams_are_dropped_by_the_filter() {
+        let mut s = BatchSocket::bind(0, 8, Duration::from_millis(500)).unwrap();
+        let port = s.local_port().unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.send_to(&[], ("127.0.0.1", port)).unwrap();
+        c.send_to(&[7u8; 48], ("127.0.0.1", port)).unwrap();
         assert_eq!(s.recv().unwrap(), 1);
-        assert!(s.kernel_drops() > 0);
+        let r = s.received(0);
+        assert_eq!((r.len, r.fragment, r.truncated), (48, false, false));
+        assert_eq!(
+            s.take_kernel_drops(),
+            1,
+            "the kernel counts the filter's drop"
+        );
     }
 }

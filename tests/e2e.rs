@@ -341,3 +341,115 @@ fn bad_config_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ring_size must be a power of two"), "{err}");
 }
+
+/// Starts `chronyd -x` (never touches the clock) serving NTP on port 123
+/// in the server namespace, and waits until it holds the port; killed
+/// with the namespace.
+fn start_chronyd(topo: &Topology, tag: &str) -> (std::process::Child, std::path::PathBuf) {
+    let (dir, conf) = chrony_conf(topo, tag, "local stratum 3\nallow all\nport 123");
+    let mut child = topo
+        .srv_cmd("chronyd")
+        .args(["-x", "-d", "-u", "root", "-f"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chronyd");
+    // Until its socket is bound.
+    for _ in 0..100 {
+        let out = run_ok(topo.srv_cmd("ss").args(["-Huln", "sport = :123"]));
+        if !out.trim().is_empty() {
+            return (child, dir);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("chronyd did not bind port 123");
+}
+
+/// The stratum in `ntpdate -q` output (` s3 `), if it got an answer.
+fn answered_stratum(topo: &Topology, server: &str) -> Option<u8> {
+    let out = run_with_timeout(topo.cli_cmd("ntpdate").args(["-q", server]), 20);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('s').and_then(|v| v.parse().ok()))
+}
+
+/// The socket datapath keeps UDP port 123 to itself: it refuses to start
+/// where chronyd (which sets SO_REUSEPORT) or another ntpx holds the port,
+/// and a chronyd started after it cannot bind the port at all.
+#[test]
+fn socket_datapath_keeps_its_port() {
+    let test = "socket_datapath_keeps_its_port";
+    if !require_root(test) || !require_tool(test, "chronyd") || !require_tool(test, "ss") {
+        return;
+    }
+    let topo = Topology::up();
+    let serve = |extra: &[&str]| {
+        let mut c = topo.srv_cmd(NTPX);
+        c.args(["serve", "--datapath", "socket", "--iface", &topo.srv_if])
+            .args(["--clock", "local", "--no-stats-socket", "--duration", "3"])
+            .args(extra);
+        run_with_timeout(&mut c, 20)
+    };
+
+    // chronyd first: ntpx refuses, naming it.
+    let (mut chronyd, dir) = start_chronyd(&topo, "held");
+    let out = serve(&[]);
+    let _ = chronyd.kill();
+    let _ = chronyd.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "ntpx must refuse:\n{err}");
+    assert!(
+        err.contains("UDP port 123 is in use by chronyd (pid"),
+        "{err}"
+    );
+
+    // ntpx first: a second ntpx is refused.
+    let mut server = Server::start(
+        &topo,
+        &[
+            "--iface",
+            &topo.srv_if,
+            "--datapath",
+            "socket",
+            "--workers",
+            "2",
+            "--no-stats-socket",
+        ],
+    );
+    let out = serve(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a second ntpx must refuse:\n{err}"
+    );
+    assert!(err.contains("UDP port 123 is in use by ntpx (pid"), "{err}");
+
+    // chronyd after ntpx cannot open its NTP sockets; every request still
+    // reaches ntpx (stratum 1), never chronyd (stratum 3).
+    let (dir, conf) = chrony_conf(&topo, "late", "local stratum 3\nallow all\nport 123");
+    let late = run_with_timeout(
+        topo.srv_cmd("timeout")
+            .args(["2", "chronyd", "-x", "-d", "-u", "root", "-f"])
+            .arg(&conf),
+        10,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let chrony_log = String::from_utf8_lossy(&late.stderr);
+    let v4 = topo.srv_v4.to_string();
+    let strata: Vec<Option<u8>> = (0..4).map(|_| answered_stratum(&topo, &v4)).collect();
+    let out = server.stop();
+    assert!(
+        chrony_log.contains("Could not open NTP socket on 0.0.0.0:123")
+            && chrony_log.contains("Could not open NTP socket on [::]:123"),
+        "{chrony_log}"
+    );
+    assert!(
+        strata.iter().all(|s| *s == Some(1)),
+        "strata {strata:?}:\n{out}"
+    );
+}

@@ -297,6 +297,19 @@ fn cases(e: &Ends) -> Vec<Case> {
         Drop("bad_udp_length"),
         Drop("bad_udp_length"),
     );
+    let bad_sum = next();
+    let mut f = V4::new(e, bad_sum).frame();
+    let at = f.len() - 1;
+    f[at] ^= 0x55; // the last NTP byte: the UDP checksum no longer matches
+    out.push(Case {
+        name: "v4 bad UDP checksum",
+        frames: vec![f],
+        nonce: bad_sum,
+        xdp: Drop("bad_udp_checksum"),
+        // The kernel verifies a datagram this short before it looks for
+        // a socket, and drops it there (Udp InCsumErrors).
+        socket: Kernel,
+    });
     // One datagram in two IPv4 fragments: XDP hands fragments to the
     // kernel; the socket datapath sees the reassembled datagram.
     let nonce4 = next();
@@ -524,4 +537,9 @@ fn run_corpus(test: &str, socket_datapath: bool) {
 #[test]
 fn xdp_datapath_never_answers_crafted_frames() {
     run_corpus("xdp_datapath_never_answers_crafted_frames", false);
+}
+
+#[test]
+fn socket_datapath_never_answers_crafted_frames() {
+    run_corpus("socket_datapath_never_answers_crafted_frames", true);
 }

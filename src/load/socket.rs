@@ -439,8 +439,8 @@ fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// Reads SCM_TIMESTAMPNS and SO_RXQ_OVFL from a received header (the
 /// server's socket datapath reads the same ones).
 fn parse_cmsgs(h: &libc::msghdr) -> (u64, Option<u32>) {
-    let (_, rx_ns, drops) = crate::socket::parse_cmsgs(h);
-    (rx_ns, drops)
+    let c = crate::socket::parse_cmsgs(h);
+    (c.rx_ns, c.drops)
 }
 
 /// Runs one thread's generator until its schedule is over (or `stop` is

@@ -3,4 +3,6 @@
 //!
 //! - [`netif`]: an interface's index, MAC, addresses and prefixes, queue
 //!   count and driver.
+//! - [`procnet`]: which sockets, and which processes, hold a UDP port.
 pub mod netif;
+pub mod procnet;

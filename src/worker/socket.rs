@@ -1,7 +1,9 @@
 //! The socket-datapath worker loop: the same checks and reply as the
 //! AF_XDP worker, over a kernel UDP socket. The kernel has already
-//! checked IP and UDP lengths and checksums and reassembled fragments;
-//! the source checks and everything NTP are ours.
+//! checked IP and UDP checksums, IPv4 options and the frame's MAC, and
+//! reassembled fragments; the socket marks reassembled datagrams and UDP
+//! lengths the kernel let through (see `crate::socket`); the source
+//! checks and everything NTP are ours.
 
 use super::{BATCH, WorkerCtx};
 use crate::clock::Clock;
@@ -21,7 +23,6 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
     let mut rng = fastrand::Rng::new();
     let cfg = &*ctx.frame_cfg;
     let mut replies = [(0usize, 0usize); BATCH];
-    let mut kernel_drops = 0u32;
     while ctx.running.load(Relaxed) {
         let n = match sock.recv() {
             Ok(n) => n,
@@ -34,13 +35,11 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
         if n == 0 {
             continue;
         }
-        stats.rx(n as u64);
-        let now_dropped = sock.kernel_drops();
-        stats.drop(
-            DropReason::SocketOverflow,
-            u64::from(now_dropped.wrapping_sub(kernel_drops)),
-        );
-        kernel_drops = now_dropped;
+        // What the kernel dropped on the socket since the last batch were
+        // requests too (see crate::socket for what it drops).
+        let dropped = sock.take_kernel_drops();
+        stats.rx(n as u64 + dropped);
+        stats.drop(DropReason::SocketKernelDrop, dropped);
         let snap = ctx.state.load();
         let batch_now = ctx.clock.now_unix_nanos();
         let mut k = 0;
@@ -50,6 +49,14 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             let checked = (|| {
                 if r.truncated {
                     return Err(DropReason::Truncated);
+                }
+                if r.fragment {
+                    return Err(DropReason::Fragment);
+                }
+                // The socket filter's sign of a UDP length that disagreed
+                // with the IP header (crate::socket).
+                if r.len == 0 {
+                    return Err(DropReason::BadUdpLength);
                 }
                 check_source_port(r.src.port(), cfg.drop_loop_ports)?;
                 let dst = r.dst.ok_or(DropReason::NotOurAddress)?;
@@ -85,13 +92,9 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 k += 1;
             }
         }
-        match sock.send(&replies[..k]) {
-            Ok(sent) => {
-                stats.tx(sent as u64);
-                stats.drop(DropReason::SendError, (k - sent) as u64);
-            }
-            Err(_) => stats.drop(DropReason::SendError, k as u64),
-        }
+        let out = sock.send(&replies[..k]);
+        stats.tx(out.sent as u64);
+        stats.drop(DropReason::SendError, out.failed as u64);
         stats.publish(batch_now);
     }
     stats.publish(0);
