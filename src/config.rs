@@ -5,7 +5,7 @@
 
 use crate::ntp::NtpShort;
 use crate::state::{Source, StateConfig};
-use crate::xdp::program::AttachMode;
+use crate::xdp::program::{AttachMode, MAX_ADDRS, MAX_QUEUES};
 use crate::xdp::socket::BindMode;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -145,6 +145,21 @@ pub struct Settings {
     pub clock: StateConfig,
 }
 
+/// The most socket-datapath workers (they share one socket: more than
+/// the CPUs only adds contention).
+pub const MAX_WORKERS: usize = 1024;
+
+/// The `min_poll` values accepted: RFC 5905's poll range up to its
+/// MAXPOLL (17, about 36 hours), from 1 s.
+pub const MIN_POLL_RANGE: std::ops::RangeInclusive<i8> = 0..=17;
+
+fn listed(v4: &[Ipv4Addr], v6: &[Ipv6Addr], a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(x) => v4.contains(&x),
+        IpAddr::V6(x) => v6.contains(&x),
+    }
+}
+
 /// CPUs online on this machine (not just those in this process's affinity
 /// mask: `taskset` must not make valid CPU numbers look invalid).
 pub fn online_cpus() -> usize {
@@ -228,6 +243,9 @@ impl Settings {
             );
         }
         let port = s.port.unwrap_or(123);
+        if port == 0 {
+            anyhow::bail!("port must be 1 to 65535, not 0 (no client can send to port 0)");
+        }
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for a in s.addresses.iter().flatten() {
             match a {
@@ -237,8 +255,20 @@ impl Settings {
                 IpAddr::V6(x) if x.is_unspecified() || x.is_multicast() => {
                     anyhow::bail!("address {x} is not a unicast address")
                 }
+                _ if a.is_loopback() => anyhow::bail!(
+                    "address {a} is a loopback address, which no client can reach \
+                     (an anycast service address configured on lo is fine)"
+                ),
+                _ if listed(&v4, &v6, *a) => anyhow::bail!("address {a} is listed twice"),
                 IpAddr::V4(x) => v4.push(*x),
                 IpAddr::V6(x) => v6.push(*x),
+            }
+        }
+        for (family, n) in [(4, v4.len()), (6, v6.len())] {
+            if n > MAX_ADDRS {
+                anyhow::bail!(
+                    "{n} IPv{family} addresses given: ntpx serves at most {MAX_ADDRS} of a family"
+                );
             }
         }
         let ring_size = s.ring_size.unwrap_or(2048);
@@ -251,8 +281,23 @@ impl Settings {
                 "frames must be at least 2 x min(ring_size, 1024) and at most 1048576, not {frames}"
             );
         }
-        if s.queues.as_ref().is_some_and(Vec::is_empty) {
-            anyhow::bail!("queues must not be empty (leave it out to serve all queues)");
+        if let Some(q) = &s.queues {
+            if q.is_empty() {
+                anyhow::bail!("queues must not be empty (leave it out to serve all queues)");
+            }
+            if let Some(bad) = q.iter().find(|&&q| q >= MAX_QUEUES) {
+                anyhow::bail!(
+                    "queue {bad} is out of range: queues are numbered 0 to {}",
+                    MAX_QUEUES - 1
+                );
+            }
+            if let Some(dup) = q
+                .iter()
+                .enumerate()
+                .find_map(|(i, x)| q[..i].contains(x).then_some(x))
+            {
+                anyhow::bail!("queue {dup} is listed twice (one worker serves each queue)");
+            }
         }
         if let Some(c) = &s.cpus {
             let n = online_cpus();
@@ -263,9 +308,20 @@ impl Settings {
                 );
             }
         }
-        if s.workers == Some(0) {
-            anyhow::bail!("workers must be at least 1");
+        if let Some(w) = s.workers
+            && !(1..=MAX_WORKERS).contains(&w)
+        {
+            anyhow::bail!("workers must be 1 to {MAX_WORKERS}, not {w}");
         }
+        let min_poll = match s.min_poll {
+            None => i8::MIN,
+            Some(p) if MIN_POLL_RANGE.contains(&p) => p,
+            Some(p) => anyhow::bail!(
+                "min_poll must be {} to {} (log2 seconds: 1 s to 36 h), not {p}",
+                MIN_POLL_RANGE.start(),
+                MIN_POLL_RANGE.end()
+            ),
+        };
         let c = &f.clock;
         let source = c.source.unwrap_or(Source::Kernel);
         let stratum = c
@@ -294,7 +350,7 @@ impl Settings {
             ring_size,
             busy_poll: s.busy_poll.unwrap_or(0),
             drop_loop_ports: s.drop_loop_ports.unwrap_or(true),
-            min_poll: s.min_poll.unwrap_or(i8::MIN),
+            min_poll,
             stats_interval: s.stats_interval.unwrap_or(10),
             stats_socket: stats_socket(s.stats_socket.as_deref())?,
             clock: StateConfig {
@@ -366,6 +422,58 @@ mod tests {
                 "[server]\ndatapath = \"socket\"\ncpus = [4096]\n",
                 "cpu 4096",
             ),
+            (
+                "[server]\ndatapath = \"socket\"\nport = 0\n",
+                "port must be 1 to 65535",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\naddresses = [\"127.0.0.1\"]\n",
+                "loopback",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\naddresses = [\"127.1.2.3\"]\n",
+                "loopback",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\naddresses = [\"::1\"]\n",
+                "loopback",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\naddresses = [\"192.0.2.1\", \"192.0.2.1\"]\n",
+                "listed twice",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\nmin_poll = 127\n",
+                "min_poll must be 0 to 17",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\nmin_poll = -1\n",
+                "min_poll must be 0 to 17",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\nqueues = [0, 0]\n",
+                "queue 0 is listed twice",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\nqueues = [256]\n",
+                "queue 256 is out of range",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\nworkers = 0\n",
+                "workers must be 1 to 1024",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\nworkers = 100000\n",
+                "workers must be 1 to 1024",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\n[clock]\nroot_delay_ms = nan\n",
+                "root_delay_ms",
+            ),
+            (
+                "[server]\ndatapath = \"socket\"\n[clock]\nroot_dispersion_ms = inf\n",
+                "root_dispersion_ms",
+            ),
         ];
         for (text, needle) in cases {
             let f = ConfigFile::parse(text).unwrap();
@@ -373,6 +481,20 @@ mod tests {
             assert!(e.contains(needle), "{text}: {e}");
         }
         assert!(ConfigFile::parse("[server]\nport = 70000\n").is_err());
+        assert!(ConfigFile::parse("[server]\nframes = -1\n").is_err());
+        assert!(ConfigFile::parse("[server]\nring_size = 1e300\n").is_err());
+        let many: Vec<String> = (1..=17).map(|i| format!("\"192.0.2.{i}\"")).collect();
+        let text = format!(
+            "[server]\ndatapath = \"socket\"\naddresses = [{}]\n",
+            many.join(", ")
+        );
+        let e = Settings::from_file(&ConfigFile::parse(&text).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("17 IPv4 addresses given: ntpx serves at most 16"),
+            "{e}"
+        );
         assert!(ConfigFile::parse("[server]\ndatapath = \"dpdk\"\n").is_err());
     }
 

@@ -111,8 +111,8 @@ struct ServeArgs {
     #[arg(long, conflicts_with = "stats_socket")]
     no_stats_socket: bool,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
-    #[arg(long)]
-    duration: Option<f64>,
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -141,28 +141,41 @@ struct SinkArgs {
     #[arg(long, default_value = "auto")]
     xdp_mode: String,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
-    #[arg(long)]
-    duration: Option<f64>,
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<Duration>,
+}
+
+/// The longest `--duration` (a year): long enough for any run, short
+/// enough that every time computed from it fits.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// Parses a positive number of seconds, at most [`MAX_DURATION`].
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= MAX_DURATION)
+        .ok_or_else(|| {
+            format!(
+                "must be more than 0 and at most {} seconds, not {s}",
+                MAX_DURATION.as_secs()
+            )
+        })
 }
 
 impl SinkArgs {
     /// `ntpx sink`; the run loop is `ntpx::xdp::client::run_sink`.
     fn run(&self) -> anyhow::Result<()> {
-        let duration = self
-            .duration
-            .map(|secs| {
-                std::time::Duration::try_from_secs_f64(secs)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("--duration must be a positive number of seconds")
-                    })
-            })
-            .transpose()?;
+        if self.port == 0 {
+            anyhow::bail!("--port must be 1 to 65535");
+        }
         let opts = ntpx::xdp::client::SinkOptions {
             port: self.port,
             mode: ntpx::config::parse_xdp_mode(&self.xdp_mode)?,
-            duration,
+            duration: self.duration,
             ..Default::default()
         };
         let ifindex = ntpx::sys::netif::ifindex(&self.iface)?;
@@ -291,14 +304,12 @@ fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::from_file(&args.merged()?)?;
-    let duration = match args.duration {
-        Some(d) if !(d > 0.0 && d.is_finite()) => {
-            anyhow::bail!("--duration must be a positive number of seconds")
-        }
-        Some(d) => Some(Duration::from_secs_f64(d)),
-        None => None,
-    };
-    ntpx::serve::run(settings, ntpx::serve::RunOptions { duration })?;
+    ntpx::serve::run(
+        settings,
+        ntpx::serve::RunOptions {
+            duration: args.duration,
+        },
+    )?;
     Ok(())
 }
 

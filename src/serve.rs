@@ -202,10 +202,18 @@ fn run_xdp(
         .as_deref()
         .context("the xdp datapath needs --iface")?;
     let index = netif::ifindex(iface)?;
+    let available = netif::rx_queue_count(iface)?;
     let queues: Vec<u32> = match &settings.queues {
         Some(q) => q.clone(),
-        None => (0..netif::rx_queue_count(iface)?).collect(),
+        None => (0..available).collect(),
     };
+    if let Some(bad) = queues.iter().find(|&&q| q >= available) {
+        bail!(
+            "{iface} has {available} RX queue(s), numbered 0 to {}: there is no queue {bad} \
+             (see `ethtool -l {iface}`)",
+            available - 1
+        );
+    }
     let mut program = XdpProgram::load(&ProgramConfig {
         port: settings.port,
         v4: settings.v4.clone(),

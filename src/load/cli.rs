@@ -150,6 +150,17 @@ impl LoadArgs {
         if self.queues.is_empty() {
             bail!("--queues needs at least one queue");
         }
+        if let Some(dup) = self
+            .queues
+            .iter()
+            .enumerate()
+            .find_map(|(i, q)| self.queues[..i].contains(q).then_some(q))
+        {
+            bail!("--queues lists queue {dup} twice (one thread sends from each)");
+        }
+        if self.port == 0 {
+            bail!("--port must be 1 to 65535 (no server listens on port 0)");
+        }
         match self.datapath {
             Datapath::Xdp => {
                 if self.iface.is_none() {

@@ -96,8 +96,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => v * 60.0,
         _ => return Err(format!("invalid duration '{s}': unknown unit '{unit}'")),
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration '{s}'"))
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| format!("invalid duration '{s}': from 0 to 366 days"))
 }
+
+/// The longest duration accepted (366 days): every time computed from it
+/// fits in 64-bit nanoseconds, even times the most ramp steps.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
 
 /// An address prefix that client source addresses are drawn from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,9 +254,12 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
-        for bad in ["", "s", "2h", "-1s", "1..2s"] {
+        for bad in [
+            "", "s", "2h", "-1s", "1..2s", "1e300", "1e300s", "NaN", "inf", "31622401",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_duration("31622400").unwrap(), MAX_DURATION);
     }
 
     #[test]

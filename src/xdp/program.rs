@@ -295,8 +295,8 @@ const PERM_HINT: &str = "run as root, or give the binary CAP_BPF, CAP_NET_ADMIN 
 pub enum ProgramError {
     /// More than [`MAX_ADDRS`] addresses of one family.
     #[error(
-        "{count} IPv{family} server addresses configured, the XDP program holds at most {max}; \
-         hint: leave the address lists empty to serve every address on the interface"
+        "{count} IPv{family} server addresses configured, the XDP program holds at most {max}: \
+         choose the ones to serve with --address"
     )]
     TooManyAddresses {
         /// 4 or 6.
