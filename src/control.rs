@@ -8,8 +8,8 @@
 //! client gets every percentile, not just the few a log line shows.
 //!
 //! The server side runs on its own thread ([`StatsSocket::serve`]), never on
-//! a worker: it sums the workers' published counters the same way the
-//! control loop does ([`Totals::collect`]; workers merge their histograms
+//! a worker: it sums the workers' published counters and the kernel's the
+//! same way the control loop does ([`Collector::totals`]; workers merge their histograms
 //! under `try_lock`, so a reader never blocks them). It waits in `poll(2)`
 //! on the listener and on a wake-up socket, so it costs nothing while idle
 //! and stops as soon as [`StatsServer`] is dropped. It answers one client at
@@ -23,7 +23,7 @@
 
 use crate::config::Datapath;
 use crate::drops::DropReason;
-use crate::stats::{Published, Totals, percentile_table};
+use crate::stats::{Collector, Totals, percentile_table};
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use hdrhistogram::Histogram;
@@ -305,12 +305,11 @@ impl StatsSocket {
     }
 
     /// Starts answering on a thread of its own: each client gets the
-    /// [`StatsDoc`] of the workers' `published` counters. The thread stops
-    /// (and the socket file goes) when the returned [`StatsServer`] is
-    /// dropped.
+    /// [`StatsDoc`] of what `counts` has counted. The thread stops (and
+    /// the socket file goes) when the returned [`StatsServer`] is dropped.
     pub fn serve(
         self,
-        published: Vec<Arc<Published>>,
+        counts: Arc<Collector>,
         datapath: Datapath,
         start: Instant,
     ) -> anyhow::Result<StatsServer> {
@@ -319,7 +318,7 @@ impl StatsSocket {
             .name("ntpx-stats".into())
             .spawn(move || {
                 self.accept_loop(&wake_rx, || {
-                    let totals = Totals::collect(&published);
+                    let totals = counts.totals();
                     StatsDoc::new(&totals, start.elapsed(), datapath)
                 })
             })
@@ -444,7 +443,7 @@ impl Drop for StatsServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::WorkerStats;
+    use crate::stats::{Published, WorkerStats};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A fresh, empty directory under the system temp dir, removed on drop.
@@ -586,7 +585,11 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let server = sock
-            .serve(vec![published()], Datapath::Socket, Instant::now())
+            .serve(
+                Arc::new(Collector::new(vec![published()], None)),
+                Datapath::Socket,
+                Instant::now(),
+            )
             .unwrap();
         // A client that connects and never reads must not stop the others.
         let _idle = UnixStream::connect(&path).unwrap();

@@ -101,6 +101,12 @@ reasons! {
     /// full, or the datagram was empty, or its UDP checksum was wrong and
     /// it was longer than the kernel checks before the socket (76 bytes).
     SocketKernelDrop => "socket_kernel_drop",
+    /// The AF_XDP RX ring was full: the kernel dropped it before a worker
+    /// saw it (the worker fell behind).
+    RxRingFull => "rx_ring_full",
+    /// The kernel could not hand it to the AF_XDP socket: no free frame on
+    /// the fill ring (copy mode), or a frame larger than a UMEM frame.
+    XskRxDropped => "xsk_rx_dropped",
 }
 
 /// How many reasons there are (the length of a counter array).

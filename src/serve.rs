@@ -6,14 +6,15 @@
 use crate::clock::{self, SystemClock, SystemKernelClock};
 use crate::config::{Datapath, Settings};
 use crate::control::StatsSocket;
+use crate::drops::DropReason;
 use crate::respond::FrameConfig;
-use crate::socket::{BatchSocket, BindError};
+use crate::socket::{BatchSocket, BindError, SocketDrops};
 use crate::state::SharedState;
-use crate::stats::{Published, Totals};
+use crate::stats::{Collector, KernelCounts, Published, Totals};
 use crate::sys::netif;
 use crate::worker::{self, BATCH, WorkerCtx};
-use crate::xdp::program::{MAX_ADDRS, ProgramConfig, XdpProgram};
-use crate::xdp::socket::{QueueOptions, XskQueue};
+use crate::xdp::program::{CountersReader, MAX_ADDRS, ProgramConfig, XdpProgram};
+use crate::xdp::socket::{QueueOptions, XskQueue, XskStatsReader};
 use anyhow::{Context, bail};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -240,6 +241,14 @@ fn run_xdp(
         addresses = ?addresses(settings), port = settings.port,
         "serving NTP over AF_XDP"
     );
+    let kernel = XdpKernelCounts {
+        program: program.counters_reader()?,
+        sockets: sockets
+            .iter()
+            .map(XskQueue::stats_reader)
+            .collect::<Result<_, _>>()
+            .context("duplicating an AF_XDP socket for its counters")?,
+    };
     let mut published = Vec::new();
     let mut handles = Vec::new();
     for (i, xsk) in sockets.into_iter().enumerate() {
@@ -252,7 +261,8 @@ fn run_xdp(
             .context("spawning a worker")?;
         handles.push(h);
     }
-    control_loop(run, &published, Some(&program), &mut || {});
+    let counts = Arc::new(Collector::new(published, Some(Box::new(kernel))));
+    control_loop(run, &counts, Some(&program));
     run.running.store(false, Ordering::Relaxed);
     // Stop redirecting before the sockets close.
     let _ = program.detach();
@@ -266,7 +276,7 @@ fn run_xdp(
             Err(_) => tracing::error!("a worker panicked"),
         }
     }
-    let totals = Totals::collect(&published);
+    let totals = counts.totals();
     let mut out = totals.summary();
     if let Ok(c) = program.counters() {
         out.push_str("XDP program:");
@@ -308,6 +318,7 @@ fn run_socket(
             }
             e => anyhow::Error::new(e),
         })?;
+    let drops = sockets[0].drops_reader();
     let mut published = Vec::new();
     let mut handles = Vec::new();
     for (i, sock) in sockets.into_iter().enumerate() {
@@ -322,14 +333,18 @@ fn run_socket(
         );
     }
     tracing::info!(workers = n, addresses = ?addresses(settings), port = settings.port, "serving NTP over kernel UDP sockets");
-    control_loop(run, &published, None, &mut || {});
+    let counts = Arc::new(Collector::new(
+        published,
+        Some(Box::new(SocketKernelCounts(drops))),
+    ));
+    control_loop(run, &counts, None);
     run.running.store(false, Ordering::Relaxed);
     for h in handles {
         if h.join().is_err() {
             tracing::error!("a worker panicked");
         }
     }
-    let totals = Totals::collect(&published);
+    let totals = counts.totals();
     println!("{}", totals.summary());
     Ok(totals)
 }
@@ -341,15 +356,48 @@ fn addresses(s: &Settings) -> Vec<IpAddr> {
         .collect()
 }
 
-/// Refreshes the clock state (and runs `each_second`) every second, and
-/// logs stats every `stats_interval` seconds, until a signal or the
-/// duration ends.
-fn control_loop(
-    run: &Run,
-    published: &[Arc<Published>],
-    program: Option<&XdpProgram>,
-    each_second: &mut dyn FnMut(),
-) {
+/// What the kernel counted on the XDP datapath about requests no worker
+/// saw: the program's drops, and each AF_XDP socket's ring drops.
+struct XdpKernelCounts {
+    program: CountersReader,
+    sockets: Vec<XskStatsReader>,
+}
+
+impl KernelCounts for XdpKernelCounts {
+    fn add_to(&self, t: &mut Totals) {
+        if let Ok(c) = self.program.read() {
+            for (reason, n) in c.request_drops() {
+                t.add_kernel(reason, n);
+            }
+        }
+        // In copy mode rx_dropped counts the frames lost for an empty fill
+        // ring; in zero-copy mode the driver drops those and counts them in
+        // its own statistics (fill_ring_empty in the exit summary says
+        // that it happened).
+        for s in &self.sockets {
+            if let Ok(k) = s.read() {
+                t.add_kernel(DropReason::RxRingFull, k.rx_ring_full);
+                t.add_kernel(DropReason::XskRxDropped, k.rx_dropped);
+            }
+        }
+    }
+}
+
+/// What the kernel dropped on the socket datapath's socket: requests that
+/// no worker saw.
+struct SocketKernelCounts(SocketDrops);
+
+impl KernelCounts for SocketKernelCounts {
+    fn add_to(&self, t: &mut Totals) {
+        if let Ok(n) = self.0.total() {
+            t.add_kernel(DropReason::SocketKernelDrop, n);
+        }
+    }
+}
+
+/// Refreshes the clock state every second and logs stats every
+/// `stats_interval` seconds, until a signal or the duration ends.
+fn control_loop(run: &Run, counts: &Arc<Collector>, program: Option<&XdpProgram>) {
     let Run {
         settings,
         opts,
@@ -361,7 +409,7 @@ fn control_loop(
     // stops the thread and removes the socket).
     let _stats_server = run.stats_socket.take().and_then(|s| {
         let path = s.path().display().to_string();
-        match s.serve(published.to_vec(), settings.datapath, run.start) {
+        match s.serve(counts.clone(), settings.datapath, run.start) {
             Ok(server) => {
                 tracing::info!(path, "stats socket ready (ntpx stats)");
                 Some(server)
@@ -375,7 +423,7 @@ fn control_loop(
     let start = Instant::now();
     let mut last_state = Instant::now();
     let mut last_stats = Instant::now();
-    let mut prev = Totals::collect(published);
+    let mut prev = counts.totals();
     while !term.load(Ordering::Relaxed) {
         if opts.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
@@ -385,12 +433,11 @@ fn control_loop(
             if let Err(e) = state.refresh(&SystemKernelClock, &SystemClock) {
                 tracing::warn!(error = %e, "adjtimex failed; keeping the previous clock state");
             }
-            each_second();
             last_state = Instant::now();
         }
         let every = settings.stats_interval;
         if every > 0 && last_stats.elapsed() >= Duration::from_secs(every) {
-            let now = Totals::collect(published);
+            let now = counts.totals();
             let mut line = now.line(&prev, last_stats.elapsed().as_secs_f64());
             if let Some(c) = program.and_then(|p| p.counters().ok()) {
                 line.push_str(&format!(

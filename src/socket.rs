@@ -34,7 +34,8 @@
 //! such a datagram cut to its UDP header: the worker receives an empty
 //! datagram and drops it as `bad_udp_length`. Genuinely empty datagrams
 //! are dropped by the filter itself, so an empty datagram means exactly
-//! that; the kernel counts those with its other drops on the socket.
+//! that; the kernel counts those with its other drops on the socket, which
+//! [`SocketDrops`] reads.
 //!
 //! The batch buffers are allocated once; `recv` and `send` are one syscall
 //! each (more only when a message fails). `nix` is used for socket set-up;
@@ -46,8 +47,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// Largest request read (longer datagrams are truncated and dropped).
 pub const BUF_LEN: usize = 1024;
@@ -135,17 +135,12 @@ fn holders_text(holders: &[String]) -> String {
 /// batch buffers.
 pub struct BatchSocket {
     fd: Arc<OwnedFd>,
-    /// The highest drop count (`SO_RXQ_OVFL`) any worker has seen on the
-    /// socket; see [`BatchSocket::take_kernel_drops`].
-    drops_seen: Arc<AtomicU32>,
     bufs: Box<[[u8; BUF_LEN]]>,
     names: Box<[libc::sockaddr_in6]>,
     cmsgs: Box<[[u8; CMSG_SPACE]]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
     received: Box<[Received]>,
-    /// The highest drop count in this worker's last batch.
-    latest_drops: u32,
 }
 
 // SAFETY: the raw pointers inside `iovs` and `hdrs` point only into boxed
@@ -295,9 +290,6 @@ fn open_socket(timeout: std::time::Duration) -> io::Result<OwnedFd> {
     setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
     setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
     setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
-    // Count what the kernel drops on this socket: each message then
-    // carries the socket's cumulative drop count.
-    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
     // Mark reassembled datagrams (IPv4 ones arrive on this IPv6 socket
     // too, and take the IPv4-level option).
     setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_RECVFRAGSIZE, 1)?;
@@ -391,13 +383,12 @@ impl BatchSocket {
             });
         }
         let fd = Arc::new(fd);
-        let drops_seen = Arc::new(AtomicU32::new(0));
         Ok((0..n.max(1))
-            .map(|_| Self::with_buffers(fd.clone(), drops_seen.clone(), batch))
+            .map(|_| Self::with_buffers(fd.clone(), batch))
             .collect())
     }
 
-    fn with_buffers(fd: Arc<OwnedFd>, drops_seen: Arc<AtomicU32>, batch: usize) -> Self {
+    fn with_buffers(fd: Arc<OwnedFd>, batch: usize) -> Self {
         let batch = batch.max(1);
         // SAFETY: sockaddr_in6, iovec and mmsghdr are plain C structs for
         // which all-zero bytes are valid values.
@@ -410,7 +401,6 @@ impl BatchSocket {
         };
         BatchSocket {
             fd,
-            drops_seen,
             bufs: vec![[0u8; BUF_LEN]; batch].into_boxed_slice(),
             names: vec![name; batch].into_boxed_slice(),
             cmsgs: vec![[0u8; CMSG_SPACE]; batch].into_boxed_slice(),
@@ -428,7 +418,6 @@ impl BatchSocket {
                 batch
             ]
             .into_boxed_slice(),
-            latest_drops: 0,
         }
     }
 
@@ -479,9 +468,6 @@ impl BatchSocket {
         for i in 0..got {
             let h = &self.hdrs[i];
             let c = parse_cmsgs(&h.msg_hdr);
-            if let Some(d) = c.drops {
-                self.latest_drops = self.latest_drops.max(d);
-            }
             self.received[i] = Received {
                 src: from_sockaddr6(&self.names[i]),
                 dst: c.dst,
@@ -494,14 +480,13 @@ impl BatchSocket {
         Ok(got)
     }
 
-    /// Datagrams the kernel has dropped on the socket since any worker
-    /// last took them: for a full receive buffer, a bad checksum, or an
-    /// empty datagram (see the module docs). Each drop is taken once,
-    /// whichever worker sees the count rise (counts come with received
-    /// messages, so they are as new as the last batch).
-    pub fn take_kernel_drops(&mut self) -> u64 {
-        let seen = self.drops_seen.fetch_max(self.latest_drops, Relaxed);
-        u64::from(self.latest_drops.saturating_sub(seen))
+    /// A reader of the datagrams the kernel has dropped on the socket, for
+    /// the control thread.
+    pub fn drops_reader(&self) -> SocketDrops {
+        SocketDrops {
+            fd: self.fd.clone(),
+            last: Mutex::new((0, 0)),
+        }
     }
 
     /// Metadata of received message `i` (of the last `recv`).
@@ -573,6 +558,50 @@ impl BatchSocket {
             at += 1;
         }
         out
+    }
+}
+
+/// `SO_MEMINFO` and the index of the drop count in what it returns
+/// (linux/sock_diag.h; not in the libc crate).
+const SO_MEMINFO: libc::c_int = 55;
+const SK_MEMINFO_DROPS: usize = 8;
+const SK_MEMINFO_VARS: usize = 9;
+
+/// The datagrams the kernel dropped on the socket (`SO_MEMINFO`): for a
+/// full receive buffer, a bad checksum, or an empty datagram (see the
+/// module docs). Read by the control thread, never on the hot path.
+#[derive(Debug)]
+pub struct SocketDrops {
+    fd: Arc<OwnedFd>,
+    /// The kernel's 32-bit counter as last read, and the 64-bit total.
+    last: Mutex<(u32, u64)>,
+}
+
+impl SocketDrops {
+    /// All drops so far (the kernel's 32-bit counter, followed across its
+    /// wraps as long as it is read more often than it wraps).
+    pub fn total(&self) -> io::Result<u64> {
+        let mut info = [0u32; SK_MEMINFO_VARS];
+        let mut len = size_of_val(&info) as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info`, a live
+        // array of that size.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let now = info[SK_MEMINFO_DROPS];
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let total = last.1 + u64::from(now.wrapping_sub(last.0));
+        *last = (now, total);
+        Ok(total)
     }
 }
 
@@ -728,9 +757,11 @@ mod tests {
     }
 
     #[test]
-    fn every_datagram_is_received_or_counted_once() {
+    fn every_datagram_is_received_or_counted() {
         let mut h = BatchSocket::bind_shared(0, 2, 64, Duration::from_millis(200)).unwrap();
         let port = h[0].local_port().unwrap();
+        let drops = h[1].drops_reader();
+        assert_eq!(drops.total().unwrap(), 0);
         let c = UdpSocket::bind("127.0.0.1:0").unwrap();
         // Far more than the receive buffer holds, none read meanwhile
         // (on loopback each send is delivered or dropped before it returns).
@@ -738,28 +769,20 @@ mod tests {
         for _ in 0..FLOOD {
             c.send_to(&[0u8; 48], ("127.0.0.1", port)).unwrap();
         }
-        // Messages queued before the drops carry no count: drain them with
-        // the first handle...
         let mut received = 0u64;
-        loop {
-            let n = h[0].recv().unwrap() as u64;
-            if n == 0 {
-                break;
+        for s in &mut h {
+            loop {
+                let n = s.recv().unwrap() as u64;
+                if n == 0 {
+                    break;
+                }
+                received += n;
             }
-            received += n;
         }
-        assert_eq!(h[0].take_kernel_drops(), 0);
-        // ...then the next message carries the socket's drop total, and
-        // the second handle takes it.
-        c.send_to(&[0u8; 48], ("127.0.0.1", port)).unwrap();
-        assert_eq!(h[1].recv().unwrap(), 1);
-        let dropped = h[1].take_kernel_drops();
+        let dropped = drops.total().unwrap();
         assert!(dropped > 0);
-        // The first handle sees the same total later: not counted again.
-        c.send_to(&[0u8; 48], ("127.0.0.1", port)).unwrap();
-        assert_eq!(h[0].recv().unwrap(), 1);
-        assert_eq!(h[0].take_kernel_drops(), 0);
-        assert_eq!(received + 2 + dropped, FLOOD + 2);
+        assert_eq!(received + dropped, FLOOD);
+        assert_eq!(drops.total().unwrap(), dropped, "read again: the same");
     }
 
     /// Receives until `want` datagrams are in, answering each with its
@@ -896,7 +919,7 @@ mod tests {
         let r = s.received(0);
         assert_eq!((r.len, r.fragment, r.truncated), (48, false, false));
         assert_eq!(
-            s.take_kernel_drops(),
+            s.drops_reader().total().unwrap(),
             1,
             "the kernel counts the filter's drop"
         );

@@ -119,6 +119,51 @@ impl WorkerStats {
     }
 }
 
+/// What the kernel counted about requests no worker saw: the XDP
+/// program's own drops and the AF_XDP sockets' ring drops (XDP datapath).
+/// Added to the workers' counters so that every request for the server
+/// shows, live, under requests and a reason.
+pub trait KernelCounts: Send + Sync {
+    /// Adds the counts to `totals` with [`Totals::add_kernel`].
+    fn add_to(&self, totals: &mut Totals);
+}
+
+/// The sources of the server's numbers: the workers' published counters
+/// and, for the XDP datapath, the kernel's. The periodic stats line, the
+/// stats socket and the exit summary all read [`Collector::totals`].
+pub struct Collector {
+    workers: Vec<std::sync::Arc<Published>>,
+    kernel: Option<Box<dyn KernelCounts>>,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("workers", &self.workers.len())
+            .field("kernel", &self.kernel.is_some())
+            .finish()
+    }
+}
+
+impl Collector {
+    /// Sums `workers`, plus what `kernel` counted.
+    pub fn new(
+        workers: Vec<std::sync::Arc<Published>>,
+        kernel: Option<Box<dyn KernelCounts>>,
+    ) -> Collector {
+        Collector { workers, kernel }
+    }
+
+    /// Everything counted so far.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::collect(&self.workers);
+        if let Some(k) = &self.kernel {
+            k.add_to(&mut t);
+        }
+        t
+    }
+}
+
 /// Everything all workers have counted, summed.
 #[derive(Clone, Debug)]
 pub struct Totals {
@@ -151,6 +196,13 @@ impl Totals {
             let _ = t.service.add(&*h);
         }
         t
+    }
+
+    /// Counts `n` requests that the kernel dropped for `reason` before a
+    /// worker saw them: requests, and drops.
+    pub fn add_kernel(&mut self, reason: DropReason, n: u64) {
+        self.rx += n;
+        self.drops[reason as usize] += n;
     }
 
     /// All drops.
@@ -268,6 +320,27 @@ mod tests {
         assert!((49_900..=50_100).contains(&p50), "{p50}");
         assert!(t.summary().contains("ntp_mode"));
         assert!(t.line(&t, 1.0).contains("rx 0/s"));
+    }
+
+    #[test]
+    fn kernel_counts_are_requests_and_drops() {
+        struct Ring;
+        impl KernelCounts for Ring {
+            fn add_to(&self, t: &mut Totals) {
+                t.add_kernel(DropReason::RxRingFull, 7);
+            }
+        }
+        let a = Arc::new(Published::default());
+        let mut w = WorkerStats::new(a.clone());
+        w.rx(10);
+        w.tx(10);
+        w.publish(0);
+        let t = Collector::new(vec![a], Some(Box::new(Ring))).totals();
+        assert_eq!((t.rx, t.tx, t.dropped()), (17, 10, 7));
+        assert!(
+            t.line(&Totals::collect(&[]), 1.0)
+                .contains("rx_ring_full=7")
+        );
     }
 
     #[test]

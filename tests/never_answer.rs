@@ -297,6 +297,25 @@ fn cases(e: &Ends) -> Vec<Case> {
         Drop("bad_udp_length"),
         Drop("bad_udp_length"),
     );
+    // A UDP datagram with no payload at all.
+    let empty = next();
+    let v = V4::new(e, empty);
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&40123u16.to_be_bytes());
+    udp.extend_from_slice(&123u16.to_be_bytes());
+    udp.extend_from_slice(&8u16.to_be_bytes());
+    let pseudo = sum16(&v.src.octets()) + sum16(&v.dst.octets()) + 17 + 8;
+    let c = !fold(pseudo + sum16(&udp));
+    udp.extend_from_slice(&c.to_be_bytes());
+    out.push(Case {
+        name: "v4 empty UDP datagram",
+        frames: vec![ipv4_frame(&v, 0, 0x4000, &udp)],
+        nonce: empty,
+        // The XDP program drops it (and ntpx counts that as a request).
+        xdp: Drop("ntp_too_short"),
+        // The socket filter drops it; the kernel counts it on the socket.
+        socket: Drop("socket_kernel_drop"),
+    });
     let bad_sum = next();
     let mut f = V4::new(e, bad_sum).frame();
     let at = f.len() - 1;

@@ -35,11 +35,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
         if n == 0 {
             continue;
         }
-        // What the kernel dropped on the socket since the last batch were
-        // requests too (see crate::socket for what it drops).
-        let dropped = sock.take_kernel_drops();
-        stats.rx(n as u64 + dropped);
-        stats.drop(DropReason::SocketKernelDrop, dropped);
+        stats.rx(n as u64);
         let snap = ctx.state.load();
         let batch_now = ctx.clock.now_unix_nanos();
         let mut k = 0;

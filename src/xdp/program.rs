@@ -262,6 +262,20 @@ counter_struct! {
     }
 }
 
+impl XdpCounters {
+    /// The requests the program dropped itself, under the reasons the
+    /// workers use for the same requests.
+    pub fn request_drops(&self) -> [(crate::drops::DropReason, u64); 4] {
+        use crate::drops::DropReason;
+        [
+            (DropReason::NtpTooShort, self.drop_short),
+            (DropReason::NtpMode, self.drop_mode),
+            (DropReason::NtpVersion, self.drop_version),
+            (DropReason::SrcPortZero, self.drop_src_port_zero),
+        ]
+    }
+}
+
 /// The result of [`XdpProgram::test_run`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRun {
@@ -682,6 +696,14 @@ impl XdpProgram {
         sum_percpu(&self.counters).map(XdpCounters::from_array)
     }
 
+    /// A reader of the counters for another thread, on a descriptor of its
+    /// own.
+    pub fn counters_reader(&self) -> Result<CountersReader, ProgramError> {
+        MapHandle::try_from(&self.counters)
+            .map(CountersReader)
+            .map_err(|e| ProgramError::libbpf("duplicate the counters map's fd", e))
+    }
+
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (receive
     /// queue 0, no interface). Counters count as for a real frame. With no
     /// socket registered for queue 0 a valid request gives `XDP_PASS` and
@@ -689,6 +711,17 @@ impl XdpProgram {
     /// the frame (the redirect itself is not carried out).
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRun, ProgramError> {
         test_run(&self.prog, frame)
+    }
+}
+
+/// Reads the program's counters (see [`XdpProgram::counters_reader`]).
+#[derive(Debug)]
+pub struct CountersReader(MapHandle);
+
+impl CountersReader {
+    /// The counters, summed over CPUs.
+    pub fn read(&self) -> Result<XdpCounters, ProgramError> {
+        sum_percpu(&self.0).map(XdpCounters::from_array)
     }
 }
 

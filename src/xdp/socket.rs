@@ -346,6 +346,41 @@ impl XskQueue {
     pub fn kernel_stats(&self) -> Option<xdp::libc::xdp::XdpStatistics> {
         self.socket.statistics().ok()
     }
+
+    /// A reader of this socket's kernel counters for another thread (the
+    /// control thread's live stats), on a duplicate of its descriptor.
+    pub fn stats_reader(&self) -> std::io::Result<XskStatsReader> {
+        // SAFETY: the socket's descriptor is open for as long as `self`
+        // lives, which covers this call; the duplicate is a new, owned
+        // descriptor of the same socket.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.socket.raw_fd()) }
+            .try_clone_to_owned()?;
+        Ok(XskStatsReader {
+            queue: self.queue,
+            fd,
+        })
+    }
+}
+
+/// Reads an AF_XDP socket's kernel counters (`XDP_STATISTICS`) through a
+/// descriptor of its own: valid for as long as it lives, also after the
+/// worker has closed the socket's other descriptor.
+#[derive(Debug)]
+pub struct XskStatsReader {
+    queue: u32,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl XskStatsReader {
+    /// The NIC queue of the socket.
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// The counters now.
+    pub fn read(&self) -> std::io::Result<xdp::libc::xdp::XdpStatistics> {
+        sys::statistics(std::os::fd::AsRawFd::as_raw_fd(&self.fd))
+    }
 }
 
 /// Reads and consumes the XDP program's metadata in front of `packet`.
@@ -389,6 +424,30 @@ mod sys {
                 0,
             )
         };
+    }
+
+    const XDP_STATISTICS: libc::c_int = 7;
+
+    pub fn statistics(fd: RawFd) -> std::io::Result<xdp::libc::xdp::XdpStatistics> {
+        // SAFETY: XdpStatistics is a plain C struct of u64s; all-zero is a
+        // valid value.
+        let mut stats: xdp::libc::xdp::XdpStatistics = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `stats`, a
+        // live value of that size.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                SOL_XDP,
+                XDP_STATISTICS,
+                (&raw mut stats).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stats)
     }
 
     pub fn is_zerocopy(fd: RawFd) -> std::io::Result<bool> {

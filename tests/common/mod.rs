@@ -814,6 +814,12 @@ impl Server {
         let log =
             std::env::temp_dir().join(format!("ntpx-e2e-{}-{}.log", topo.name, std::process::id()));
         let out = std::fs::File::create(&log).expect("log file");
+        // No stats lines unless the test asks for them.
+        let quiet: &[&str] = if extra.contains(&"--stats-interval") {
+            &[]
+        } else {
+            &["--stats-interval", "0"]
+        };
         let child = topo
             .srv_cmd(NTPX)
             .args([
@@ -824,9 +830,8 @@ impl Server {
                 "1",
                 "--ref-id",
                 "XDPT",
-                "--stats-interval",
-                "0",
             ])
+            .args(quiet)
             .args(extra)
             .env("NTPX_LOG", "info")
             .stdin(Stdio::null())
@@ -844,6 +849,14 @@ impl Server {
 
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `sig` to the server (`ip netns exec` execs it: same pid).
+    pub fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -1017,6 +1030,53 @@ impl RawLink {
             frame.len(),
             std::io::Error::last_os_error()
         );
+    }
+
+    /// Sends `frames` as fast as the kernel takes them (`sendmmsg`, 256 a
+    /// call: fewer than the receiving end's backlog queue holds, so that the
+    /// frames get as far as they can before the next call). Returns how
+    /// many it took.
+    pub fn send_burst(&self, frames: &[Vec<u8>]) -> usize {
+        let mut sent = 0;
+        for chunk in frames.chunks(256) {
+            let mut iovs: Vec<libc::iovec> = chunk
+                .iter()
+                .map(|f| libc::iovec {
+                    iov_base: f.as_ptr().cast_mut().cast(),
+                    iov_len: f.len(),
+                })
+                .collect();
+            let mut hdrs: Vec<libc::mmsghdr> = iovs
+                .iter_mut()
+                .map(|iov| {
+                    // SAFETY: all-zero is a valid mmsghdr.
+                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    h.msg_hdr.msg_iov = iov;
+                    h.msg_hdr.msg_iovlen = 1;
+                    h
+                })
+                .collect();
+            let mut at = 0;
+            while at < hdrs.len() {
+                // SAFETY: each header points at one iovec, which points at a
+                // frame; all outlive the call. The socket is bound to the
+                // interface, so no address is needed.
+                let r = unsafe {
+                    libc::sendmmsg(
+                        self.fd.as_raw_fd(),
+                        hdrs[at..].as_mut_ptr(),
+                        (hdrs.len() - at) as u32,
+                        0,
+                    )
+                };
+                if r <= 0 {
+                    return sent;
+                }
+                at += r as usize;
+                sent += r as usize;
+            }
+        }
+        sent
     }
 
     /// Receives frames until `until` returns true for one (true) or

@@ -1,0 +1,176 @@
+//! Overload, live: a burst of valid requests far beyond what the server's
+//! rings or socket buffer hold, sent while the server is stopped
+//! (SIGSTOP), so that the kernel must drop most of it. Whatever the kernel
+//! drops before a worker sees it must show, while
+//! the server runs, in `ntpx stats` and in the periodic stats line, as
+//! requests and under a reason: requests = replies + drops, and on the XDP
+//! datapath requests = what the XDP program took.
+//!
+//! Needs root; under `CI=true` these tests fail instead of skipping.
+
+mod common;
+
+use common::*;
+use etherparse::PacketBuilder;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const BURST: usize = 40_000;
+
+fn request_frames(topo: &Topology) -> Vec<Vec<u8>> {
+    let (srv, cli) = (topo.mac("srv"), topo.mac("cli"));
+    (0..BURST)
+        .map(|i| {
+            let mut ntp = [0u8; 48];
+            ntp[0] = 0x23;
+            ntp[40..48].copy_from_slice(&(0x6f76_6572_0000_0000u64 | i as u64).to_be_bytes());
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2(cli, srv)
+                .ipv4(topo.cli_v4.octets(), topo.srv_v4.octets(), 64)
+                .udp(20000 + (i % 40_000) as u16, 123)
+                .write(&mut f, &ntp)
+                .expect("build");
+            f
+        })
+        .collect()
+}
+
+fn stats(topo: &Topology, socket: &std::path::Path) -> serde_json::Value {
+    let out = run_ok(
+        topo.srv_cmd(NTPX)
+            .args(["stats", "--json", "--socket"])
+            .arg(socket),
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Live stats once requests stop changing (the worker has drained).
+fn settled(topo: &Topology, socket: &std::path::Path) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = stats(topo, socket);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = stats(topo, socket);
+        if now["rx"] == last["rx"] && now["tx"] == last["tx"] || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+fn drops(doc: &serde_json::Value) -> BTreeMap<String, u64> {
+    doc["drops"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `name=N` from the exit summary's `XDP program:` line.
+fn program_counter(out: &str, name: &str) -> u64 {
+    out.lines()
+        .filter(|l| l.starts_with("XDP program:"))
+        .flat_map(str::split_whitespace)
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends the burst while the server is stopped, then lets it go on.
+fn burst(topo: &Topology, server: &Server) -> usize {
+    let link = RawLink::open(topo);
+    let frames = request_frames(topo);
+    server.signal(libc::SIGSTOP);
+    let sent = link.send_burst(&frames);
+    server.signal(libc::SIGCONT);
+    sent
+}
+
+fn run(test: &str, socket_datapath: bool) {
+    if !require_root(test) {
+        return;
+    }
+    let topo = Topology::up();
+    let dir = TempDir::new("ntpx-overload");
+    let sock = dir.path().join("stats.sock");
+    let sock_arg = sock.to_string_lossy().into_owned();
+    let mut args = vec![
+        "--iface",
+        topo.srv_if.as_str(),
+        "--stats-socket",
+        &sock_arg,
+        "--stats-interval",
+        "1",
+    ];
+    if socket_datapath {
+        args.extend(["--datapath", "socket", "--workers", "1"]);
+    } else {
+        peer_pass(&topo);
+        args.extend([
+            "--xdp-mode",
+            "native",
+            "--ring-size",
+            "64",
+            "--frames",
+            "128",
+        ]);
+    }
+    let mut server = Server::start(&topo, &args);
+    let sent = burst(&topo, &server);
+    let doc = settled(&topo, &sock);
+    // One more stats line after the burst.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = server.stop();
+    let d = drops(&doc);
+    let (rx, tx, dropped) = (
+        doc["rx"].as_u64().unwrap_or(0),
+        doc["tx"].as_u64().unwrap_or(0),
+        doc["dropped"].as_u64().unwrap_or(0),
+    );
+    let report = format!("sent {sent}, live {doc}\n--- server ---\n{out}");
+    assert_eq!(rx, tx + dropped, "requests = replies + drops: {report}");
+    assert_eq!(d.values().sum::<u64>(), dropped, "{report}");
+    let kernel_reasons: &[&str] = if socket_datapath {
+        &["socket_kernel_drop"]
+    } else {
+        &["rx_ring_full", "xsk_rx_dropped"]
+    };
+    let kernel_drops: u64 = kernel_reasons.iter().filter_map(|r| d.get(*r)).sum();
+    assert!(
+        kernel_drops > 0,
+        "the burst must overflow the server (else this test proves nothing): {report}"
+    );
+    // The periodic stats line shows them too.
+    assert!(
+        out.lines().any(|l| l.contains("| total rx")
+            && kernel_reasons.iter().any(|r| l.contains(&format!("{r}=")))),
+        "no stats line names {kernel_reasons:?}: {report}"
+    );
+    if !socket_datapath {
+        // Everything the XDP program took is a request, once.
+        let took = program_counter(&out, "redirected")
+            + [
+                "drop_short",
+                "drop_mode",
+                "drop_version",
+                "drop_src_port_zero",
+            ]
+            .iter()
+            .map(|c| program_counter(&out, c))
+            .sum::<u64>();
+        assert_eq!(rx, took, "requests = what XDP took: {report}");
+    }
+}
+
+#[test]
+fn xdp_ring_drops_are_counted_live() {
+    run("xdp_ring_drops_are_counted_live", false);
+}
+
+#[test]
+fn socket_kernel_drops_are_counted_live() {
+    run("socket_kernel_drops_are_counted_live", true);
+}
