@@ -33,6 +33,7 @@ fn engine() -> Engine {
         thread: 0,
         seed: 1,
         ping: None,
+        accept_partial_checksum: false,
     })
 }
 

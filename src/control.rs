@@ -74,6 +74,10 @@ pub struct StatsDoc {
     pub dropped: u64,
     /// Drops by reason ([`DropReason::label`] → count), non-zero ones only.
     pub drops: BTreeMap<String, u64>,
+    /// Requests answered although their UDP checksum was in the partial
+    /// form a veth peer's offload leaves (0 elsewhere).
+    #[serde(default)]
+    pub partial_checksum: u64,
     /// RX→TX service time in ns: the HdrHistogram V2 serialization (not
     /// deflated), base64 (standard alphabet, padded). See
     /// [`encode_histogram`] / [`decode_histogram`].
@@ -123,6 +127,7 @@ impl StatsDoc {
             tx: totals.tx,
             dropped: totals.dropped(),
             drops,
+            partial_checksum: totals.partial_checksum,
             service_ns_hist: encode_histogram(&totals.service)?,
         })
     }
@@ -178,6 +183,13 @@ impl StatsDoc {
             if *n > 0 {
                 let _ = writeln!(s, "  drop {label:<20} {n}");
             }
+        }
+        if self.partial_checksum > 0 {
+            let _ = writeln!(
+                s,
+                "  answered with a partial UDP checksum (veth peer's offload): {}",
+                self.partial_checksum
+            );
         }
         s.push_str(&percentile_table("RX->TX service time", &hist));
         Ok(s)

@@ -30,6 +30,7 @@ pub fn new_histogram() -> Histogram<u64> {
 pub struct Published {
     rx: AtomicU64,
     tx: AtomicU64,
+    partial_checksum: AtomicU64,
     drops: [AtomicU64; COUNT],
     hist: Mutex<Histogram<u64>>,
 }
@@ -39,6 +40,7 @@ impl Default for Published {
         Published {
             rx: AtomicU64::new(0),
             tx: AtomicU64::new(0),
+            partial_checksum: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             hist: Mutex::new(new_histogram()),
         }
@@ -50,6 +52,7 @@ impl Default for Published {
 pub struct WorkerStats {
     rx: u64,
     tx: u64,
+    partial_checksum: u64,
     drops: [u64; COUNT],
     hist: Histogram<u64>,
     last_merge_ns: u64,
@@ -62,6 +65,7 @@ impl WorkerStats {
         WorkerStats {
             rx: 0,
             tx: 0,
+            partial_checksum: 0,
             drops: [0; COUNT],
             hist: new_histogram(),
             last_merge_ns: 0,
@@ -79,6 +83,13 @@ impl WorkerStats {
     #[inline]
     pub fn tx(&mut self, n: u64) {
         self.tx += n;
+    }
+
+    /// Counts a request answered although its UDP checksum was in the
+    /// partial form (a veth peer's offload).
+    #[inline]
+    pub fn partial_checksum(&mut self) {
+        self.partial_checksum += 1;
     }
 
     /// Counts dropped packets.
@@ -99,6 +110,7 @@ impl WorkerStats {
         let p = &*self.published;
         p.rx.store(self.rx, Relaxed);
         p.tx.store(self.tx, Relaxed);
+        p.partial_checksum.store(self.partial_checksum, Relaxed);
         for (a, v) in p.drops.iter().zip(self.drops) {
             a.store(v, Relaxed);
         }
@@ -171,6 +183,8 @@ pub struct Totals {
     pub rx: u64,
     /// Replies sent.
     pub tx: u64,
+    /// Requests answered whose UDP checksum was in the partial form.
+    pub partial_checksum: u64,
     /// Drops by reason (indexed by `DropReason as usize`).
     pub drops: [u64; COUNT],
     /// RX→TX service time (ns), all workers merged.
@@ -183,12 +197,14 @@ impl Totals {
         let mut t = Totals {
             rx: 0,
             tx: 0,
+            partial_checksum: 0,
             drops: [0; COUNT],
             service: new_histogram(),
         };
         for w in workers {
             t.rx += w.rx.load(Relaxed);
             t.tx += w.tx.load(Relaxed);
+            t.partial_checksum += w.partial_checksum.load(Relaxed);
             for (d, a) in t.drops.iter_mut().zip(&w.drops) {
                 *d += a.load(Relaxed);
             }
@@ -256,6 +272,13 @@ impl Totals {
             if n > 0 {
                 let _ = writeln!(s, "  drop {:<20} {n}", r.label());
             }
+        }
+        if self.partial_checksum > 0 {
+            let _ = writeln!(
+                s,
+                "  answered with a partial UDP checksum (veth peer's offload): {}",
+                self.partial_checksum
+            );
         }
         s.push_str(&percentile_table("RX->TX service time", &self.service));
         s

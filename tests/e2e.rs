@@ -144,11 +144,24 @@ fn assert_offset(what: &str, offset: f64) {
     );
 }
 
+/// A number in the server's output after `label` (e.g. `replies `).
+fn number_after(out: &str, label: &str) -> Option<u64> {
+    let at = out.find(label)? + label.len();
+    out[at..].split_whitespace().next()?.parse().ok()
+}
+
 fn serve_and_query(test: &str, extra: &[&str], xdp: bool) {
+    serve_and_query_on(test, extra, xdp, Topology::up());
+}
+
+/// Real clients against ntpx on `topo`. Over XDP on a veth with the
+/// kernel's default offloads, every request arrives with a partial UDP
+/// checksum, and each one answered is counted as such; with full
+/// checksums, none is.
+fn serve_and_query_on(test: &str, extra: &[&str], xdp: bool, topo: Topology) {
     if !require_root(test) || !require_tool(test, "tshark") || !require_tool(test, "chronyd") {
         return;
     }
-    let topo = Topology::up();
     if xdp {
         peer_pass(&topo);
     }
@@ -169,6 +182,18 @@ fn serve_and_query(test: &str, extra: &[&str], xdp: bool) {
     check_capture(&pcap, 6);
     assert!(out.contains("requests "), "exit summary printed:\n{out}");
     assert!(!out.contains("panicked"), "{out}");
+    if xdp {
+        let replies = number_after(&out, "replies ").expect("replies in the summary");
+        let partial = number_after(&out, "partial UDP checksum (veth peer's offload): ");
+        let offload = run_ok(topo.cli_cmd("ethtool").args(["-k", &topo.cli_if]))
+            .lines()
+            .any(|l| l.trim() == "tx-checksumming: on");
+        if offload {
+            assert_eq!(partial, Some(replies), "all partial, all answered:\n{out}");
+        } else {
+            assert_eq!(partial, None, "full checksums only:\n{out}");
+        }
+    }
 }
 
 #[test]
@@ -177,6 +202,17 @@ fn xdp_native_real_clients_v4_v6() {
         "xdp_native_real_clients_v4_v6",
         &["--xdp-mode", "native"],
         true,
+    );
+}
+
+/// As a real NIC delivers frames: full checksums, TX offload off.
+#[test]
+fn xdp_native_real_clients_full_checksums() {
+    serve_and_query_on(
+        "xdp_native_real_clients_full_checksums",
+        &["--xdp-mode", "native"],
+        true,
+        Topology::up_full_checksums(),
     );
 }
 

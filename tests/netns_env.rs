@@ -48,8 +48,15 @@ fn topology_up_ping_down() {
         qdisc.contains("pfifo") && qdisc.contains("limit 10000"),
         "{qdisc}"
     );
+    // Offloads as the kernel makes them; off only when asked for.
     let feats = run_ok(topo.cli_cmd("ethtool").args(["-k", &topo.cli_if]));
-    assert!(feats.contains("tx-checksumming: off"), "{feats}");
+    assert!(feats.contains("tx-checksumming: on"), "{feats}");
+    let full = Topology::up_full_checksums();
+    for (ns, iface) in [(&full.cli_ns, &full.cli_if), (&full.srv_ns, &full.srv_if)] {
+        let feats = run_ok(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-k", iface]));
+        assert!(feats.contains("tx-checksumming: off"), "{feats}");
+    }
+    drop(full);
     let addrs = run_ok(
         topo.srv_cmd("ip")
             .args(["-o", "addr", "show", "dev", &topo.srv_if]),

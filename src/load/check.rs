@@ -77,6 +77,9 @@ pub struct Expect {
     pub port: u16,
     /// The version the requests carry.
     pub version: u8,
+    /// Accept a UDP checksum left partial by the server's stack (see
+    /// [`Udp::checksum_is_partial`]): only on a veth, like the server.
+    pub accept_partial_checksum: bool,
 }
 
 /// A reply that passed every header check.
@@ -96,6 +99,8 @@ pub struct ReplyInfo {
     pub stratum: u8,
     /// The Kiss-o'-Death code (ASCII reference ID) when stratum is 0.
     pub kiss_code: Option<[u8; 4]>,
+    /// Its UDP checksum was in the partial form (accepted, counted apart).
+    pub partial_checksum: bool,
 }
 
 /// A frame that is not a valid reply.
@@ -121,7 +126,7 @@ impl From<Invalid> for Rejected {
 pub fn parse_reply(frame: &[u8], expect: &Expect) -> Result<ReplyInfo, Rejected> {
     parse_headers(frame, expect)
         .map_err(Rejected::from)
-        .and_then(|(client, client_port, payload)| {
+        .and_then(|(client, client_port, payload, partial_checksum)| {
             let p = Packet::new_checked(payload).ok_or(Invalid::Short)?;
             let (receive, transmit, stratum, kiss_code) =
                 check_ntp(&p, expect).map_err(|reason| Rejected {
@@ -136,12 +141,17 @@ pub fn parse_reply(frame: &[u8], expect: &Expect) -> Result<ReplyInfo, Rejected>
                 transmit,
                 stratum,
                 kiss_code,
+                partial_checksum,
             })
         })
 }
 
-/// Checks Ethernet / IP / UDP; returns our address and port and the UDP payload.
-fn parse_headers<'a>(frame: &'a [u8], expect: &Expect) -> Result<(IpAddr, u16, &'a [u8]), Invalid> {
+/// Checks Ethernet / IP / UDP; returns our address and port, the UDP
+/// payload, and whether the checksum was in the partial form.
+fn parse_headers<'a>(
+    frame: &'a [u8],
+    expect: &Expect,
+) -> Result<(IpAddr, u16, &'a [u8], bool), Invalid> {
     let eth = Frame::new_checked(frame).map_err(|_| Invalid::Malformed)?;
     let l3 = eth.l3().map_err(|_| Invalid::Malformed)?;
     let ip_bytes = &frame[l3.offset..];
@@ -188,13 +198,17 @@ fn parse_headers<'a>(frame: &'a [u8], expect: &Expect) -> Result<(IpAddr, u16, &
     }
     // IPv4 allows "no checksum" (0); IPv6 does not.
     let skip = src.is_ipv4() && u.checksum_field() == 0;
-    if !skip && !u.checksum_ok(pseudo) {
+    let partial = !skip
+        && !u.checksum_ok(pseudo)
+        && expect.accept_partial_checksum
+        && u.checksum_is_partial(pseudo);
+    if !skip && !partial && !u.checksum_ok(pseudo) {
         return Err(Invalid::UdpChecksum);
     }
     if src != expect.server || u.src_port() != expect.port || dst.is_ipv4() != src.is_ipv4() {
         return Err(Invalid::WrongAddress);
     }
-    Ok((dst, u.dst_port(), &datagram[udp::HEADER_LEN..]))
+    Ok((dst, u.dst_port(), &datagram[udp::HEADER_LEN..], partial))
 }
 
 /// T2, T3, stratum and the Kiss-o'-Death code of a reply that passed.
@@ -238,6 +252,7 @@ mod tests {
             server: server.parse().unwrap(),
             port: 123,
             version: 4,
+            accept_partial_checksum: false,
         }
     }
 
@@ -295,6 +310,33 @@ mod tests {
             assert_eq!(r.kiss_code, None);
             assert!(r.transmit.is_after(r.receive));
         }
+    }
+
+    #[test]
+    fn partial_checksums_only_on_a_veth() {
+        // The reply as a server's stack with checksum offload hands it to
+        // a veth: the field holds the folded pseudo-header sum.
+        let mut r = reply(SERVER, "198.19.0.7");
+        let pseudo = checksum::pseudo_v4([198, 18, 0, 1], [198, 19, 0, 7], 56);
+        r[40..42].copy_from_slice(&(!checksum::finish(pseudo)).to_be_bytes());
+        assert_eq!(
+            parse_reply(&r, &expect(SERVER)),
+            Err(Invalid::UdpChecksum.into())
+        );
+        let veth = Expect {
+            accept_partial_checksum: true,
+            ..expect(SERVER)
+        };
+        let got = parse_reply(&r, &veth).unwrap();
+        assert!(got.partial_checksum);
+        assert!(
+            !parse_reply(&reply(SERVER, "198.19.0.7"), &veth)
+                .unwrap()
+                .partial_checksum
+        );
+        // Neither full nor partial: refused even there.
+        r[41] ^= 1;
+        assert_eq!(parse_reply(&r, &veth), Err(Invalid::UdpChecksum.into()));
     }
 
     /// Rewrites the NTP header with `f` and fixes the UDP checksum, so the

@@ -48,6 +48,9 @@ pub struct EngineConfig {
     /// `Some(n)`: ping mode with `n` clients and this gap between a
     /// client's reply and its next request.
     pub ping: Option<(usize, u64)>,
+    /// Accept replies whose UDP checksum the server's stack left partial
+    /// (on a veth only; see `check::Expect`).
+    pub accept_partial_checksum: bool,
 }
 
 /// Ping mode's clients.
@@ -102,6 +105,7 @@ impl Engine {
                 server: cfg.target.addr,
                 port: cfg.target.port,
                 version: cfg.target.version,
+                accept_partial_checksum: cfg.accept_partial_checksum,
             },
             sources: cfg.sources,
             timeout_ns: cfg.timeout_ns,
@@ -277,6 +281,9 @@ impl Engine {
     pub fn on_frame(&mut self, frame: &[u8], t4_ns: u64) {
         match check::parse_reply(frame, &self.expect) {
             Ok(r) => {
+                if r.partial_checksum {
+                    self.tallies[self.step as usize].partial_checksum += 1;
+                }
                 let key = client_key(r.client, r.client_port);
                 self.on_reply(
                     r.origin,
@@ -413,6 +420,7 @@ mod tests {
             thread: 1,
             seed: 7,
             ping,
+            accept_partial_checksum: false,
         })
     }
 

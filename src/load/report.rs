@@ -48,6 +48,10 @@ pub struct StepJson {
     pub loss: f64,
     /// Rejected frames by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Replies accepted with a UDP checksum the server's stack left
+    /// partial (veth only).
+    #[serde(default)]
+    pub partial_checksum: u64,
     /// Round-trip time T4 − T1.
     pub rtt: Percentiles,
     /// Server residence T3 − T2.
@@ -110,6 +114,7 @@ fn step_json(target_rate: f64, start_unix_s: f64, seconds: f64, t: &Tally) -> St
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
+        partial_checksum: t.partial_checksum,
         rtt: Percentiles::of(&named("rtt", &t.hists.rtt)),
         residence: Percentiles::of(&named("residence", &t.hists.residence)),
         offset_abs: Percentiles::of(&named("offset", &t.hists.offset)),
@@ -215,6 +220,13 @@ pub fn text(r: &LoadResult) -> String {
     if !rejected.is_empty() {
         let list: Vec<String> = rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(s, "rejected frames: {}", list.join(" "));
+    }
+    if t.partial_checksum > 0 {
+        let _ = writeln!(
+            s,
+            "replies with a UDP checksum left partial by the server's stack (veth): {}",
+            t.partial_checksum
+        );
     }
     if r.no_socket > 0 {
         let _ = writeln!(

@@ -164,7 +164,12 @@ fn own_address(iface: &str, server: IpAddr) -> anyhow::Result<IpAddr> {
 /// through the kernel's UDP stack, whose reply the XDP program then hands
 /// to one of our AF_XDP sockets, Ethernet header and all. Proves on the
 /// way that the server answers at all.
-fn probe_mac(queues: &mut [XskQueue], server: SocketAddr, version: u8) -> anyhow::Result<[u8; 6]> {
+fn probe_mac(
+    queues: &mut [XskQueue],
+    server: SocketAddr,
+    version: u8,
+    accept_partial_checksum: bool,
+) -> anyhow::Result<[u8; 6]> {
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -182,6 +187,7 @@ fn probe_mac(queues: &mut [XskQueue], server: SocketAddr, version: u8) -> anyhow
         server: server.ip(),
         port: server.port(),
         version,
+        accept_partial_checksum,
     };
     let mut rx = xdp::slab::HeapSlab::with_capacity(load_xdp::BATCH);
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -266,6 +272,9 @@ struct Setup {
     xdp: Option<(ClientProgram, String)>,
     tai_offset_s: i32,
     sockets: usize,
+    /// Replies may carry a UDP checksum left partial by the server's stack:
+    /// the generator's interface is a veth.
+    partial_checksums: bool,
 }
 
 /// AF_XDP: the XDP program, one AF_XDP socket per queue, the server's MAC.
@@ -300,9 +309,12 @@ fn setup_xdp(cfg: &LoadConfig) -> anyhow::Result<Setup> {
         prog.register_socket(q, xq.fd())?;
         queues.push(xq);
     }
+    // A veth hands over what its peer's stack sent: with the kernel's
+    // default offloads, checksums left for hardware that is not there.
+    let partial_checksums = netif::is_veth(iface);
     let server_mac = match cfg.mac {
         Some(m) => m,
-        None => probe_mac(&mut queues, cfg.server, cfg.version)?,
+        None => probe_mac(&mut queues, cfg.server, cfg.version, partial_checksums)?,
     };
     let tai_offset_s = SystemKernelClock.discipline().map_or(0, |d| d.tai_offset_s);
     Ok(Setup {
@@ -319,6 +331,7 @@ fn setup_xdp(cfg: &LoadConfig) -> anyhow::Result<Setup> {
         xdp: Some((prog, mode.to_string())),
         tai_offset_s,
         sockets: 0,
+        partial_checksums,
     })
 }
 
@@ -378,6 +391,8 @@ fn setup_socket(cfg: &LoadConfig, per_thread: usize) -> anyhow::Result<Setup> {
         xdp: None,
         tai_offset_s: 0,
         sockets: per_thread * cfg.queues.len(),
+        // The kernel checks the checksums of what reaches a socket.
+        partial_checksums: false,
     })
 }
 
@@ -410,6 +425,7 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
         xdp,
         tai_offset_s,
         sockets,
+        partial_checksums,
     } = match cfg.datapath {
         Datapath::Xdp => setup_xdp(cfg)?,
         Datapath::Socket => setup_socket(
@@ -443,6 +459,7 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
                 thread: i,
                 seed: seed.wrapping_add(i as u64),
                 ping,
+                accept_partial_checksum: partial_checksums,
             });
             let s = Schedule {
                 cpu: cfg.cpus.get(i).copied(),

@@ -619,6 +619,7 @@ mod tests {
             thread: 0,
             seed: 1,
             ping: None,
+            accept_partial_checksum: false,
         });
         let clock = crate::clock::SystemClock;
         let s = Schedule {

@@ -100,6 +100,9 @@ pub struct Tally {
     pub lost: u64,
     /// Frames rejected, by reason (received during this step).
     pub rejected: [u64; INVALID_COUNT],
+    /// Replies accepted with a UDP checksum left partial by the server's
+    /// stack (veth only; received during this step).
+    pub partial_checksum: u64,
     /// The good replies' histograms.
     pub hists: Hists,
 }
@@ -128,6 +131,7 @@ impl Tally {
         self.late += other.late;
         self.invalid += other.invalid;
         self.lost += other.lost;
+        self.partial_checksum += other.partial_checksum;
         for (a, b) in self.rejected.iter_mut().zip(&other.rejected) {
             *a += b;
         }

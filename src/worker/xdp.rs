@@ -63,6 +63,9 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                 // shrink cannot fail.
                 Ok(reply) if packet.adjust_tail(reply.len as i32 - len as i32).is_ok() => {
                     stats.service_ns(tx_ns.saturating_sub(rx_ns));
+                    if reply.partial_checksum {
+                        stats.partial_checksum();
+                    }
                     // Cannot fail: tx_slab has BATCH slots and rx took ≤ BATCH.
                     if let Some(p) = tx_slab.push_front(packet) {
                         stats.drop(DropReason::TxFull, 1);

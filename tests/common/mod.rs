@@ -286,7 +286,9 @@ static TOPOLOGY_COUNTER: AtomicU32 = AtomicU32::new(0);
 ///
 /// Server: `srv_ns`, interface `srv_if`, 198.18.0.1/24 and 2001:db8::1/64.
 /// Client: `cli_ns`, interface `cli_if`, 198.18.0.2/24 and 2001:db8::2/64,
-/// pfifo root qdisc, TX checksum offload off. No XDP program is attached; a
+/// pfifo root qdisc. Offloads as `ip link add` leaves them (partial UDP
+/// checksums cross the link), unless made with
+/// [`Topology::up_full_checksums`]. No XDP program is attached; a
 /// veth only accepts XDP-transmitted frames if its PEER has one, so the tests
 /// that use XDP TX must attach a pass-through program on `cli_if` themselves.
 ///
@@ -315,6 +317,16 @@ impl Topology {
     /// Like [`Topology::up`], with `srv_queues` RX/TX queues on the server
     /// veth (the client end keeps one, so only server queue 0 gets frames).
     pub fn up_with_queues(srv_queues: u32) -> Topology {
+        Self::up_with(srv_queues, true)
+    }
+
+    /// Like [`Topology::up`], with TX checksum offload off on both ends:
+    /// full checksums, as a real NIC delivers them.
+    pub fn up_full_checksums() -> Topology {
+        Self::up_with(1, false)
+    }
+
+    fn up_with(srv_queues: u32, csum_offload: bool) -> Topology {
         let n = TOPOLOGY_COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!(
             "{}{}",
@@ -336,7 +348,8 @@ impl Topology {
         run_ok(
             Command::new(netns_script())
                 .args(["up", &topo.name])
-                .env("NTPX_SRV_QUEUES", srv_queues.to_string()),
+                .env("NTPX_SRV_QUEUES", srv_queues.to_string())
+                .env("NTPX_TX_CSUM", if csum_offload { "on" } else { "off" }),
         );
         topo
     }
@@ -820,6 +833,20 @@ impl Server {
         } else {
             &["--stats-interval", "0"]
         };
+        // A stats socket of this topology's own, unless the test picks one:
+        // tests that run at once must not share /run/ntpx.sock.
+        let stats_socket = std::env::temp_dir()
+            .join(format!("ntpx-{}.sock", topo.name))
+            .to_string_lossy()
+            .into_owned();
+        let own_socket: Vec<&str> = if extra
+            .iter()
+            .any(|a| *a == "--stats-socket" || *a == "--no-stats-socket")
+        {
+            Vec::new()
+        } else {
+            vec!["--stats-socket", &stats_socket]
+        };
         let child = topo
             .srv_cmd(NTPX)
             .args([
@@ -832,6 +859,7 @@ impl Server {
                 "XDPT",
             ])
             .args(quiet)
+            .args(&own_socket)
             .args(extra)
             .env("NTPX_LOG", "info")
             .stdin(Stdio::null())
