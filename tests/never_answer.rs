@@ -562,3 +562,85 @@ fn xdp_datapath_never_answers_crafted_frames() {
 fn socket_datapath_never_answers_crafted_frames() {
     run_corpus("socket_datapath_never_answers_crafted_frames", true);
 }
+
+/// One reply the kernel refuses to send (its request came from a source
+/// with no route back) must not take the rest of its `sendmmsg` batch with
+/// it. The server is stopped while the requests queue up, so that one
+/// `recvmmsg` takes them all and one batch answers them.
+#[test]
+fn socket_datapath_one_unsendable_reply_loses_no_other() {
+    let test = "socket_datapath_one_unsendable_reply_loses_no_other";
+    if !require_root(test) {
+        return;
+    }
+    let topo = Topology::up();
+    let dir = TempDir::new("ntpx-unsendable");
+    let stats = dir.path().join("stats.sock");
+    let stats_arg = stats.to_string_lossy().into_owned();
+    let mut server = Server::start(
+        &topo,
+        &[
+            "--iface",
+            &topo.srv_if,
+            "--datapath",
+            "socket",
+            "--workers",
+            "1",
+            "--stats-socket",
+            &stats_arg,
+        ],
+    );
+    let e = Ends {
+        srv_mac: topo.mac("srv"),
+        cli_mac: topo.mac("cli"),
+        srv4: topo.srv_v4,
+        cli4: topo.cli_v4,
+        srv6: topo.srv_v6,
+        cli6: topo.cli_v6,
+    };
+    let link = RawLink::open(&topo);
+    // The server's kernel learns the client's MAC first.
+    let warm = nonce(0xaaaa_0000);
+    link.send(&V4::new(&e, warm).frame());
+    assert!(
+        link.recv_until(Duration::from_secs(5), |f| reply_origin(f)
+            .is_some_and(|(o, _)| o == warm)),
+        "no answer to a good request:\n{}",
+        server.stop()
+    );
+    // Good requests around ones from 203.0.113.0/24, which the server's
+    // namespace has no route to.
+    let mut frames = Vec::new();
+    let mut good = Vec::new();
+    for i in 0..12u64 {
+        let n = nonce(0xbbbb_0000 + i);
+        let mut v = V4::new(&e, n);
+        if i % 4 == 1 {
+            v.src = Ipv4Addr::new(203, 0, 113, 9);
+        } else {
+            good.push(n);
+        }
+        frames.push(v.frame());
+    }
+    server.signal(libc::SIGSTOP);
+    assert_eq!(link.send_burst(&frames), frames.len());
+    server.signal(libc::SIGCONT);
+    let mut answered = Vec::new();
+    link.recv_until(Duration::from_secs(3), |f| {
+        if let Some((o, _)) = reply_origin(f)
+            && good.contains(&o)
+            && !answered.contains(&o)
+        {
+            answered.push(o);
+        }
+        answered.len() == good.len()
+    });
+    let doc = live_stats(&topo, &stats);
+    let out = server.stop();
+    assert_eq!(
+        answered.len(),
+        good.len(),
+        "every good request answered: {doc}\n{out}"
+    );
+    assert_eq!(doc["drops"]["send_error"], 3, "{doc}\n{out}");
+}
