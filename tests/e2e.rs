@@ -310,16 +310,7 @@ fn queue_without_socket_reaches_the_kernel() {
     }
     let topo = Topology::up_with_queues(2);
     peer_pass(&topo);
-    let (dir, conf) = chrony_conf(&topo, "srv", "local stratum 3\nallow all\nport 123");
-    // -x: never touch the clock. Killed with the namespace on drop.
-    let mut chronyd = topo
-        .srv_cmd("chronyd")
-        .args(["-x", "-d", "-u", "root", "-f"])
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn chronyd");
+    let (mut chronyd, dir) = start_chronyd(&topo, "srv");
     let mut server = Server::start(&topo, &["--iface", &topo.srv_if, "--queues", "1"]);
     let v4 = topo.srv_v4.to_string();
     let mut answer = String::new();

@@ -54,6 +54,19 @@ struct Ends {
     cli6: Ipv6Addr,
 }
 
+impl Ends {
+    fn of(topo: &Topology) -> Ends {
+        Ends {
+            srv_mac: topo.mac("srv"),
+            cli_mac: topo.mac("cli"),
+            srv4: topo.srv_v4,
+            cli4: topo.cli_v4,
+            srv6: topo.srv_v6,
+            cli6: topo.cli_v6,
+        }
+    }
+}
+
 fn ntp_request(nonce: [u8; 8]) -> Vec<u8> {
     let mut p = vec![0u8; 48];
     p[0] = 0x23; // v4, client
@@ -430,14 +443,7 @@ fn run_corpus(test: &str, socket_datapath: bool) {
         args.extend(["--xdp-mode", "native"]);
     }
     let mut server = Server::start(&topo, &args);
-    let e = Ends {
-        srv_mac: topo.mac("srv"),
-        cli_mac: topo.mac("cli"),
-        srv4: topo.srv_v4,
-        cli4: topo.cli_v4,
-        srv6: topo.srv_v6,
-        cli6: topo.cli_v6,
-    };
+    let e = Ends::of(&topo);
     let link = RawLink::open(&topo);
     let mut sentinel_n = 0xffff_0000u64;
     let mut sentinel = |link: &RawLink| {
@@ -590,14 +596,7 @@ fn socket_datapath_one_unsendable_reply_loses_no_other() {
             &stats_arg,
         ],
     );
-    let e = Ends {
-        srv_mac: topo.mac("srv"),
-        cli_mac: topo.mac("cli"),
-        srv4: topo.srv_v4,
-        cli4: topo.cli_v4,
-        srv6: topo.srv_v6,
-        cli6: topo.cli_v6,
-    };
+    let e = Ends::of(&topo);
     let link = RawLink::open(&topo);
     // The server's kernel learns the client's MAC first.
     let warm = nonce(0xaaaa_0000);
