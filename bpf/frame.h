@@ -5,9 +5,10 @@
  * metadata write in front of a redirected frame.
  *
  * The walk: Ethernet, at most two VLAN tags (802.1Q / 802.1ad), IPv4 (any
- * IHL >= 5; fragments are reported, not followed) or IPv6 (UDP directly
- * after the fixed header; extension headers count as "not UDP"), then the
- * 8-byte UDP header. The UDP length field is not looked at: each program
+ * IHL >= 5) or IPv6 (UDP directly after the fixed header, or after a
+ * fragment header; other extension headers count as "not UDP"), then the
+ * 8-byte UDP header. Fragments are reported; of a first fragment, the UDP
+ * header is read too. The UDP length field is not looked at: each program
  * decides what it needs from it.
  *
  * Everything here is __always_inline: the verifier sees one flat program.
@@ -27,14 +28,24 @@
 #include "ntpx.h"
 
 #define NTPX_IPPROTO_UDP 17
+#define NTPX_IPPROTO_FRAGMENT 44
 #define NTPX_IP_MF 0x2000
 #define NTPX_IP_OFFSET 0x1fff
+#define NTPX_IP6_OFFSET 0xfff8 /* fragment offset in the fragment header */
 #define NTPX_MAX_VLANS 2
 
 /* Not in the uapi headers (struct vlan_hdr is kernel-internal). */
 struct ntpx_vlan_hdr {
 	__be16 tci;
 	__be16 encap_proto;
+};
+
+/* The IPv6 fragment header (RFC 8200 section 4.5). */
+struct ntpx_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset in 8-byte units << 3 | M flag */
+	__be32 identification;
 };
 
 /* ---- bounds-checked header cursor ---- */
@@ -65,7 +76,10 @@ enum ntpx_parse {
 	NTPX_PARSE_UDP = 0,   /* the UDP header is in the frame */
 	NTPX_PARSE_NOT_IP,    /* not IPv4/IPv6 (ARP, LLDP, > 2 VLAN tags, ...) */
 	NTPX_PARSE_NOT_UDP,   /* IP but not UDP (ICMP, TCP, IPv6 ext headers) */
-	NTPX_PARSE_FRAGMENT,  /* IPv4 UDP fragment (MF set or offset != 0) */
+	NTPX_PARSE_FRAGMENT,  /* a UDP fragment that is not the first, or any
+	                       * IPv6 fragment of something else */
+	NTPX_PARSE_FIRST_FRAGMENT, /* the first fragment of a UDP datagram: `h`
+	                            * is filled in, UDP header included */
 	NTPX_PARSE_TRUNCATED, /* headers cut short, or IP version / IHL wrong */
 };
 
@@ -83,15 +97,16 @@ struct ntpx_headers {
 
 /*
  * Walks the frame at `c` up to and including the UDP header. On
- * NTPX_PARSE_UDP `h` is filled in (`family` and its header, `udp`) and the
- * cursor stands right after the UDP header; otherwise `h` is left partly
- * filled and must not be used.
+ * NTPX_PARSE_UDP and NTPX_PARSE_FIRST_FRAGMENT `h` is filled in (`family`
+ * and its header, `udp`) and the cursor stands right after the UDP header;
+ * otherwise `h` is left partly filled and must not be used.
  */
 static __always_inline enum ntpx_parse ntpx_parse_udp(struct cursor *c,
 						      struct ntpx_headers *h)
 {
 	struct ethhdr *eth;
 	__u16 proto;
+	int first_fragment = 0;
 	int i;
 
 	eth = cursor_take(c, sizeof(*eth));
@@ -124,8 +139,9 @@ static __always_inline enum ntpx_parse ntpx_parse_udp(struct cursor *c,
 			return NTPX_PARSE_TRUNCATED;
 		if (iph->protocol != NTPX_IPPROTO_UDP)
 			return NTPX_PARSE_NOT_UDP;
-		if (iph->frag_off & bpf_htons(NTPX_IP_MF | NTPX_IP_OFFSET))
+		if (iph->frag_off & bpf_htons(NTPX_IP_OFFSET))
 			return NTPX_PARSE_FRAGMENT;
+		first_fragment = (iph->frag_off & bpf_htons(NTPX_IP_MF)) != 0;
 		h->family = 4;
 		h->ip4 = iph;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -135,8 +151,18 @@ static __always_inline enum ntpx_parse ntpx_parse_udp(struct cursor *c,
 			return NTPX_PARSE_TRUNCATED;
 		if (ip6h->version != 6)
 			return NTPX_PARSE_TRUNCATED;
-		if (ip6h->nexthdr != NTPX_IPPROTO_UDP)
+		if (ip6h->nexthdr == NTPX_IPPROTO_FRAGMENT) {
+			struct ntpx_frag_hdr *fh = cursor_take(c, sizeof(*fh));
+
+			if (!fh)
+				return NTPX_PARSE_TRUNCATED;
+			if (fh->nexthdr != NTPX_IPPROTO_UDP ||
+			    (fh->frag_off & bpf_htons(NTPX_IP6_OFFSET)))
+				return NTPX_PARSE_FRAGMENT;
+			first_fragment = 1;
+		} else if (ip6h->nexthdr != NTPX_IPPROTO_UDP) {
 			return NTPX_PARSE_NOT_UDP;
+		}
 		h->family = 6;
 		h->ip6 = ip6h;
 	} else {
@@ -146,7 +172,7 @@ static __always_inline enum ntpx_parse ntpx_parse_udp(struct cursor *c,
 	h->udp = cursor_take(c, sizeof(struct udphdr));
 	if (!h->udp)
 		return NTPX_PARSE_TRUNCATED;
-	return NTPX_PARSE_UDP;
+	return first_fragment ? NTPX_PARSE_FIRST_FRAGMENT : NTPX_PARSE_UDP;
 }
 
 /* ---- metadata ---- */

@@ -67,6 +67,7 @@ static __always_inline __u32 pass_reason(enum ntpx_parse r)
 	case NTPX_PARSE_NOT_UDP:
 		return NTPX_LOAD_PASS_NOT_UDP;
 	case NTPX_PARSE_FRAGMENT:
+	case NTPX_PARSE_FIRST_FRAGMENT:
 		return NTPX_LOAD_PASS_FRAGMENT;
 	default:
 		return NTPX_LOAD_PASS_TRUNCATED;

@@ -5,11 +5,15 @@
  * hands everything else to the kernel untouched.
  *
  * Frame walk: Ethernet, at most two VLAN tags (802.1Q / 802.1ad), IPv4 (any
- * IHL >= 5, fragments passed) or IPv6 (UDP directly after the fixed header),
- * UDP to `ntp_port` and to one of the configured server addresses, then the
- * first byte of the NTP header. A request whose UDP length disagrees with
- * the frame goes to the worker, which drops it under its reason. The walk up to the UDP header is
- * ntpx_parse_udp() in frame.h, shared with the load generator's programs.
+ * IHL >= 5) or IPv6 (UDP directly after the fixed header), UDP to
+ * `ntp_port` and to one of the configured server addresses, then the first
+ * byte of the NTP header. A request whose UDP length disagrees with the
+ * frame goes to the worker, which drops it under its reason. The first
+ * fragment of a request is dropped, so that the kernel never reassembles
+ * it (the host's own daemon might answer it); later fragments carry no
+ * port, and without their first one the kernel discards them. The walk
+ * up to the UDP header is ntpx_parse_udp() in frame.h, shared with the
+ * load generator's programs.
  *
  * Each frame bumps NTPX_SEEN plus exactly one reason counter (see ntpx.h);
  * a redirected frame may bump NTPX_META_FAILED as well.
@@ -108,10 +112,13 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 	struct udphdr *udp;
 	__u8 *ntp;
 	__u16 ulen;
-	int ours;
+	int ours, fragment = 0;
 
 	switch (ntpx_parse_udp(&c, &h)) {
 	case NTPX_PARSE_UDP:
+		break;
+	case NTPX_PARSE_FIRST_FRAGMENT:
+		fragment = 1;
 		break;
 	case NTPX_PARSE_NOT_IP:
 		return NTPX_PASS_NOT_IP;
@@ -124,7 +131,7 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 	}
 	udp = h.udp;
 	if (udp->dest != bpf_htons(ntp_port))
-		return NTPX_PASS_OTHER_PORT;
+		return fragment ? NTPX_PASS_FRAGMENT : NTPX_PASS_OTHER_PORT;
 	if (h.family == 4) {
 		ours = v4_is_ours(h.ip4->daddr);
 	} else {
@@ -137,7 +144,9 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 		ours = v6_is_ours(daddr);
 	}
 	if (!ours)
-		return NTPX_PASS_NOT_OURS;
+		return fragment ? NTPX_PASS_FRAGMENT : NTPX_PASS_NOT_OURS;
+	if (fragment)
+		return NTPX_DROP_FRAGMENT;
 	if (udp->source == 0)
 		return NTPX_DROP_SRC_PORT_ZERO;
 
@@ -172,7 +181,8 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 static __always_inline int is_drop(__u32 reason)
 {
 	return reason == NTPX_DROP_SHORT || reason == NTPX_DROP_MODE ||
-	       reason == NTPX_DROP_VERSION || reason == NTPX_DROP_SRC_PORT_ZERO;
+	       reason == NTPX_DROP_VERSION || reason == NTPX_DROP_SRC_PORT_ZERO ||
+	       reason == NTPX_DROP_FRAGMENT;
 }
 
 SEC("xdp")

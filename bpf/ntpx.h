@@ -30,7 +30,8 @@ enum ntpx_counter {
 	NTPX_PASS_NOT_UDP,        /* IP but not UDP (ICMP, TCP, IPv6 ext headers) */
 	NTPX_PASS_OTHER_PORT,     /* UDP to another port */
 	NTPX_PASS_NOT_OURS,       /* NTP port, destination not a server address */
-	NTPX_PASS_FRAGMENT,       /* IPv4 fragment: the kernel reassembles */
+	NTPX_PASS_FRAGMENT,       /* a fragment of something not ours, or not
+	                           * the first: the kernel reassembles */
 	NTPX_PASS_TRUNCATED,      /* headers up to UDP cut short or malformed
 	                           * (IHL < 5): the kernel decides */
 	NTPX_PASS_SERVER_REPLY,   /* mode 4: a reply to the host's own client */
@@ -40,6 +41,8 @@ enum ntpx_counter {
 	NTPX_DROP_MODE,           /* mode other than 3 (and 4, passed) */
 	NTPX_DROP_VERSION,        /* version 0 or > 4 */
 	NTPX_DROP_SRC_PORT_ZERO,  /* source port 0 */
+	NTPX_DROP_FRAGMENT,       /* the first fragment of a request: dropped so
+	                           * that the kernel never reassembles it */
 	NTPX_COUNTERS             /* number of counters */
 };
 

@@ -68,7 +68,8 @@ reasons! {
     /// Source address is the network or broadcast address of one of the
     /// interface's IPv4 prefixes (a directed broadcast).
     DirectedBroadcast => "directed_broadcast",
-    /// UDP length field disagrees with the IP length.
+    /// UDP length field disagrees with the IP length (or, on the socket
+    /// datapath, cannot be checked: IPv6 extension headers before UDP).
     BadUdpLength => "bad_udp_length",
     /// UDP checksum wrong, or zero over IPv6.
     BadUdpChecksum => "bad_udp_checksum",
@@ -96,10 +97,10 @@ reasons! {
     TxFull => "tx_full",
     /// The kernel refused to send the reply (socket datapath).
     SendError => "send_error",
-    /// The kernel dropped it on the socket (socket datapath; counted
-    /// with `SO_RXQ_OVFL`, which does not say why): the receive buffer was
-    /// full, or the datagram was empty, or its UDP checksum was wrong and
-    /// it was longer than the kernel checks before the socket (76 bytes).
+    /// The kernel dropped it on the socket (socket datapath; read with
+    /// `SO_MEMINFO`, which does not say why): the receive buffer was full,
+    /// or the datagram was empty, or its UDP checksum was wrong and it was
+    /// longer than the kernel checks before the socket (76 bytes).
     SocketKernelDrop => "socket_kernel_drop",
     /// The AF_XDP RX ring was full: the kernel dropped it before a worker
     /// saw it (the worker fell behind).

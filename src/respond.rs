@@ -241,13 +241,12 @@ fn check_udp(
     }
     check_source_port(u.src_port(), cfg.drop_loop_ports)?;
     let csum = u.checksum_field();
-    let partial_checksum = csum != 0
-        && !u.checksum_ok(pseudo)
-        && cfg.accept_partial_checksum
-        && u.checksum_is_partial(pseudo);
-    if (csum == 0 && checksum_required)
-        || (csum != 0 && !partial_checksum && !u.checksum_ok(pseudo))
-    {
+    // 0: no checksum (IPv4 only); else it verifies in full, or (veth only)
+    // holds the partial form.
+    let full = csum != 0 && u.checksum_ok(pseudo);
+    let partial_checksum =
+        csum != 0 && !full && cfg.accept_partial_checksum && u.checksum_is_partial(pseudo);
+    if (csum == 0 && checksum_required) || (csum != 0 && !full && !partial_checksum) {
         return Err(DropReason::BadUdpChecksum);
     }
     let req = ntp::parse_request(&datagram[udp::HEADER_LEN..])?;

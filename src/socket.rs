@@ -25,17 +25,20 @@
 //! source-routed and malformed IPv4 options and frames for other hosts,
 //! and reassembled fragments before a datagram reaches the socket. Two
 //! things it accepts that a public NTP server must not answer are caught
-//! here: a reassembled datagram (`IP_RECVFRAGSIZE` / `IPV6_RECVFRAGSIZE`
-//! put a control message on those, and the worker drops them as
-//! `fragment`), and a UDP length that disagrees with the IP payload length
-//! (the kernel trims the datagram to the UDP length, or for IPv6 takes a
-//! length of 0 as "the rest of the packet"). A classic BPF socket filter
-//! sees the IP header and the length as the kernel left it, and delivers
-//! such a datagram cut to its UDP header: the worker receives an empty
-//! datagram and drops it as `bad_udp_length`. Genuinely empty datagrams
-//! are dropped by the filter itself, so an empty datagram means exactly
-//! that; the kernel counts those with its other drops on the socket, which
-//! [`SocketDrops`] reads.
+//! here:
+//!
+//! - a reassembled datagram: `IP_RECVFRAGSIZE` / `IPV6_RECVFRAGSIZE` put
+//!   a control message on those, and the worker drops them as `fragment`;
+//! - a UDP length that disagrees with the IP payload length (the kernel
+//!   trims the datagram to the UDP length, or for IPv6 takes a length of 0
+//!   as "the rest of the packet"), or that cannot be checked (IPv6 with
+//!   extension headers before UDP). A classic BPF socket filter sees the
+//!   IP header and the length as the kernel left it, and delivers such a
+//!   datagram cut to its UDP header: the worker receives an empty datagram
+//!   and drops it as `bad_udp_length`. Genuinely empty datagrams are
+//!   dropped by the filter itself, so an empty datagram means exactly
+//!   that; the kernel counts those with its other drops on the socket,
+//!   which [`SocketDrops`] reads.
 //!
 //! The batch buffers are allocated once; `recv` and `send` are one syscall
 //! each (more only when a message fails). `nix` is used for socket set-up;
@@ -131,13 +134,19 @@ fn holders_text(holders: &[String]) -> String {
     }
 }
 
+/// A control-message buffer, aligned for `cmsghdr` (the `CMSG_*` macros
+/// read and write headers in place).
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct CmsgBuf([u8; CMSG_SPACE]);
+
 /// One worker's handle on the shared socket, with its own preallocated
 /// batch buffers.
 pub struct BatchSocket {
     fd: Arc<OwnedFd>,
     bufs: Box<[[u8; BUF_LEN]]>,
     names: Box<[libc::sockaddr_in6]>,
-    cmsgs: Box<[[u8; CMSG_SPACE]]>,
+    cmsgs: Box<[CmsgBuf]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
     received: Box<[Received]>,
@@ -220,11 +229,14 @@ const fn op(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 /// datagram to keep: all of them; or its 8-byte header alone when the UDP
 /// length disagrees with the IP header's payload length (an IPv4 datagram
 /// the kernel trimmed to a shorter UDP length; an IPv6 UDP length of 0, or
-/// one that differs from the payload length when UDP follows the fixed
-/// header); or none (a drop) when the datagram is genuinely empty. At this
+/// one that differs from the payload length), or cannot be checked (IPv6
+/// with extension headers before UDP, which the kernel accepts and the XDP
+/// datapath never answers either); or none (a drop) when the datagram is
+/// genuinely empty. At this
 /// point the kernel has trimmed the datagram to its UDP length (or, for an
 /// IPv6 length of 0, left it whole): `len` is that, header included, and
 /// the network header is read at `SKF_NET_OFF`.
+#[rustfmt::skip] // one instruction a line, numbered: the jumps count lines
 fn length_filter() -> [libc::sock_filter; 26] {
     use libc::{
         BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LEN,
@@ -235,37 +247,33 @@ fn length_filter() -> [libc::sock_filter; 26] {
     const CUT: u32 = 8;
     // A jump's offsets count the instructions after it: target = pc + 1 + off.
     [
-        /* 0 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(0)),
-        /* 1 */ op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 4), // IP version
-        /* 2 */ op(BPF_JMP | BPF_JEQ | BPF_K, 10, 0, 6), // v6 -> 13
-        /* 3 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 19, 4), // v4 -> 4, else -> 23 keep
+        /*  0 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(0)),
+        /*  1 */ op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 4),     // IP version
+        /*  2 */ op(BPF_JMP | BPF_JEQ | BPF_K, 10, 0, 6),    // 6 -> 13
+        /*  3 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 19, 4),    // 4 -> 4, else -> 23 keep
         // IPv4: header length + datagram length = total length?
-        /* 4 */
-        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(0)),
-        /* 5 */ op(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x0f),
-        /* 6 */ op(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 2),
-        /* 7 */ op(BPF_MISC | BPF_TAX, 0, 0, 0),
-        /* 8 */ op(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
-        /* 9 */ op(BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0),
+        /*  4 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(0)),
+        /*  5 */ op(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x0f),
+        /*  6 */ op(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 2),
+        /*  7 */ op(BPF_MISC | BPF_TAX, 0, 0, 0),
+        /*  8 */ op(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
+        /*  9 */ op(BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0),
         /* 10 */ op(BPF_MISC | BPF_TAX, 0, 0, 0),
         /* 11 */ op(BPF_LD | BPF_H | BPF_ABS, 0, 0, net(2)),
-        /* 12 */
-        op(BPF_JMP | BPF_JEQ | BPF_X, 8, 11, 0), // -> 21 empty?, else -> 24 cut
-        // IPv6: with UDP right after the fixed header, UDP length (not 0)
-        // = datagram length = payload length? With extension headers in
-        // between, only the empty check.
-        /* 13 */
-        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(6)),
-        /* 14 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 6, 17), // UDP -> 15, else -> 21
-        /* 15 */ op(BPF_LD | BPF_H | BPF_ABS, 0, 0, 4), // the UDP length field
-        /* 16 */ op(BPF_JMP | BPF_JEQ | BPF_K, 7, 0, 0), // 0 -> 24 cut
+        /* 12 */ op(BPF_JMP | BPF_JEQ | BPF_X, 8, 11, 0),    // -> 21 empty?, else -> 24 cut
+        // IPv6: UDP right after the fixed header (else: cut), and UDP
+        // length (not 0) = datagram length = payload length?
+        /* 13 */ op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net(6)),
+        /* 14 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 9, 17),    // UDP -> 15, else -> 24 cut
+        /* 15 */ op(BPF_LD | BPF_H | BPF_ABS, 0, 0, 4),      // the UDP length field
+        /* 16 */ op(BPF_JMP | BPF_JEQ | BPF_K, 7, 0, 0),     // 0 -> 24 cut
         /* 17 */ op(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
         /* 18 */ op(BPF_MISC | BPF_TAX, 0, 0, 0),
         /* 19 */ op(BPF_LD | BPF_H | BPF_ABS, 0, 0, net(4)),
-        /* 20 */ op(BPF_JMP | BPF_JEQ | BPF_X, 0, 3, 0), // -> 21, else -> 24 cut
+        /* 20 */ op(BPF_JMP | BPF_JEQ | BPF_X, 0, 3, 0),     // -> 21, else -> 24 cut
         // Empty?
         /* 21 */ op(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
-        /* 22 */ op(BPF_JMP | BPF_JEQ | BPF_K, 2, 0, 8), // header only -> 25 drop
+        /* 22 */ op(BPF_JMP | BPF_JEQ | BPF_K, 2, 0, 8),     // header only -> 25 drop
         /* 23 */ op(BPF_RET | BPF_K, 0, 0, KEEP),
         /* 24 */ op(BPF_RET | BPF_K, 0, 0, CUT),
         /* 25 */ op(BPF_RET | BPF_K, 0, 0, 0),
@@ -403,7 +411,7 @@ impl BatchSocket {
             fd,
             bufs: vec![[0u8; BUF_LEN]; batch].into_boxed_slice(),
             names: vec![name; batch].into_boxed_slice(),
-            cmsgs: vec![[0u8; CMSG_SPACE]; batch].into_boxed_slice(),
+            cmsgs: vec![CmsgBuf([0u8; CMSG_SPACE]); batch].into_boxed_slice(),
             iovs: vec![iov; batch].into_boxed_slice(),
             hdrs: vec![hdr; batch].into_boxed_slice(),
             received: vec![
@@ -440,7 +448,7 @@ impl BatchSocket {
             h.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             h.msg_iov = &raw mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+            h.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
             h.msg_controllen = CMSG_SPACE;
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
@@ -467,7 +475,10 @@ impl BatchSocket {
         let got = r as usize;
         for i in 0..got {
             let h = &self.hdrs[i];
-            let c = parse_cmsgs(&h.msg_hdr);
+            // SAFETY: recvmmsg filled this header; its control buffer is
+            // `self.cmsgs[i]`, live, aligned for cmsghdr, with
+            // msg_controllen set by the kernel to what it wrote there.
+            let c = unsafe { parse_cmsgs(&h.msg_hdr) };
             self.received[i] = Received {
                 src: from_sockaddr6(&self.names[i]),
                 dst: c.dst,
@@ -506,6 +517,10 @@ impl BatchSocket {
     /// broadcast address) is skipped and counted; the ones after it are
     /// still sent.
     pub fn send(&mut self, replies: &[(usize, usize)]) -> SendOutcome {
+        debug_assert!(
+            replies.len() <= self.hdrs.len(),
+            "more replies than a batch"
+        );
         let mut k = 0;
         for &(i, len) in replies.iter().take(self.hdrs.len()) {
             let rec = self.received[i];
@@ -514,14 +529,14 @@ impl BatchSocket {
                 iov_len: len.min(BUF_LEN),
             };
             self.names[k] = sockaddr6(&to_v6(rec.src));
-            let clen = write_pktinfo(&mut self.cmsgs[k], rec.dst);
+            let clen = write_pktinfo(&mut self.cmsgs[k].0, rec.dst);
             let h = &mut self.hdrs[k].msg_hdr;
             h.msg_name = (&raw mut self.names[k]).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             h.msg_iov = &raw mut self.iovs[k];
             h.msg_iovlen = 1;
             h.msg_control = if clen > 0 {
-                self.cmsgs[k].as_mut_ptr().cast()
+                self.cmsgs[k].0.as_mut_ptr().cast()
             } else {
                 std::ptr::null_mut()
             };
@@ -551,8 +566,9 @@ impl BatchSocket {
                 continue;
             }
             // sendmmsg stops at the first message the kernel refuses and
-            // reports it on the next call (this one): skip just that
-            // message. (0, which the kernel does not return for a
+            // returns how many went before it; sent again, that message
+            // fails again (its error is returned this time), and is
+            // skipped alone. (0, which the kernel does not return for a
             // non-empty batch, is handled the same way, so the loop ends.)
             out.failed += 1;
             at += 1;
@@ -561,10 +577,9 @@ impl BatchSocket {
     }
 }
 
-/// `SO_MEMINFO` and the index of the drop count in what it returns
-/// (linux/sock_diag.h; not in the libc crate).
+/// `SO_MEMINFO` (asm-generic/socket.h; not in the libc crate for this
+/// target) and the length of what it returns (linux/sock_diag.h).
 const SO_MEMINFO: libc::c_int = 55;
-const SK_MEMINFO_DROPS: usize = 8;
 const SK_MEMINFO_VARS: usize = 9;
 
 /// The datagrams the kernel dropped on the socket (`SO_MEMINFO`): for a
@@ -597,7 +612,7 @@ impl SocketDrops {
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
-        let now = info[SK_MEMINFO_DROPS];
+        let now = info[libc::SK_MEMINFO_DROPS as usize];
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let total = last.1 + u64::from(now.wrapping_sub(last.0));
         *last = (now, total);
@@ -639,30 +654,52 @@ fn from_sockaddr6(s: &libc::sockaddr_in6) -> SocketAddr {
 }
 
 /// Reads IPV6_PKTINFO, SCM_TIMESTAMPNS, SO_RXQ_OVFL and the fragment
-/// sizes from a received header.
-pub(crate) fn parse_cmsgs(h: &libc::msghdr) -> Cmsgs {
+/// sizes from a received header. A message shorter than its type's
+/// payload is passed over.
+///
+/// # Safety
+///
+/// `h.msg_control` must point to a live buffer of at least
+/// `h.msg_controllen` bytes, aligned for `cmsghdr`, holding control
+/// messages as the kernel writes them (as `recvmsg`/`recvmmsg` leave it).
+pub(crate) unsafe fn parse_cmsgs(h: &libc::msghdr) -> Cmsgs {
+    /// The payload of `c` as a `T`, if the message is long enough.
+    ///
+    /// # Safety
+    ///
+    /// `c` is a header that CMSG_FIRSTHDR/CMSG_NXTHDR returned for a
+    /// buffer as [`parse_cmsgs`] requires.
+    unsafe fn payload<T>(c: *const libc::cmsghdr) -> Option<T> {
+        // SAFETY: CMSG_LEN is arithmetic; `c` points to a whole header
+        // inside the buffer (CMSG_FIRSTHDR/NXTHDR check that), and the
+        // payload is read only when cmsg_len says it is all there.
+        unsafe {
+            let need = libc::CMSG_LEN(size_of::<T>() as u32) as usize;
+            ((*c).cmsg_len >= need)
+                .then(|| std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<T>()))
+        }
+    }
     let mut out = Cmsgs::default();
-    // SAFETY: `h` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR walk only
-    // within msg_control[..msg_controllen], and each payload is read
-    // unaligned with the size its type defines.
+    // SAFETY: per this function's contract, CMSG_FIRSTHDR/NXTHDR walk only
+    // within msg_control[..msg_controllen] and return whole, aligned
+    // headers; `payload` reads no further than each message's length.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(h);
         while !c.is_null() {
-            let data = libc::CMSG_DATA(c);
             match ((*c).cmsg_level, (*c).cmsg_type) {
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                    let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
-                    out.dst = Some(unmap(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                    if let Some(info) = payload::<libc::in6_pktinfo>(c) {
+                        out.dst = Some(unmap(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                    }
                 }
                 (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                    let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
-                    out.rx_ns = (ts.tv_sec as u64)
-                        .wrapping_mul(1_000_000_000)
-                        .wrapping_add(ts.tv_nsec as u64);
+                    if let Some(ts) = payload::<libc::timespec>(c) {
+                        out.rx_ns = (ts.tv_sec as u64)
+                            .wrapping_mul(1_000_000_000)
+                            .wrapping_add(ts.tv_nsec as u64);
+                    }
                 }
-                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
-                    out.drops = Some(std::ptr::read_unaligned(data.cast::<u32>()));
-                }
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => out.drops = payload::<u32>(c),
                 (libc::IPPROTO_IP, libc::IP_RECVFRAGSIZE)
                 | (libc::IPPROTO_IPV6, libc::IPV6_RECVFRAGSIZE) => out.fragment = true,
                 _ => {}
@@ -756,6 +793,18 @@ mod tests {
         assert_eq!(&b[..n], b"WORLD!");
     }
 
+    /// Drops in the kernel's per-CPU input queues so far (the second
+    /// column of /proc/net/softnet_stat, summed): loopback traffic the
+    /// kernel could not get to a socket.
+    fn backlog_drops() -> u64 {
+        std::fs::read_to_string("/proc/net/softnet_stat")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter_map(|v| u64::from_str_radix(v, 16).ok())
+            .sum()
+    }
+
     #[test]
     fn every_datagram_is_received_or_counted() {
         let mut h = BatchSocket::bind_shared(0, 2, 64, Duration::from_millis(200)).unwrap();
@@ -763,8 +812,8 @@ mod tests {
         let drops = h[1].drops_reader();
         assert_eq!(drops.total().unwrap(), 0);
         let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-        // Far more than the receive buffer holds, none read meanwhile
-        // (on loopback each send is delivered or dropped before it returns).
+        let backlog_before = backlog_drops();
+        // Far more than the receive buffer holds, none read meanwhile.
         const FLOOD: u64 = 60_000;
         for _ in 0..FLOOD {
             c.send_to(&[0u8; 48], ("127.0.0.1", port)).unwrap();
@@ -781,20 +830,26 @@ mod tests {
         }
         let dropped = drops.total().unwrap();
         assert!(dropped > 0);
-        assert_eq!(received + dropped, FLOOD);
+        // Each datagram reached the socket (received, or dropped there and
+        // counted) or, when the kernel deferred its softirq work, perhaps
+        // died in the input queue before it: never counted twice.
+        let before_socket = backlog_drops() - backlog_before;
+        assert!(received + dropped <= FLOOD, "{received} + {dropped}");
+        assert!(
+            received + dropped + before_socket >= FLOOD,
+            "{received} + {dropped} + {before_socket}"
+        );
         assert_eq!(drops.total().unwrap(), dropped, "read again: the same");
     }
 
-    /// Receives until `want` datagrams are in, answering each with its
-    /// own bytes; returns the (index, len) pairs of the last batch.
+    /// Receives `want` datagrams in one batch (they were sent before; a
+    /// short wait lets the kernel finish delivering them); returns their
+    /// (index, len) pairs.
     fn recv_n(s: &mut BatchSocket, want: usize) -> Vec<(usize, usize)> {
-        let mut got = Vec::new();
-        while got.len() < want {
-            let n = s.recv().unwrap();
-            assert!(n > 0, "timed out");
-            got.extend((0..n).map(|i| (i, s.received(i).len)));
-        }
-        got
+        std::thread::sleep(Duration::from_millis(50));
+        let n = s.recv().unwrap();
+        assert_eq!(n, want, "all in one batch");
+        (0..n).map(|i| (i, s.received(i).len)).collect()
     }
 
     #[test]
@@ -903,9 +958,16 @@ mod tests {
             c4.send_to(b"ntp", ("127.0.0.1", port)).unwrap();
             c6.send_to(b"ntp", ("::1", port)).unwrap();
         }
-        let first = h[0].recv().unwrap();
-        let second = h[1].recv().unwrap();
-        assert_eq!((first, second), (4, 4), "batches of 4");
+        std::thread::sleep(Duration::from_millis(50));
+        let mut each = [0; 2];
+        for turn in 0..8 {
+            each[turn % 2] += h[turn % 2].recv().unwrap();
+            if each[0] + each[1] == 8 {
+                break;
+            }
+        }
+        assert_eq!(each[0] + each[1], 8, "{each:?}");
+        assert!(each[0] > 0 && each[1] > 0, "both took some: {each:?}");
     }
 
     #[test]

@@ -132,16 +132,17 @@ impl WorkerStats {
 }
 
 /// What the kernel counted about requests no worker saw: the XDP
-/// program's own drops and the AF_XDP sockets' ring drops (XDP datapath).
-/// Added to the workers' counters so that every request for the server
-/// shows, live, under requests and a reason.
+/// program's own drops and the AF_XDP sockets' ring drops (XDP datapath),
+/// or the drops on the socket (socket datapath). Added to the workers'
+/// counters so that every request for the server shows, live, under
+/// requests and a reason.
 pub trait KernelCounts: Send + Sync {
     /// Adds the counts to `totals` with [`Totals::add_kernel`].
     fn add_to(&self, totals: &mut Totals);
 }
 
 /// The sources of the server's numbers: the workers' published counters
-/// and, for the XDP datapath, the kernel's. The periodic stats line, the
+/// and the kernel's. The periodic stats line, the
 /// stats socket and the exit summary all read [`Collector::totals`].
 pub struct Collector {
     workers: Vec<std::sync::Arc<Published>>,

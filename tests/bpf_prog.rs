@@ -402,17 +402,58 @@ fn arp_passes() {
     check_untouched(&prog, &f, XDP_PASS, counted!(pass_not_ip));
 }
 
+/// The first fragment of a request is dropped, so that the kernel never
+/// reassembles it (the host's own daemon may listen on port 123); later
+/// fragments carry no port and go to the kernel, which discards them
+/// without their first.
 #[test]
-fn ipv4_fragments_pass() {
+fn ipv4_fragments() {
     require_privileges!();
     let prog = load_default();
     let f = request4_with(|ip| ip.more_fragments = true);
-    check_untouched(&prog, &f, XDP_PASS, counted!(pass_fragment));
+    check_untouched(&prog, &f, XDP_DROP, counted!(drop_fragment));
     let f = request4_with(|ip| ip.fragment_offset = IpFragOffset::try_new(8).unwrap());
+    check_untouched(&prog, &f, XDP_PASS, counted!(pass_fragment));
+    // The first fragment of something else goes to the kernel.
+    let mut f = request4_with(|ip| ip.more_fragments = true);
+    set_u16(&mut f, UDP4 + 2, 53);
     check_untouched(&prog, &f, XDP_PASS, counted!(pass_fragment));
     // DF alone is not a fragment.
     let f = request4_with(|ip| ip.dont_fragment = true);
     check(&prog, &f, XDP_PASS, counted!(pass_no_socket));
+}
+
+/// `frame` (an untagged IPv6 UDP frame) with a fragment header put in
+/// front of its UDP header: `offset` in bytes, `more` the M flag.
+fn ipv6_fragment(frame: &[u8], offset: u16, more: bool) -> Vec<u8> {
+    let at = ETH_LEN + IPV6_LEN;
+    let mut f = frame[..at].to_vec();
+    let payload = u16::from_be_bytes([f[ETH_LEN + 4], f[ETH_LEN + 5]]) + 8;
+    f[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&payload.to_be_bytes());
+    let next = f[ETH_LEN + 6];
+    f[ETH_LEN + 6] = 44;
+    f.extend_from_slice(&[next, 0]);
+    f.extend_from_slice(&(offset | u16::from(more)).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x12, 0x34]);
+    f.extend_from_slice(&frame[at..]);
+    f
+}
+
+#[test]
+fn ipv6_fragments() {
+    require_privileges!();
+    let prog = load_default();
+    let first = ipv6_fragment(&request6(), 0, true);
+    check_untouched(&prog, &first, XDP_DROP, counted!(drop_fragment));
+    let later = ipv6_fragment(&request6(), 64, false);
+    check_untouched(&prog, &later, XDP_PASS, counted!(pass_fragment));
+    let mut other = ipv6_fragment(&request6(), 0, true);
+    set_u16(&mut other, ETH_LEN + IPV6_LEN + 8 + 2, 53);
+    check_untouched(&prog, &other, XDP_PASS, counted!(pass_fragment));
+    // A fragment header over something other than UDP.
+    let mut tcp = ipv6_fragment(&request6(), 0, true);
+    tcp[ETH_LEN + IPV6_LEN] = 6;
+    check_untouched(&prog, &tcp, XDP_PASS, counted!(pass_fragment));
 }
 
 #[test]
@@ -708,7 +749,7 @@ fn counters_accumulate() {
             ..Default::default()
         }
     );
-    assert_eq!(c.fields().len(), 15);
+    assert_eq!(c.fields().len(), 16);
 }
 
 #[test]

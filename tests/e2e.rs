@@ -151,17 +151,18 @@ fn number_after(out: &str, label: &str) -> Option<u64> {
 }
 
 fn serve_and_query(test: &str, extra: &[&str], xdp: bool) {
-    serve_and_query_on(test, extra, xdp, Topology::up());
+    serve_and_query_on(test, extra, xdp, Topology::up);
 }
 
-/// Real clients against ntpx on `topo`. Over XDP on a veth with the
-/// kernel's default offloads, every request arrives with a partial UDP
-/// checksum, and each one answered is counted as such; with full
-/// checksums, none is.
-fn serve_and_query_on(test: &str, extra: &[&str], xdp: bool, topo: Topology) {
+/// Real clients against ntpx on the topology `up` makes. Over XDP on a
+/// veth with the kernel's default offloads, every request arrives with a
+/// partial UDP checksum, and each one answered is counted as such; with
+/// full checksums, none is.
+fn serve_and_query_on(test: &str, extra: &[&str], xdp: bool, up: fn() -> Topology) {
     if !require_root(test) || !require_tool(test, "tshark") || !require_tool(test, "chronyd") {
         return;
     }
+    let topo = up();
     if xdp {
         peer_pass(&topo);
     }
@@ -212,7 +213,7 @@ fn xdp_native_real_clients_full_checksums() {
         "xdp_native_real_clients_full_checksums",
         &["--xdp-mode", "native"],
         true,
-        Topology::up_full_checksums(),
+        Topology::up_full_checksums,
     );
 }
 

@@ -198,11 +198,9 @@ fn parse_headers<'a>(
     }
     // IPv4 allows "no checksum" (0); IPv6 does not.
     let skip = src.is_ipv4() && u.checksum_field() == 0;
-    let partial = !skip
-        && !u.checksum_ok(pseudo)
-        && expect.accept_partial_checksum
-        && u.checksum_is_partial(pseudo);
-    if !skip && !partial && !u.checksum_ok(pseudo) {
+    let full = !skip && u.checksum_ok(pseudo);
+    let partial = !skip && !full && expect.accept_partial_checksum && u.checksum_is_partial(pseudo);
+    if !skip && !full && !partial {
         return Err(Invalid::UdpChecksum);
     }
     if src != expect.server || u.src_port() != expect.port || dst.is_ipv4() != src.is_ipv4() {

@@ -399,7 +399,10 @@ impl RxBatch {
         let got = r.max(0) as usize;
         for i in 0..got {
             let h = &self.hdrs[i];
-            let (rx_ns, drops) = parse_cmsgs(&h.msg_hdr);
+            // SAFETY: recvmmsg filled this header; its control buffer is
+            // `self.cmsgs[i]`, live and aligned for cmsghdr (CmsgBuf),
+            // with msg_controllen set by the kernel.
+            let (rx_ns, drops) = unsafe { parse_cmsgs(&h.msg_hdr) };
             self.got[i] = Got {
                 from: from_storage(&self.names[i]),
                 len: (h.msg_len as usize).min(RX_LEN),
@@ -436,10 +439,15 @@ fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Reads SCM_TIMESTAMPNS and SO_RXQ_OVFL from a received header (the
-/// server's socket datapath reads the same ones).
-fn parse_cmsgs(h: &libc::msghdr) -> (u64, Option<u32>) {
-    let c = crate::socket::parse_cmsgs(h);
+/// Reads SCM_TIMESTAMPNS and SO_RXQ_OVFL from a received header, with
+/// the server's socket datapath's parser.
+///
+/// # Safety
+///
+/// As for [`crate::socket::parse_cmsgs`].
+unsafe fn parse_cmsgs(h: &libc::msghdr) -> (u64, Option<u32>) {
+    // SAFETY: the caller meets parse_cmsgs's contract.
+    let c = unsafe { crate::socket::parse_cmsgs(h) };
     (c.rx_ns, c.drops)
 }
 

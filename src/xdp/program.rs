@@ -10,6 +10,7 @@
 //!
 //! | frame                                       | verdict        | counter               |
 //! |---------------------------------------------|----------------|-----------------------|
+//! | first fragment of a request                 | `XDP_DROP`     | `drop_fragment`       |
 //! | source port 0                               | `XDP_DROP`     | `drop_src_port_zero`  |
 //! | UDP length > frame, or < 8 (worker drops)   | `XDP_REDIRECT` | `redirected`          |
 //! | UDP payload < 48 bytes                      | `XDP_DROP`     | `drop_short`          |
@@ -21,7 +22,8 @@
 //!
 //! Everything else is passed to the kernel with a reason counter
 //! (`pass_not_ip`, `pass_not_udp`, `pass_other_port`, `pass_not_ours`,
-//! `pass_fragment` for IPv4 UDP fragments, `pass_truncated`). `seen` counts
+//! `pass_fragment` for fragments other than a request's first,
+//! `pass_truncated`). `seen` counts
 //! every frame. A redirected frame carries a [`Meta`] (the `struct ntpx_meta`
 //! of `bpf/ntpx.h`) directly in front of its Ethernet header, with the
 //! `bpf_ktime_get_tai_ns()` stamp taken when the program started on the
@@ -88,7 +90,7 @@ pub const MAX_ADDRS: usize = 16;
 /// `NTPX_MAX_QUEUES`: slots in the `xsks` map (queue ids `0..MAX_QUEUES`).
 pub const MAX_QUEUES: u32 = 256;
 /// `NTPX_COUNTERS`: number of counters.
-pub const COUNTERS: usize = 15;
+pub const COUNTERS: usize = 16;
 
 /// `XDP_ABORTED`: the program failed.
 pub const XDP_ABORTED: u32 = 0;
@@ -241,7 +243,8 @@ counter_struct! {
         pass_other_port,
         /// NTP port, destination not a server address.
         pass_not_ours,
-        /// IPv4 UDP fragment: the kernel reassembles.
+        /// A fragment of something not ours, or not the first one: the
+        /// kernel reassembles (or, without the first, discards).
         pass_fragment,
         /// Headers cut short or malformed: the kernel decides.
         pass_truncated,
@@ -259,19 +262,23 @@ counter_struct! {
         drop_version,
         /// Source port 0.
         drop_src_port_zero,
+        /// The first fragment of a request (so that the kernel never
+        /// reassembles it).
+        drop_fragment,
     }
 }
 
 impl XdpCounters {
     /// The requests the program dropped itself, under the reasons the
     /// workers use for the same requests.
-    pub fn request_drops(&self) -> [(crate::drops::DropReason, u64); 4] {
+    pub fn request_drops(&self) -> [(crate::drops::DropReason, u64); 5] {
         use crate::drops::DropReason;
         [
             (DropReason::NtpTooShort, self.drop_short),
             (DropReason::NtpMode, self.drop_mode),
             (DropReason::NtpVersion, self.drop_version),
             (DropReason::SrcPortZero, self.drop_src_port_zero),
+            (DropReason::Fragment, self.drop_fragment),
         ]
     }
 }
