@@ -993,7 +993,8 @@ mod tests {
         }
         let c = XdpCounters::from_array(values);
         assert_eq!(c.seen, 1);
-        assert_eq!(c.drop_src_port_zero, COUNTERS as u64);
+        assert_eq!(c.drop_src_port_zero, COUNTERS as u64 - 1);
+        assert_eq!(c.drop_fragment, COUNTERS as u64);
         assert_eq!(c.to_array(), values);
         assert_eq!(c.fields()[2], ("pass_not_ip", 3));
         assert_eq!(c.since(&c), XdpCounters::default());
