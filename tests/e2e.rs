@@ -494,3 +494,36 @@ fn socket_datapath_keeps_its_port() {
         "strata {strata:?}:\n{out}"
     );
 }
+
+/// With no --address, ntpx serves the interface's addresses, at most 16 of
+/// a family: with more, it says how many there are and how to choose.
+#[test]
+fn too_many_interface_addresses_get_the_right_hint() {
+    let test = "too_many_interface_addresses_get_the_right_hint";
+    if !require_root(test) {
+        return;
+    }
+    let topo = Topology::up();
+    for i in 10..26 {
+        run_ok(topo.srv_cmd("ip").args([
+            "addr",
+            "add",
+            &format!("198.18.0.{i}/24"),
+            "dev",
+            &topo.srv_if,
+        ]));
+    }
+    let out = run_with_timeout(
+        topo.srv_cmd(NTPX)
+            .args(["serve", "--iface", &topo.srv_if, "--no-stats-socket"])
+            .args(["--clock", "local", "--duration", "2"]),
+        20,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{} has 17 IPv4 addresses", topo.srv_if))
+            && err.contains("choose the ones to serve with --address"),
+        "{err}"
+    );
+}
