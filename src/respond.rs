@@ -21,7 +21,7 @@ use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
 use crate::wire::ip::{
     IPV4_MIN_LEN, IPV6_HEADER_LEN, Ipv4, Ipv6, OptionsError, PROTO_UDP, check_options,
 };
-use crate::wire::udp::{self, Udp};
+use crate::wire::udp::{self, ChecksumState, Udp};
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -240,15 +240,12 @@ fn check_udp(
         return Err(DropReason::OtherPort);
     }
     check_source_port(u.src_port(), cfg.drop_loop_ports)?;
-    let csum = u.checksum_field();
-    // 0: no checksum (IPv4 only); else it verifies in full, or (veth only)
-    // holds the partial form.
-    let full = csum != 0 && u.checksum_ok(pseudo);
-    let partial_checksum =
-        csum != 0 && !full && cfg.accept_partial_checksum && u.checksum_is_partial(pseudo);
-    if (csum == 0 && checksum_required) || (csum != 0 && !full && !partial_checksum) {
-        return Err(DropReason::BadUdpChecksum);
-    }
+    let partial_checksum = match u.checksum_state(pseudo, cfg.accept_partial_checksum) {
+        ChecksumState::Absent if checksum_required => return Err(DropReason::BadUdpChecksum),
+        ChecksumState::Wrong => return Err(DropReason::BadUdpChecksum),
+        ChecksumState::Absent | ChecksumState::Full => false,
+        ChecksumState::Partial => true,
+    };
     let req = ntp::parse_request(&datagram[udp::HEADER_LEN..])?;
     Ok(Checked {
         client_port: u.src_port(),

@@ -112,7 +112,7 @@ fn frame_config(settings: &Settings) -> anyhow::Result<FrameConfig> {
         && netif::is_veth(iface)
     {
         // A veth's peer hands over its stack's frames unfinished when it
-        // offloads checksums (the default): see README, "Checksums".
+        // offloads checksums (the default): see README, "Checksums on a veth".
         cfg.accept_partial_checksum = true;
         tracing::info!(
             interface = iface,
@@ -389,7 +389,7 @@ struct SocketKernelCounts(SocketDrops);
 
 impl KernelCounts for SocketKernelCounts {
     fn add_to(&self, t: &mut Totals) {
-        if let Ok(n) = self.0.total() {
+        if let Some(n) = self.0.total() {
             t.add_kernel(DropReason::SocketKernelDrop, n);
         }
     }

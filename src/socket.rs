@@ -54,7 +54,8 @@ use std::sync::{Arc, Mutex};
 
 /// Largest request read (longer datagrams are truncated and dropped).
 pub const BUF_LEN: usize = 1024;
-const CMSG_SPACE: usize = 128;
+/// Control-message space per received datagram.
+pub(crate) const CMSG_SPACE: usize = 128;
 /// Requested socket receive buffer (bytes).
 const RCVBUF: libc::c_int = 4 << 20;
 
@@ -138,7 +139,7 @@ fn holders_text(holders: &[String]) -> String {
 /// read and write headers in place).
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
-struct CmsgBuf([u8; CMSG_SPACE]);
+pub(crate) struct CmsgBuf(pub(crate) [u8; CMSG_SPACE]);
 
 /// One worker's handle on the shared socket, with its own preallocated
 /// batch buffers.
@@ -582,6 +583,27 @@ impl BatchSocket {
 const SO_MEMINFO: libc::c_int = 55;
 const SK_MEMINFO_VARS: usize = 9;
 
+/// `SK_MEMINFO_DROPS` of a socket: every datagram it dropped so far (the
+/// kernel's 32-bit counter), or `None` if the kernel would not say. Used
+/// by the server's socket datapath and the load generator's sockets.
+pub(crate) fn meminfo_drops(fd: &OwnedFd) -> Option<u32> {
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the live array
+    // and updates `len`; the fd is open.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    // Any other length: not the array we know (another kernel or arch).
+    (r == 0 && len as usize == size_of_val(&info)).then_some(info[libc::SK_MEMINFO_DROPS as usize])
+}
+
 /// The datagrams the kernel dropped on the socket (`SO_MEMINFO`): for a
 /// full receive buffer, a bad checksum, or an empty datagram (see the
 /// module docs). Read by the control thread, never on the hot path.
@@ -595,28 +617,12 @@ pub struct SocketDrops {
 impl SocketDrops {
     /// All drops so far (the kernel's 32-bit counter, followed across its
     /// wraps as long as it is read more often than it wraps).
-    pub fn total(&self) -> io::Result<u64> {
-        let mut info = [0u32; SK_MEMINFO_VARS];
-        let mut len = size_of_val(&info) as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `info`, a live
-        // array of that size.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                SO_MEMINFO,
-                info.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let now = info[libc::SK_MEMINFO_DROPS as usize];
+    pub fn total(&self) -> Option<u64> {
+        let now = meminfo_drops(&self.fd)?;
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let total = last.1 + u64::from(now.wrapping_sub(last.0));
         *last = (now, total);
-        Ok(total)
+        Some(total)
     }
 }
 
@@ -810,7 +816,7 @@ mod tests {
         let mut h = BatchSocket::bind_shared(0, 2, 64, Duration::from_millis(200)).unwrap();
         let port = h[0].local_port().unwrap();
         let drops = h[1].drops_reader();
-        assert_eq!(drops.total().unwrap(), 0);
+        assert_eq!(drops.total().expect("SO_MEMINFO"), 0);
         let c = UdpSocket::bind("127.0.0.1:0").unwrap();
         let backlog_before = backlog_drops();
         // Far more than the receive buffer holds, none read meanwhile.
@@ -828,7 +834,7 @@ mod tests {
                 received += n;
             }
         }
-        let dropped = drops.total().unwrap();
+        let dropped = drops.total().expect("SO_MEMINFO");
         assert!(dropped > 0);
         // Each datagram reached the socket (received, or dropped there and
         // counted) or, when the kernel deferred its softirq work, perhaps
@@ -839,7 +845,11 @@ mod tests {
             received + dropped + before_socket >= FLOOD,
             "{received} + {dropped} + {before_socket}"
         );
-        assert_eq!(drops.total().unwrap(), dropped, "read again: the same");
+        assert_eq!(
+            drops.total().expect("SO_MEMINFO"),
+            dropped,
+            "read again: the same"
+        );
     }
 
     /// Receives `want` datagrams in one batch (they were sent before; a
@@ -981,7 +991,7 @@ mod tests {
         let r = s.received(0);
         assert_eq!((r.len, r.fragment, r.truncated), (48, false, false));
         assert_eq!(
-            s.drops_reader().total().unwrap(),
+            s.drops_reader().total().expect("SO_MEMINFO"),
             1,
             "the kernel counts the filter's drop"
         );

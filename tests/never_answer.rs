@@ -437,15 +437,6 @@ fn reply_origin(frame: &[u8]) -> Option<([u8; 8], [u8; 6])> {
 }
 
 /// The server's live counters from `ntpx stats --json`.
-fn live_stats(topo: &Topology, socket: &std::path::Path) -> serde_json::Value {
-    let out = run_ok(
-        topo.srv_cmd(NTPX)
-            .args(["stats", "--json", "--socket"])
-            .arg(socket),
-    );
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("ntpx stats --json: {e}\n{out}"))
-}
-
 fn run_corpus(test: &str, socket_datapath: bool) {
     if !require_root(test) {
         return;
@@ -553,14 +544,7 @@ fn run_corpus(test: &str, socket_datapath: bool) {
     }
     let doc = live_stats(&topo, &stats);
     let out = server.stop();
-    let drops: BTreeMap<String, u64> = doc["drops"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let drops = drops_of(&doc);
     let want: BTreeMap<String, u64> = want.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     if drops != want {
         failures.push(format!("live drop counters {drops:?}, want {want:?}"));

@@ -12,7 +12,6 @@ mod common;
 
 use common::*;
 use etherparse::PacketBuilder;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const BURST: usize = 40_000;
@@ -35,38 +34,18 @@ fn request_frames(topo: &Topology) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn stats(topo: &Topology, socket: &std::path::Path) -> serde_json::Value {
-    let out = run_ok(
-        topo.srv_cmd(NTPX)
-            .args(["stats", "--json", "--socket"])
-            .arg(socket),
-    );
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
 /// Live stats once requests stop changing (the worker has drained).
 fn settled(topo: &Topology, socket: &std::path::Path) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = stats(topo, socket);
+    let mut last = live_stats(topo, socket);
     loop {
         std::thread::sleep(Duration::from_millis(300));
-        let now = stats(topo, socket);
+        let now = live_stats(topo, socket);
         if now["rx"] == last["rx"] && now["tx"] == last["tx"] || Instant::now() > deadline {
             return now;
         }
         last = now;
     }
-}
-
-fn drops(doc: &serde_json::Value) -> BTreeMap<String, u64> {
-    doc["drops"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `name=N` from the exit summary's `XDP program:` line.
@@ -124,7 +103,7 @@ fn run(test: &str, socket_datapath: bool) {
     // One more stats line after the burst.
     std::thread::sleep(Duration::from_millis(1500));
     let out = server.stop();
-    let d = drops(&doc);
+    let d = drops_of(&doc);
     let (rx, tx, dropped) = (
         doc["rx"].as_u64().unwrap_or(0),
         doc["tx"].as_u64().unwrap_or(0),

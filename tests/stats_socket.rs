@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{NTPX, Server, TempDir, Topology, require_root};
+use common::{NTPX, Server, TempDir, Topology, live_stats, require_root};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -26,16 +26,6 @@ fn ntpx_stats(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run ntpx stats")
-}
-
-fn stats_json(sock: &str) -> serde_json::Value {
-    let out = ntpx_stats(&["--socket", sock, "--json"]);
-    assert!(
-        out.status.success(),
-        "ntpx stats --json failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ntpx stats --json prints JSON")
 }
 
 #[test]
@@ -101,7 +91,7 @@ fn stats_reads_a_running_server() {
     // until the stats show them all.
     let t = Instant::now();
     let doc = loop {
-        let doc = stats_json(&sock_str);
+        let doc = live_stats(&topo, &sock);
         if doc["rx"].as_u64() >= Some(SENT) && doc["tx"].as_u64() >= Some(answered)
             || t.elapsed() > Duration::from_secs(3)
         {

@@ -15,7 +15,7 @@ use crate::ntp::{Leap, Mode, NtpTimestamp, Packet};
 use crate::wire::checksum;
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
 use crate::wire::ip::{Ipv4, Ipv6, PROTO_UDP};
-use crate::wire::udp::{self, Udp};
+use crate::wire::udp::{self, ChecksumState, Udp};
 use std::net::IpAddr;
 
 macro_rules! reasons {
@@ -197,12 +197,12 @@ fn parse_headers<'a>(
         return Err(Invalid::Malformed);
     }
     // IPv4 allows "no checksum" (0); IPv6 does not.
-    let skip = src.is_ipv4() && u.checksum_field() == 0;
-    let full = !skip && u.checksum_ok(pseudo);
-    let partial = !skip && !full && expect.accept_partial_checksum && u.checksum_is_partial(pseudo);
-    if !skip && !full && !partial {
-        return Err(Invalid::UdpChecksum);
-    }
+    let partial = match u.checksum_state(pseudo, expect.accept_partial_checksum) {
+        ChecksumState::Absent if src.is_ipv4() => false,
+        ChecksumState::Full => false,
+        ChecksumState::Partial => true,
+        ChecksumState::Absent | ChecksumState::Wrong => return Err(Invalid::UdpChecksum),
+    };
     if src != expect.server || u.src_port() != expect.port || dst.is_ipv4() != src.is_ipv4() {
         return Err(Invalid::WrongAddress);
     }

@@ -44,6 +44,7 @@ use super::live::Live;
 use super::sched::{Sched, Schedule};
 use super::tally::Tally;
 use crate::clock::Clock;
+use crate::socket::{CMSG_SPACE, CmsgBuf, meminfo_drops};
 use nix::errno::Errno;
 use nix::sys::socket::{
     self as nsock, AddressFamily, MsgFlags, MultiHeaders, SockFlag, SockProtocol, SockType,
@@ -65,14 +66,8 @@ pub const SOCKETS_PER_THREAD: usize = 16;
 pub const MAX_PING_SOCKETS: usize = 4096;
 /// Longest reply read (a reply is 48 bytes; longer ones are cut here).
 const RX_LEN: usize = 256;
-/// Control-message space per received datagram (timestamp, drop count).
-const CMSG_LEN: usize = 128;
 /// Receive and send buffer asked for per socket (bytes).
 const SOCKET_BUF: usize = 1 << 20;
-/// `SO_MEMINFO` (asm-generic; the libc crate does not export it).
-const SO_MEMINFO: libc::c_int = 55;
-/// Entries of the `SO_MEMINFO` array (`SK_MEMINFO_VARS`).
-const SK_MEMINFO_VARS: usize = 9;
 
 /// One client: a UDP socket connected to the server.
 #[derive(Debug)]
@@ -288,31 +283,6 @@ impl ThreadSockets {
     }
 }
 
-/// `SK_MEMINFO_DROPS` of a socket: every datagram it dropped so far.
-fn meminfo_drops(fd: &OwnedFd) -> Option<u32> {
-    let mut info = [0u32; SK_MEMINFO_VARS];
-    let mut len = size_of::<[u32; SK_MEMINFO_VARS]>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the live array
-    // and updates `len`; the fd is open.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_MEMINFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    // Any other length: not the array we know (another kernel or arch).
-    (r == 0 && len as usize == size_of::<[u32; SK_MEMINFO_VARS]>())
-        .then_some(info[libc::SK_MEMINFO_DROPS as usize])
-}
-
-/// A control-message buffer aligned for `cmsghdr`.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct CmsgBuf([u8; CMSG_LEN]);
-
 /// One received datagram's metadata.
 #[derive(Clone, Copy, Debug)]
 struct Got {
@@ -349,7 +319,7 @@ impl RxBatch {
         RxBatch {
             bufs: vec![[0u8; RX_LEN]; BATCH].into_boxed_slice(),
             names: vec![name; BATCH].into_boxed_slice(),
-            cmsgs: vec![CmsgBuf([0; CMSG_LEN]); BATCH].into_boxed_slice(),
+            cmsgs: vec![CmsgBuf([0; CMSG_SPACE]); BATCH].into_boxed_slice(),
             iovs: vec![iov; BATCH].into_boxed_slice(),
             hdrs: vec![hdr; BATCH].into_boxed_slice(),
             got: vec![
@@ -378,7 +348,7 @@ impl RxBatch {
             h.msg_iov = &raw mut self.iovs[i];
             h.msg_iovlen = 1;
             h.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
-            h.msg_controllen = CMSG_LEN;
+            h.msg_controllen = CMSG_SPACE;
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }

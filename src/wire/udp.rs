@@ -12,6 +12,21 @@ mod field {
     pub const CHECKSUM: usize = 6;
 }
 
+/// What a datagram's checksum field says, judged by
+/// [`Udp::checksum_state`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumState {
+    /// The field is 0: no checksum (allowed over IPv4 only).
+    Absent,
+    /// It verifies over the whole datagram.
+    Full,
+    /// It holds only the folded pseudo-header sum (see
+    /// [`Udp::checksum_is_partial`]), and that form was accepted.
+    Partial,
+    /// Anything else.
+    Wrong,
+}
+
 /// A view of a UDP datagram (header and payload).
 #[derive(Debug, Clone)]
 pub struct Udp<T: AsRef<[u8]>> {
@@ -62,6 +77,21 @@ impl<T: AsRef<[u8]>> Udp<T> {
     /// the payload.
     pub fn checksum_is_partial(&self, pseudo: u32) -> bool {
         self.checksum_field() == !checksum::finish(pseudo)
+    }
+
+    /// Judges the checksum field against the pseudo-header sum; the
+    /// partial form counts only if `accept_partial` (a veth). The datagram
+    /// is summed once.
+    pub fn checksum_state(&self, pseudo: u32, accept_partial: bool) -> ChecksumState {
+        if self.checksum_field() == 0 {
+            ChecksumState::Absent
+        } else if self.checksum_ok(pseudo) {
+            ChecksumState::Full
+        } else if accept_partial && self.checksum_is_partial(pseudo) {
+            ChecksumState::Partial
+        } else {
+            ChecksumState::Wrong
+        }
     }
 }
 

@@ -1138,3 +1138,30 @@ impl RawLink {
         false
     }
 }
+
+// ---------------------------------------------------------------------------
+// Live numbers
+// ---------------------------------------------------------------------------
+
+/// A running server's live numbers: `ntpx stats --json` on its stats
+/// socket, run in the server namespace.
+pub fn live_stats(topo: &Topology, socket: &Path) -> serde_json::Value {
+    let out = run_ok(
+        topo.srv_cmd(NTPX)
+            .args(["stats", "--json", "--socket"])
+            .arg(socket),
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("ntpx stats --json: {e}\n{out}"))
+}
+
+/// The drops by reason of a stats document.
+pub fn drops_of(doc: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    doc["drops"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
