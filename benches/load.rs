@@ -11,8 +11,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ntpx::load::engine::{Engine, EngineConfig};
 use ntpx::load::frame::Target;
 use ntpx::load::spec::parse_prefix;
-use ntpx::ntp::{Leap, NtpTimestamp, ServerState};
-use ntpx::respond::{FrameConfig, respond};
+use ntpx::proto::ntp::{Leap, NtpTimestamp, ServerState};
+use ntpx::proto::respond::{FrameConfig, respond};
 use std::hint::black_box;
 
 const BATCH: usize = 64;

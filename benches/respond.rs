@@ -9,14 +9,17 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::{PacketBuilder, VlanId};
-use ntpx::clock::{Clock, SystemClock};
-use ntpx::ntp::{
+use ntpx::proto::ntp::{
     self, Leap, NtpShort, NtpTimestamp, ReplyPolicy, ServerState, parse_request, write_reply,
 };
-use ntpx::respond::{FrameConfig, respond};
-use ntpx::wire::checksum;
+use ntpx::proto::respond::{FrameConfig, respond};
+use ntpx::proto::wire::checksum;
+use ntpx::server::stats::{Published, Totals, WorkerStats};
+use ntpx::sys::clock::{Clock, SystemClock};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const SRV_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const CLI_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
@@ -257,6 +260,34 @@ fn bench_ntp(c: &mut Criterion) {
     g.finish();
 }
 
+/// The worker's side of publishing its service-time histogram, at the
+/// half-second boundary where it hands the histogram over: only the
+/// worker's `publish` is timed; the collector's side (`Totals::collect`,
+/// on the control thread in the server) runs untimed between iterations.
+fn bench_stats(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stats");
+    g.bench_function("publish_histogram", |b| {
+        b.iter_custom(|iters| {
+            let published = Arc::new(Published::default());
+            let mut stats = WorkerStats::new(published.clone());
+            let mut now = 0u64;
+            let mut spent = Duration::ZERO;
+            for i in 0..iters {
+                for k in 0..BATCH as u64 {
+                    stats.service_ns(1_000 + (i * 64 + k) % 50_000);
+                }
+                now += 500_000_000;
+                let t0 = Instant::now();
+                stats.publish(black_box(now));
+                spent += t0.elapsed();
+                black_box(Totals::collect(std::slice::from_ref(&published)));
+            }
+            spent
+        })
+    });
+    g.finish();
+}
+
 fn bench_clock(c: &mut Criterion) {
     let mut g = c.benchmark_group("clock");
     g.throughput(Throughput::Elements(1));
@@ -269,6 +300,7 @@ criterion_group!(
     bench_respond,
     bench_checksum,
     bench_ntp,
+    bench_stats,
     bench_clock
 );
 criterion_main!(benches);

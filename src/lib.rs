@@ -1,45 +1,44 @@
 //! ntpx: a kernel-bypass NTP server, and the load generator that measures it.
 //!
-//! The path of a request:
+//! The path of a request, with the module that handles each step:
 //!
 //! ```text
-//!  NIC queue n ──► XDP program (bpf/ntpx.bpf.c) ──► AF_XDP RX ring n ──► worker n
-//!                  │ not NTP → kernel stack          [xdp::socket]       [worker::xdp]
-//!                  │ junk → dropped, counted                              │ respond():
-//!                  │ stamp (TAI) in the metadata                          │ checks, reply
-//!                                                                         ▼ in place
-//!  client ◄── NIC queue n ◄── AF_XDP TX ring n (the same UMEM frame) ◄────┘
+//!  NIC queue n
+//!   │
+//!   ▼
+//!  XDP program  bpf/ntpx.bpf.c, loaded by server::program (sys::bpf)
+//!   │ not NTP, or not for us ──► kernel stack
+//!   │ junk ──► dropped, counted
+//!   │ request: software stamp (TAI) in front of the frame
+//!   ▼
+//!  AF_XDP RX ring n  sys::xsk
+//!   ▼
+//!  worker n  server::worker::xsk (pinned thread)
+//!   │ proto::respond: checks, the NTP decision (proto::ntp), reply
+//!   │ written over the request in place, T3 from sys::clock
+//!   ▼
+//!  AF_XDP TX ring n (the same UMEM frame)  sys::xsk
+//!   ▼
+//!  NIC queue n ──► client
 //! ```
 //!
-//! Layers, from the bottom:
+//! Without XDP (`--datapath socket`) the kernel's UDP stack replaces the
+//! program and rings: sys::udp batches datagrams with `recvmmsg`, and
+//! server::worker::udp answers them with the same `proto::respond` logic.
 //!
-//! - pure protocol and wire code, no I/O, no clocks, no `unsafe`:
-//!   [`wire`] (Ethernet/VLAN/IPv4/IPv6/UDP views, checksum), [`ntp`]
-//!   (timestamps, the header, the server's decision), [`respond`] (one
-//!   frame in, its reply out), [`drops`];
-//! - the datapath: [`xdp`] (the programs, AF_XDP sockets), [`socket`]
-//!   (kernel UDP batches), [`worker`] (the pinned loops), [`clock`],
-//!   [`state`] (what the server says about its clock);
-//! - running it: [`config`], [`serve`], [`stats`] and [`control`] (`ntpx
-//!   stats` over a local socket);
-//! - measuring it: [`load`] (`ntpx load`, whose engine reuses the wire and
-//!   NTP code) and [`report`] (percentile tables, `.hgrm`, SVG plots).
+//! Layers, from the bottom (a test, `tests/layers.rs`, keeps them so):
 //!
-//! The protocol code never calls into the datapath; the datapath, the
-//! clocks and the generator use it.
-pub mod clock;
-pub mod config;
-pub mod control;
-pub mod drops;
+//! - [`proto`]: pure protocol code — wire views, NTP, the reply decision,
+//!   drop reasons. No I/O, no clocks, no `unsafe`, no other module.
+//! - [`sys`]: everything asked of the kernel — AF_XDP rings and UMEM, the
+//!   BPF loader, batched UDP sockets and control messages, clocks,
+//!   interfaces. The only home of `unsafe`.
+//! - [`report`]: percentile tables, `.hgrm` files and SVG plots, used by
+//!   both tools above it.
+//! - [`server`] (`ntpx serve`, `ntpx stats`) and [`load`] (`ntpx load`,
+//!   `ntpx sink`), side by side: neither imports the other.
 pub mod load;
-pub mod ntp;
+pub mod proto;
 pub mod report;
-pub mod respond;
-pub mod serve;
-pub mod socket;
-pub mod state;
-pub mod stats;
+pub mod server;
 pub mod sys;
-pub mod wire;
-pub mod worker;
-pub mod xdp;

@@ -1,9 +1,9 @@
 //! The `ntpx` command.
 
 use clap::{Args, Parser, Subcommand};
-use ntpx::config::{ConfigFile, Datapath, Settings};
-use ntpx::state::Source;
-use ntpx::xdp::socket::BindMode;
+use ntpx::server::config::{ConfigFile, Datapath, Settings};
+use ntpx::server::state::Source;
+use ntpx::sys::xsk::BindMode;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -80,7 +80,7 @@ struct ServeArgs {
     #[arg(long)]
     xdp_mode: Option<String>,
     /// AF_XDP bind mode.
-    #[arg(long, value_parser = ntpx::config::parse_bind_mode)]
+    #[arg(long, value_parser = ntpx::sys::xsk::parse_bind_mode)]
     bind_mode: Option<BindMode>,
     /// UMEM frames per queue.
     #[arg(long)]
@@ -118,7 +118,7 @@ struct ServeArgs {
 #[derive(Args)]
 struct StatsArgs {
     /// The stats socket of the server to ask.
-    #[arg(long, value_name = "PATH", default_value = ntpx::control::DEFAULT_PATH)]
+    #[arg(long, value_name = "PATH", default_value = ntpx::server::stats_socket::DEFAULT_PATH)]
     socket: PathBuf,
     /// Print the server's JSON document as it came.
     #[arg(long)]
@@ -167,14 +167,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 impl SinkArgs {
-    /// `ntpx sink`; the run loop is `ntpx::xdp::client::run_sink`.
+    /// `ntpx sink`; the run loop is `ntpx::load::program::run_sink`.
     fn run(&self) -> anyhow::Result<()> {
         if self.port == 0 {
             anyhow::bail!("--port must be 1 to 65535");
         }
-        let opts = ntpx::xdp::client::SinkOptions {
+        let opts = ntpx::load::program::SinkOptions {
             port: self.port,
-            mode: ntpx::config::parse_xdp_mode(&self.xdp_mode)?,
+            mode: ntpx::sys::bpf::parse_xdp_mode(&self.xdp_mode)?,
             duration: self.duration,
             ..Default::default()
         };
@@ -184,7 +184,7 @@ impl SinkArgs {
             signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
                 .map_err(|e| anyhow::anyhow!("installing signal handlers: {e}"))?;
         }
-        ntpx::xdp::client::run_sink(ifindex, &opts, &stop, &mut std::io::stdout().lock())?;
+        ntpx::load::program::run_sink(ifindex, &opts, &stop, &mut std::io::stdout().lock())?;
         Ok(())
     }
 }
@@ -258,7 +258,7 @@ fn main() -> std::process::ExitCode {
         Command::Load(args) => ntpx::load::cli::main(&args),
         Command::Plot(args) => ntpx::load::plot::main(&args),
         Command::XdpPass { iface } => ntpx::sys::netif::ifindex(&iface).and_then(|i| {
-            ntpx::xdp::pass::attach_pass_through(i).map_err(|e| {
+            ntpx::sys::bpf::pass::attach_pass_through(i).map_err(|e| {
                 anyhow::anyhow!("cannot attach the pass-through program to {iface}: {e}")
             })
         }),
@@ -304,9 +304,9 @@ fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::from_file(&args.merged()?)?;
-    ntpx::serve::run(
+    ntpx::server::serve::run(
         settings,
-        ntpx::serve::RunOptions {
+        ntpx::server::serve::RunOptions {
             duration: args.duration,
         },
     )?;
@@ -314,7 +314,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 fn stats(args: &StatsArgs) -> anyhow::Result<()> {
-    let (text, doc) = ntpx::control::fetch(&args.socket)?;
+    let (text, doc) = ntpx::server::stats_socket::fetch(&args.socket)?;
     if let Some(path) = &args.hgrm {
         let hist = doc.histogram()?;
         let named = ntpx::report::NamedHist {

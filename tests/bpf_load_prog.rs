@@ -1,5 +1,5 @@
 //! The load generator's XDP programs (bpf/load.bpf.c, loaded through
-//! `ntpx::xdp::client`): the reply-steering program and the sink on crafted
+//! `ntpx::load::program`): the reply-steering program and the sink on crafted
 //! frames through `BPF_PROG_TEST_RUN`, each test with a freshly loaded
 //! program (the verifier runs every time) and exact counter deltas; then
 //! both programs live on a veth pair in a throwaway network namespace,
@@ -22,12 +22,14 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv4Header,
     PacketBuilder, PacketBuilderStep, UdpHeader, VlanId,
 };
-use ntpx::xdp::client::{ClientCounters, ClientProgram, ClientProgramKind, SinkOptions, run_sink};
-use ntpx::xdp::meta::{META_LEN, META_MAGIC};
-use ntpx::xdp::program::{
+use ntpx::load::program::{
+    ClientCounters, ClientProgram, ClientProgramKind, SinkOptions, run_sink,
+};
+use ntpx::sys::bpf::{
     AttachMode, ProgramError, TestRun, XDP_DROP, XDP_PASS, XDP_REDIRECT, XdpMode,
 };
-use ntpx::xdp::socket::{BindMode, QueueOptions, XskQueue, take_meta};
+use ntpx::sys::xsk::meta::{META_LEN, META_MAGIC};
+use ntpx::sys::xsk::{BindMode, QueueOptions, XskQueue, take_meta};
 
 // ---------------------------------------------------------------------------
 // Who may run this
@@ -513,7 +515,7 @@ fn xsk(ifindex: u32) -> XskQueue {
 fn receive_one(
     xsk: &mut XskQueue,
     timeout: Duration,
-) -> Option<(Option<ntpx::xdp::meta::Meta>, Vec<u8>)> {
+) -> Option<(Option<ntpx::sys::xsk::meta::Meta>, Vec<u8>)> {
     use xdp::slab::Slab as _;
     let deadline = Instant::now() + timeout;
     let mut slab = xdp::slab::HeapSlab::with_capacity(1);

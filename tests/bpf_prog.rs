@@ -19,11 +19,11 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpFragOffset, IpHeaders, IpNumber,
     Ipv4Header, PacketBuilder, PacketBuilderStep, UdpHeader,
 };
-use ntpx::xdp::meta::{META_LEN, META_MAGIC, Meta};
-use ntpx::xdp::program::{
-    AttachMode, ProgramConfig, ProgramError, TestRun, XDP_DROP, XDP_PASS, XDP_REDIRECT,
-    XdpCounters, XdpMode, XdpProgram,
+use ntpx::server::program::{ProgramConfig, XdpCounters, XdpProgram};
+use ntpx::sys::bpf::{
+    AttachMode, ProgramError, TestRun, XDP_DROP, XDP_PASS, XDP_REDIRECT, XdpMode,
 };
+use ntpx::sys::xsk::meta::{META_LEN, META_MAGIC, Meta};
 
 // ---------------------------------------------------------------------------
 // Privilege gate

@@ -9,8 +9,8 @@ mod fixtures;
 
 use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
 use fixtures::*;
-use ntpx::ntp::{self, Leap, Mode, NtpShort, NtpTimestamp, Packet, ServerState};
-use ntpx::respond::{FrameConfig, respond};
+use ntpx::proto::ntp::{self, Leap, Mode, NtpShort, NtpTimestamp, Packet, ServerState};
+use ntpx::proto::respond::{FrameConfig, respond};
 
 /// The server as captured: `mac` is the server's MAC in the captured frame.
 fn cfg(mac: [u8; 6]) -> FrameConfig {

@@ -3,9 +3,9 @@
 //! checksums), plus every check that must drop a frame.
 
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader, VlanId};
-use ntpx::drops::DropReason;
-use ntpx::ntp::{Leap, Mode, NtpShort, NtpTimestamp, Packet, ServerState};
-use ntpx::respond::{FrameConfig, respond};
+use ntpx::proto::drops::DropReason;
+use ntpx::proto::ntp::{Leap, Mode, NtpShort, NtpTimestamp, Packet, ServerState};
+use ntpx::proto::respond::{FrameConfig, respond};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 const SRV_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
@@ -219,7 +219,7 @@ fn with_options(options: &[u8]) -> Vec<u8> {
     let total = (g.len() - 14) as u16;
     g[16..18].copy_from_slice(&total.to_be_bytes());
     g[24..26].copy_from_slice(&[0, 0]);
-    let c = ntpx::wire::checksum::checksum(&g[14..34 + options.len()]);
+    let c = ntpx::proto::wire::checksum::checksum(&g[14..34 + options.len()]);
     g[24..26].copy_from_slice(&c.to_be_bytes());
     g
 }
@@ -355,13 +355,13 @@ fn partial_checksums_only_where_accepted() {
         let (udp_at, pseudo) = if v6 {
             let s: [u8; 16] = f[22..38].try_into().unwrap();
             let d: [u8; 16] = f[38..54].try_into().unwrap();
-            (54, ntpx::wire::checksum::pseudo_v6(s, d, 56))
+            (54, ntpx::proto::wire::checksum::pseudo_v6(s, d, 56))
         } else {
             let s: [u8; 4] = f[26..30].try_into().unwrap();
             let d: [u8; 4] = f[30..34].try_into().unwrap();
-            (34, ntpx::wire::checksum::pseudo_v4(s, d, 56))
+            (34, ntpx::proto::wire::checksum::pseudo_v4(s, d, 56))
         };
-        let field = !ntpx::wire::checksum::finish(pseudo);
+        let field = !ntpx::proto::wire::checksum::finish(pseudo);
         f[udp_at + 6..udp_at + 8].copy_from_slice(&field.to_be_bytes());
         f
     };
@@ -626,13 +626,13 @@ fn drops() {
 /// Recomputes the IPv4 header checksum of an untagged frame.
 fn fix_ip(f: &mut [u8]) {
     f[24..26].copy_from_slice(&[0, 0]);
-    let c = ntpx::wire::checksum::checksum(&f[14..34]);
+    let c = ntpx::proto::wire::checksum::checksum(&f[14..34]);
     f[24..26].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Recomputes the UDP checksum of an untagged IPv4 frame without options.
 fn fix_udp_v4(f: &mut [u8]) {
-    use ntpx::wire::checksum;
+    use ntpx::proto::wire::checksum;
     let s: [u8; 4] = f[26..30].try_into().unwrap();
     let d: [u8; 4] = f[30..34].try_into().unwrap();
     let len = u16::from_be_bytes([f[38], f[39]]);

@@ -105,8 +105,9 @@ fn stats_reads_a_running_server() {
     let (rx, tx) = (doc["rx"].as_u64().unwrap(), doc["tx"].as_u64().unwrap());
     assert_eq!(rx, SENT, "{doc}");
     assert_eq!(tx, answered, "{doc}");
-    let hist = ntpx::control::decode_histogram(doc["service_ns_hist"].as_str().unwrap())
-        .expect("the histogram decodes");
+    let hist =
+        ntpx::server::stats_socket::decode_histogram(doc["service_ns_hist"].as_str().unwrap())
+            .expect("the histogram decodes");
     assert_eq!(hist.len(), tx, "one service time per reply: {doc}");
 
     let out = ntpx_stats(&["--socket", &sock_str]);

@@ -11,11 +11,11 @@
 
 #![forbid(unsafe_code)]
 
-use crate::ntp::{Leap, Mode, NtpTimestamp, Packet};
-use crate::wire::checksum;
-use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
-use crate::wire::ip::{Ipv4, Ipv6, PROTO_UDP};
-use crate::wire::udp::{self, ChecksumState, Udp};
+use crate::proto::ntp::{Leap, Mode, NtpTimestamp, Packet};
+use crate::proto::wire::checksum;
+use crate::proto::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
+use crate::proto::wire::ip::{Ipv4, Ipv6, PROTO_UDP};
+use crate::proto::wire::udp::{self, ChecksumState, Udp};
 use std::net::IpAddr;
 
 macro_rules! reasons {
@@ -239,8 +239,8 @@ pub fn check_ntp(p: &Packet<&[u8]>, expect: &Expect) -> Result<NtpFields, Invali
 mod tests {
     use super::*;
     use crate::load::frame::{RequestTemplate, Target};
-    use crate::ntp::{NtpShort, ServerState};
-    use crate::respond::{FrameConfig, respond};
+    use crate::proto::ntp::{NtpShort, ServerState};
+    use crate::proto::respond::{FrameConfig, respond};
 
     const SERVER: &str = "198.18.0.1";
     const NONCE: NtpTimestamp = NtpTimestamp::from_bits(0xdead_beef_0000_0042);

@@ -4,9 +4,11 @@
 use super::report;
 use super::run::{LoadConfig, Plan};
 use super::spec::{Prefix, parse_duration, parse_prefix, parse_ramp, parse_rate};
-use crate::config::{Datapath, parse_bind_mode, parse_xdp_mode};
+use crate::sys::Datapath;
+use crate::sys::bpf::parse_xdp_mode;
 use crate::sys::netif::parse_mac;
-use crate::xdp::socket::BindMode;
+use crate::sys::xsk::BindMode;
+use crate::sys::xsk::parse_bind_mode;
 use anyhow::{Context, bail};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -183,11 +185,11 @@ impl LoadArgs {
                     bail!("{flag} applies only to --datapath xdp");
                 }
                 if let Plan::Ping { clients, .. } = plan
-                    && clients > super::socket::MAX_PING_SOCKETS
+                    && clients > super::udp::MAX_PING_SOCKETS
                 {
                     bail!(
                         "--datapath socket opens one socket per --ping client: at most {}",
-                        super::socket::MAX_PING_SOCKETS
+                        super::udp::MAX_PING_SOCKETS
                     );
                 }
             }
@@ -208,14 +210,6 @@ impl LoadArgs {
             version: self.ntp_version,
             progress: !self.quiet && !self.json,
         })
-    }
-}
-
-/// The datapath's name in the JSON summary.
-pub fn datapath_name(d: Datapath) -> &'static str {
-    match d {
-        Datapath::Xdp => "xdp",
-        Datapath::Socket => "socket",
     }
 }
 
@@ -249,11 +243,7 @@ pub fn main(args: &LoadArgs) -> anyhow::Result<()> {
         }
     }
     let result = super::run::run(&cfg, &stop)?;
-    let summary = report::summary(
-        &result,
-        &cfg.server.to_string(),
-        datapath_name(cfg.datapath),
-    );
+    let summary = report::summary(&result, &cfg.server.to_string(), cfg.datapath.label());
     if let Some(dir) = &args.out {
         report::write_files(dir, &result, &summary, &args.label)?;
     }

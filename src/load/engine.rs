@@ -20,7 +20,7 @@ use super::frame::{RequestTemplate, Target};
 use super::spec::Prefix;
 use super::tally::Tally;
 use super::track::{Closed, Tracker, client_key};
-use crate::ntp::{self, NtpTimestamp};
+use crate::proto::ntp::{self, NtpTimestamp};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
@@ -400,8 +400,8 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::load::spec::parse_prefix;
-    use crate::ntp::{Leap, ServerState};
-    use crate::respond::{FrameConfig, respond};
+    use crate::proto::ntp::{Leap, ServerState};
+    use crate::proto::respond::{FrameConfig, respond};
 
     const BASE: u64 = 1_800_000_000_000_000_000;
 
@@ -445,12 +445,12 @@ mod tests {
     /// Recomputes the UDP checksum of an edited IPv4 reply frame, so that
     /// the NTP checks (not the checksum) judge it.
     fn fix_udp_checksum(frame: &mut [u8]) {
-        let pseudo = crate::wire::checksum::pseudo_v4(
+        let pseudo = crate::proto::wire::checksum::pseudo_v4(
             frame[26..30].try_into().unwrap(),
             frame[30..34].try_into().unwrap(),
             56,
         );
-        crate::wire::udp::Udp::new_checked(&mut frame[34..])
+        crate::proto::wire::udp::Udp::new_checked(&mut frame[34..])
             .unwrap()
             .fill_checksum(pseudo);
     }

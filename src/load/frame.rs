@@ -11,11 +11,11 @@
 
 #![forbid(unsafe_code)]
 
-use crate::ntp::{self, Leap, Mode, NtpTimestamp};
-use crate::wire::checksum;
-use crate::wire::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use crate::wire::ip::{IPV4_MIN_LEN, IPV6_HEADER_LEN, PROTO_UDP};
-use crate::wire::udp::{self, Udp};
+use crate::proto::ntp::{self, Leap, Mode, NtpTimestamp};
+use crate::proto::wire::checksum;
+use crate::proto::wire::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::proto::wire::ip::{IPV4_MIN_LEN, IPV6_HEADER_LEN, PROTO_UDP};
+use crate::proto::wire::udp::{self, Udp};
 use std::net::IpAddr;
 
 /// UDP length of a request (header + NTP header).
@@ -169,8 +169,8 @@ impl RequestTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ntp::{ReplyPolicy, ServerState};
-    use crate::respond::{FrameConfig, respond};
+    use crate::proto::ntp::{ReplyPolicy, ServerState};
+    use crate::proto::respond::{FrameConfig, respond};
 
     fn target(addr: &str) -> Target {
         Target {

@@ -16,9 +16,12 @@
 //! [`sched`] (steps, pacing and drain, shared by the datapaths),
 //! [`engine`] (all of it together, I/O-free).
 //!
-//! Datapaths: [`xdp`] (the default, above) and [`socket`] (`--datapath
-//! socket`: the same engine over connected kernel UDP sockets with
-//! `sendmmsg`/`recvmmsg`, to compare against, or where XDP is missing).
+//! Datapaths: [`xsk`] (AF_XDP, the default, above; its XDP programs in
+//! [`program`]) and [`udp`] (`--datapath socket`: the same engine over
+//! connected kernel UDP sockets with `sendmmsg`/`recvmmsg`, to compare
+//! against, or where XDP is missing).
+
+#![forbid(unsafe_code)]
 
 pub mod check;
 pub mod cli;
@@ -27,11 +30,12 @@ pub mod frame;
 pub mod live;
 pub mod pace;
 pub mod plot;
+pub mod program;
 pub mod report;
 pub mod run;
 pub mod sched;
-pub mod socket;
 pub mod spec;
 pub mod tally;
 pub mod track;
-pub mod xdp;
+pub mod udp;
+pub mod xsk;

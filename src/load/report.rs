@@ -9,7 +9,7 @@ use crate::report::hgrm::write_hgrm;
 use crate::report::plot::{RampPoint, latency_svg, ramp_svg};
 use crate::report::table::percentile_table;
 use crate::report::{NamedHist, Percentiles};
-use crate::stats::fmt_ns;
+use crate::server::stats::fmt_ns;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -240,8 +240,8 @@ pub fn text(r: &LoadResult) -> String {
             s,
             "WARNING: the generator's own {} dropped {} replies: it, not the server, lost them",
             match r.datapath {
-                crate::config::Datapath::Xdp => "AF_XDP RX rings",
-                crate::config::Datapath::Socket => "socket receive buffers",
+                crate::sys::Datapath::Xdp => "AF_XDP RX rings",
+                crate::sys::Datapath::Socket => "socket receive buffers",
             },
             r.generator_rx_dropped
         );

@@ -9,20 +9,20 @@ use super::engine::{Engine, EngineConfig};
 use super::frame::Target;
 use super::live::Live;
 use super::sched::Schedule;
-use super::socket::{self as load_socket, ThreadSockets};
 use super::spec::{Prefix, fmt_rate};
 use super::tally::Tally;
 use super::track::{MAX_THREADS, slot_bits_for};
-use super::xdp as load_xdp;
-use crate::clock::{Clock, KernelClock, SystemClock, SystemKernelClock};
-use crate::config::Datapath;
-use crate::ntp::{Leap, Mode, NtpTimestamp};
-use crate::stats::fmt_ns;
+use super::udp::{self as load_socket, ClientSockets};
+use super::xsk as load_xdp;
+use crate::load::program::{ClientProgram, ClientProgramKind};
+use crate::proto::ntp::{Leap, Mode, NtpTimestamp};
+use crate::proto::wire::ethernet::Frame;
+use crate::server::program::AttachMode;
+use crate::server::stats::fmt_ns;
+use crate::sys::Datapath;
+use crate::sys::clock::{Clock, KernelClock, SystemClock, SystemKernelClock};
 use crate::sys::netif;
-use crate::wire::ethernet::Frame;
-use crate::xdp::client::{ClientProgram, ClientProgramKind};
-use crate::xdp::program::AttachMode;
-use crate::xdp::socket::{BindMode, QueueOptions, XskQueue};
+use crate::sys::xsk::{BindMode, QueueOptions, XskQueue};
 use anyhow::{Context, bail};
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -178,8 +178,8 @@ fn probe_mac(
     .parse()?;
     let sock = UdpSocket::bind(bind).context("opening the probe socket")?;
     let nonce = NtpTimestamp::from_bits(fastrand::u64(..) | 1 << 63);
-    let mut req = [0u8; crate::ntp::HEADER_LEN];
-    if let Some(mut p) = crate::ntp::Packet::new_checked(&mut req[..]) {
+    let mut req = [0u8; crate::proto::ntp::HEADER_LEN];
+    if let Some(mut p) = crate::proto::ntp::Packet::new_checked(&mut req[..]) {
         p.set_li_vn_mode(Leap::None, version, Mode::Client);
         p.set_transmit(nonce);
     }
@@ -221,13 +221,9 @@ fn probe_mac(
 }
 
 /// One generator thread's I/O.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per thread, moved a few times per run"
-)]
 enum ThreadIo {
     Xdp(XskQueue),
-    Socket(ThreadSockets),
+    Socket(ClientSockets),
 }
 
 impl ThreadIo {
@@ -354,7 +350,7 @@ fn setup_socket(cfg: &LoadConfig, per_thread: usize) -> anyhow::Result<Setup> {
     let mut ios = Vec::new();
     for _ in &cfg.queues {
         let socks =
-            ThreadSockets::open(cfg.server, per_thread, cfg.iface.as_deref()).map_err(|e| {
+            ClientSockets::open(cfg.server, per_thread, cfg.iface.as_deref()).map_err(|e| {
                 let hint = if e.raw_os_error() == Some(libc::EMFILE) {
                     " (raise the open-file limit, ulimit -n, or use fewer --ping clients)"
                 } else {

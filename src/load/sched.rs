@@ -12,7 +12,7 @@ use super::engine::Engine;
 use super::live::Live;
 use super::pace::Pacer;
 use super::tally::Tally;
-use crate::clock::Clock;
+use crate::sys::clock::Clock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 

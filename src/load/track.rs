@@ -13,7 +13,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::ntp::NtpTimestamp;
+use crate::proto::ntp::NtpTimestamp;
 
 /// Bits of the nonce that name the generator thread.
 pub const THREAD_BITS: u32 = 4;

@@ -1,7 +1,7 @@
 //! Reports that people read, made from latency histograms.
 //!
 //! The load generator and the server record nanoseconds into HdrHistograms
-//! (see [`crate::stats::new_histogram`]). Signed quantities such as an NTP
+//! (see [`crate::server::stats::new_histogram`]). Signed quantities such as an NTP
 //! offset are recorded with a bias (`recorded = ns + bias_ns`), so every
 //! value read back here has that bias taken off again.
 //!
@@ -23,7 +23,7 @@ pub use hgrm::{Hgrm, HgrmError, HgrmRow, read_hgrm, write_hgrm};
 pub use plot::{PlotError, RampPoint, latency_svg, ramp_svg};
 pub use table::percentile_table;
 
-use crate::stats::fmt_ns;
+use crate::server::stats::fmt_ns;
 use hdrhistogram::Histogram;
 
 /// A histogram with its display name. Values were recorded as `ns + bias_ns`.
@@ -150,7 +150,7 @@ pub fn fmt_rate(rate: f64) -> String {
 }
 
 /// Signed nanoseconds with a readable unit, e.g. "-1.5us", "850ns", "2.50ms"
-/// (the style of [`crate::stats::fmt_ns`]).
+/// (the style of [`crate::server::stats::fmt_ns`]).
 pub fn fmt_signed_ns(ns: i64) -> String {
     let sign = if ns < 0 { "-" } else { "" };
     format!("{sign}{}", fmt_ns(ns.unsigned_abs()))
@@ -159,7 +159,7 @@ pub fn fmt_signed_ns(ns: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::new_histogram;
+    use crate::server::stats::new_histogram;
 
     /// 1..=1000 us, one each.
     fn uniform_us() -> Histogram<u64> {

@@ -73,7 +73,7 @@ fn write_line(out: &mut String, cells: &[String], widths: &[usize]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::new_histogram;
+    use crate::server::stats::new_histogram;
 
     #[test]
     fn rows_columns_and_dashes() {

@@ -1,8 +1,50 @@
-//! The system layer: what ntpx asks of the kernel outside the datapath's
-//! rings and sockets.
+//! The system layer: everything ntpx asks of the kernel, and the only
+//! home of `unsafe` in the crate.
 //!
-//! - [`netif`]: an interface's index, MAC, addresses and prefixes, queue
-//!   count and driver.
-//! - [`procnet`]: which sockets, and which processes, hold a UDP port.
+//! - [`xsk`]: AF_XDP sockets — UMEM, the four rings, the frames on them;
+//! - [`bpf`]: the BPF loader toolkit (skeletons, verifier log, links, maps,
+//!   test runs) and the pass-through program for a veth peer;
+//! - [`udp`]: the server's batched kernel UDP socket (`recvmmsg` /
+//!   `sendmmsg`), and [`udp_client`]: the generator's connected sockets;
+//! - [`cmsg`]: control messages of both, in an aligned buffer;
+//! - [`clock`]: clock reads and the kernel's discipline state;
+//! - [`netif`]: an interface's index, MAC, addresses and queues;
+//! - [`procnet`]: which processes hold a UDP port; [`cpu`]: pinning.
+//!
+//! Every `unsafe fn` here states its contract under `# Safety`, every
+//! `unsafe` block says why it holds, and no safe function lets its caller
+//! break memory safety: the layers above forbid `unsafe` outright.
+
+pub mod bpf;
+pub mod clock;
+pub mod cmsg;
+pub mod cpu;
 pub mod netif;
 pub mod procnet;
+pub mod udp;
+pub mod udp_client;
+pub mod xsk;
+
+/// Packets per ring batch or batched syscall, on every path (server
+/// workers and generator threads, AF_XDP and kernel UDP).
+pub const BATCH: usize = 64;
+
+/// Which kernel interface carries the packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Datapath {
+    /// XDP steers port 123 into AF_XDP sockets (the fast path).
+    Xdp,
+    /// Kernel UDP sockets (hosts without XDP; the baseline).
+    Socket,
+}
+
+impl Datapath {
+    /// The name in summaries and the stats document.
+    pub fn label(self) -> &'static str {
+        match self {
+            Datapath::Xdp => "xdp",
+            Datapath::Socket => "socket",
+        }
+    }
+}

@@ -14,14 +14,14 @@
 
 #![forbid(unsafe_code)]
 
-use crate::drops::DropReason;
-use crate::ntp::{self, NtpTimestamp, ReplyPolicy, ServerState};
-use crate::wire::checksum;
-use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
-use crate::wire::ip::{
+use crate::proto::drops::DropReason;
+use crate::proto::ntp::{self, NtpTimestamp, ReplyPolicy, ServerState};
+use crate::proto::wire::checksum;
+use crate::proto::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
+use crate::proto::wire::ip::{
     IPV4_MIN_LEN, IPV6_HEADER_LEN, Ipv4, Ipv6, OptionsError, PROTO_UDP, check_options,
 };
-use crate::wire::udp::{self, ChecksumState, Udp};
+use crate::proto::wire::udp::{self, ChecksumState, Udp};
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -21,18 +21,19 @@
 //! [`StatsSocket`] is dropped (clean exit and error paths alike), unless
 //! another process has put its own socket at that path meanwhile.
 
-use crate::config::Datapath;
-use crate::drops::DropReason;
-use crate::stats::{Collector, Totals, percentile_table};
+use crate::proto::drops::DropReason;
+use crate::server::stats::{Collector, Totals, percentile_table};
+use crate::sys::Datapath;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -84,14 +85,6 @@ pub struct StatsDoc {
     pub service_ns_hist: String,
 }
 
-/// The datapath's name in a [`StatsDoc`].
-pub fn datapath_label(d: Datapath) -> &'static str {
-    match d {
-        Datapath::Xdp => "xdp",
-        Datapath::Socket => "socket",
-    }
-}
-
 /// Serializes a histogram (HdrHistogram V2, not deflated) and base64-encodes it.
 pub fn encode_histogram(h: &Histogram<u64>) -> anyhow::Result<String> {
     let mut bytes = Vec::new();
@@ -122,7 +115,7 @@ impl StatsDoc {
         Ok(StatsDoc {
             version: FORMAT_VERSION,
             uptime_s: uptime.as_secs_f64(),
-            datapath: datapath_label(datapath).to_owned(),
+            datapath: datapath.label().to_owned(),
             rx: totals.rx,
             tx: totals.tx,
             dropped: totals.dropped(),
@@ -345,33 +338,22 @@ impl StatsSocket {
     fn accept_loop(&self, wake: &UnixStream, doc: impl Fn() -> anyhow::Result<StatsDoc>) {
         loop {
             let mut fds = [
-                libc::pollfd {
-                    fd: self.listener.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: wake.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(wake.as_fd(), PollFlags::POLLIN),
             ];
-            // SAFETY: `fds` is a live array of two initialised pollfds and
-            // the count passed is its length; both fds stay open (owned by
-            // `self` and `wake`) for the duration of the call.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "poll on the stats socket failed; stats socket stopped");
+                    return;
                 }
-                tracing::error!(error = %e, "poll on the stats socket failed; stats socket stopped");
+            }
+            let woke = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            if woke(&fds[1]) {
                 return;
             }
-            if fds[1].revents != 0 {
-                return;
-            }
-            if fds[0].revents == 0 {
+            if !woke(&fds[0]) {
                 continue;
             }
             match self.listener.accept() {
@@ -455,7 +437,7 @@ impl Drop for StatsServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{Published, WorkerStats};
+    use crate::server::stats::{Published, WorkerStats};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A fresh, empty directory under the system temp dir, removed on drop.

@@ -1,7 +1,7 @@
 //! The kernel's clock discipline, read with `adjtimex(2)` (modes = 0: read
 //! only, never adjusts anything).
 
-use crate::ntp::Leap;
+use crate::proto::ntp::Leap;
 
 /// What the kernel says about its clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

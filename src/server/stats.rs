@@ -7,7 +7,7 @@
 //! path; if the control thread happens to hold the lock, the merge waits
 //! for the next batch.
 
-use crate::drops::{COUNT, DropReason};
+use crate::proto::drops::{COUNT, DropReason};
 use hdrhistogram::Histogram;
 use std::fmt::Write as _;
 use std::sync::Mutex;

@@ -2,21 +2,21 @@
 //! AF_XDP worker, over a kernel UDP socket. The kernel has already
 //! checked IP and UDP checksums, IPv4 options and the frame's MAC, and
 //! reassembled fragments; the socket marks reassembled datagrams and UDP
-//! lengths the kernel let through (see `crate::socket`); the source
+//! lengths the kernel let through (see `crate::sys::udp`); the source
 //! checks and everything NTP are ours.
 
 use super::{BATCH, WorkerCtx};
-use crate::clock::Clock;
-use crate::drops::DropReason;
-use crate::ntp::{self, NtpTimestamp};
-use crate::respond::{check_addresses, check_source_port};
-use crate::socket::BatchSocket;
-use crate::stats::WorkerStats;
+use crate::proto::drops::DropReason;
+use crate::proto::ntp::{self, NtpTimestamp};
+use crate::proto::respond::{check_addresses, check_source_port};
+use crate::server::stats::WorkerStats;
+use crate::sys::clock::Clock;
+use crate::sys::udp::BatchSocket;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Runs until `ctx.running` is cleared.
 pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
-    if !super::pin(ctx.cpu) {
+    if !crate::sys::cpu::pin(ctx.cpu) {
         tracing::warn!(cpu = ?ctx.cpu, "could not pin worker");
     }
     let mut stats = WorkerStats::new(ctx.published.clone());
@@ -50,7 +50,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                     return Err(DropReason::Fragment);
                 }
                 // The socket filter's sign of a UDP length that disagreed
-                // with the IP header (crate::socket).
+                // with the IP header (crate::sys::udp).
                 if r.len == 0 {
                     return Err(DropReason::BadUdpLength);
                 }

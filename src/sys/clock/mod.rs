@@ -10,7 +10,7 @@ pub mod kernel;
 
 pub use kernel::{Discipline, KernelClock, SystemKernelClock};
 
-use crate::ntp::NtpTimestamp;
+use crate::proto::ntp::NtpTimestamp;
 
 /// A source of "now" for transmit timestamps.
 pub trait Clock {

@@ -52,10 +52,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use super::cmsg::{self, CmsgBuf, unmap};
+
 /// Largest request read (longer datagrams are truncated and dropped).
 pub const BUF_LEN: usize = 1024;
-/// Control-message space per received datagram.
-pub(crate) const CMSG_SPACE: usize = 128;
 /// Requested socket receive buffer (bytes).
 const RCVBUF: libc::c_int = 4 << 20;
 
@@ -79,19 +79,6 @@ pub struct Received {
     /// The datagram did not fit in the buffer.
     pub truncated: bool,
     /// The kernel reassembled it from fragments.
-    pub fragment: bool,
-}
-
-/// What the control messages of one received datagram said.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Cmsgs {
-    /// `IPV6_PKTINFO`: the local address it was sent to.
-    pub dst: Option<IpAddr>,
-    /// `SCM_TIMESTAMPNS`: the kernel's receive stamp (Unix ns), 0 if none.
-    pub rx_ns: u64,
-    /// `SO_RXQ_OVFL`: the socket's drop count so far, if the kernel said.
-    pub drops: Option<u32>,
-    /// `IP_RECVFRAGSIZE` / `IPV6_RECVFRAGSIZE`: it was reassembled.
     pub fragment: bool,
 }
 
@@ -134,12 +121,6 @@ fn holders_text(holders: &[String]) -> String {
         format!(" by {}", holders.join(", "))
     }
 }
-
-/// A control-message buffer, aligned for `cmsghdr` (the `CMSG_*` macros
-/// read and write headers in place).
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-pub(crate) struct CmsgBuf(pub(crate) [u8; CMSG_SPACE]);
 
 /// One worker's handle on the shared socket, with its own preallocated
 /// batch buffers.
@@ -412,7 +393,7 @@ impl BatchSocket {
             fd,
             bufs: vec![[0u8; BUF_LEN]; batch].into_boxed_slice(),
             names: vec![name; batch].into_boxed_slice(),
-            cmsgs: vec![CmsgBuf([0u8; CMSG_SPACE]); batch].into_boxed_slice(),
+            cmsgs: vec![CmsgBuf::default(); batch].into_boxed_slice(),
             iovs: vec![iov; batch].into_boxed_slice(),
             hdrs: vec![hdr; batch].into_boxed_slice(),
             received: vec![
@@ -449,8 +430,7 @@ impl BatchSocket {
             h.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             h.msg_iov = &raw mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
-            h.msg_controllen = CMSG_SPACE;
+            (h.msg_control, h.msg_controllen) = self.cmsgs[i].as_control(cmsg::SPACE);
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
@@ -476,10 +456,7 @@ impl BatchSocket {
         let got = r as usize;
         for i in 0..got {
             let h = &self.hdrs[i];
-            // SAFETY: recvmmsg filled this header; its control buffer is
-            // `self.cmsgs[i]`, live, aligned for cmsghdr, with
-            // msg_controllen set by the kernel to what it wrote there.
-            let c = unsafe { parse_cmsgs(&h.msg_hdr) };
+            let c = cmsg::parse(&self.cmsgs[i], h.msg_hdr.msg_controllen);
             self.received[i] = Received {
                 src: from_sockaddr6(&self.names[i]),
                 dst: c.dst,
@@ -530,18 +507,17 @@ impl BatchSocket {
                 iov_len: len.min(BUF_LEN),
             };
             self.names[k] = sockaddr6(&to_v6(rec.src));
-            let clen = write_pktinfo(&mut self.cmsgs[k].0, rec.dst);
+            let clen = cmsg::write_pktinfo(&mut self.cmsgs[k], rec.dst);
             let h = &mut self.hdrs[k].msg_hdr;
             h.msg_name = (&raw mut self.names[k]).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             h.msg_iov = &raw mut self.iovs[k];
             h.msg_iovlen = 1;
-            h.msg_control = if clen > 0 {
-                self.cmsgs[k].0.as_mut_ptr().cast()
+            (h.msg_control, h.msg_controllen) = if clen > 0 {
+                self.cmsgs[k].as_control(clen)
             } else {
-                std::ptr::null_mut()
+                (std::ptr::null_mut(), 0)
             };
-            h.msg_controllen = clen;
             h.msg_flags = 0;
             k += 1;
         }
@@ -643,13 +619,6 @@ fn to_v6(a: SocketAddr) -> SocketAddrV6 {
     }
 }
 
-fn unmap(a: Ipv6Addr) -> IpAddr {
-    match a.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(a),
-    }
-}
-
 fn from_sockaddr6(s: &libc::sockaddr_in6) -> SocketAddr {
     let ip = Ipv6Addr::from(s.sin6_addr.s6_addr);
     let port = u16::from_be(s.sin6_port);
@@ -657,100 +626,6 @@ fn from_sockaddr6(s: &libc::sockaddr_in6) -> SocketAddr {
         IpAddr::V4(v4) => SocketAddr::new(IpAddr::V4(v4), port),
         IpAddr::V6(_) => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, s.sin6_scope_id)),
     }
-}
-
-/// Reads IPV6_PKTINFO, SCM_TIMESTAMPNS, SO_RXQ_OVFL and the fragment
-/// sizes from a received header. A message shorter than its type's
-/// payload is passed over.
-///
-/// # Safety
-///
-/// `h.msg_control` must point to a live buffer of at least
-/// `h.msg_controllen` bytes, aligned for `cmsghdr`, holding control
-/// messages as the kernel writes them (as `recvmsg`/`recvmmsg` leave it).
-pub(crate) unsafe fn parse_cmsgs(h: &libc::msghdr) -> Cmsgs {
-    /// The payload of `c` as a `T`, if the message is long enough.
-    ///
-    /// # Safety
-    ///
-    /// `c` is a header that CMSG_FIRSTHDR/CMSG_NXTHDR returned for a
-    /// buffer as [`parse_cmsgs`] requires.
-    unsafe fn payload<T>(c: *const libc::cmsghdr) -> Option<T> {
-        // SAFETY: CMSG_LEN is arithmetic; `c` points to a whole header
-        // inside the buffer (CMSG_FIRSTHDR/NXTHDR check that), and the
-        // payload is read only when cmsg_len says it is all there.
-        unsafe {
-            let need = libc::CMSG_LEN(size_of::<T>() as u32) as usize;
-            ((*c).cmsg_len >= need)
-                .then(|| std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<T>()))
-        }
-    }
-    let mut out = Cmsgs::default();
-    // SAFETY: per this function's contract, CMSG_FIRSTHDR/NXTHDR walk only
-    // within msg_control[..msg_controllen] and return whole, aligned
-    // headers; `payload` reads no further than each message's length.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(h);
-        while !c.is_null() {
-            match ((*c).cmsg_level, (*c).cmsg_type) {
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                    if let Some(info) = payload::<libc::in6_pktinfo>(c) {
-                        out.dst = Some(unmap(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
-                    }
-                }
-                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                    if let Some(ts) = payload::<libc::timespec>(c) {
-                        out.rx_ns = (ts.tv_sec as u64)
-                            .wrapping_mul(1_000_000_000)
-                            .wrapping_add(ts.tv_nsec as u64);
-                    }
-                }
-                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => out.drops = payload::<u32>(c),
-                (libc::IPPROTO_IP, libc::IP_RECVFRAGSIZE)
-                | (libc::IPPROTO_IPV6, libc::IPV6_RECVFRAGSIZE) => out.fragment = true,
-                _ => {}
-            }
-            c = libc::CMSG_NXTHDR(h, c);
-        }
-    }
-    out
-}
-
-/// Writes an IPV6_PKTINFO control message selecting `src` as the reply's
-/// source address (IPv4 as a mapped address, which the kernel accepts on a
-/// dual-stack socket). Returns the control length, 0 if none.
-fn write_pktinfo(buf: &mut [u8; CMSG_SPACE], src: Option<IpAddr>) -> usize {
-    let Some(src) = src else { return 0 };
-    let addr = match src {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    };
-    // SAFETY: CMSG_SPACE/LEN are pure arithmetic.
-    let space = unsafe { libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) } as usize;
-    if space > CMSG_SPACE {
-        return 0;
-    }
-    buf[..space].fill(0);
-    // SAFETY: a msghdr whose control buffer is `buf[..space]`; the first
-    // header fits (space computed above) and the payload is written
-    // unaligned within it.
-    unsafe {
-        let mut h: libc::msghdr = zeroed();
-        h.msg_control = buf.as_mut_ptr().cast();
-        h.msg_controllen = space;
-        let c = libc::CMSG_FIRSTHDR(&h);
-        (*c).cmsg_level = libc::IPPROTO_IPV6;
-        (*c).cmsg_type = libc::IPV6_PKTINFO;
-        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as usize;
-        let info = libc::in6_pktinfo {
-            ipi6_addr: libc::in6_addr {
-                s6_addr: addr.octets(),
-            },
-            ipi6_ifindex: 0,
-        };
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>(), info);
-    }
-    space
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use super::live::Live;
 use super::sched::Sched;
 pub use super::sched::Schedule;
 use super::tally::Tally;
-use crate::clock::{self, Clock};
-use crate::xdp::socket::{XskQueue, take_meta};
+use crate::sys::clock::{self, Clock};
+use crate::sys::xsk::{XskQueue, take_meta};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use xdp::slab::{HeapSlab, Slab as _};
@@ -30,7 +30,7 @@ pub fn run<C: Clock>(
     live: &Arc<Live>,
     stop: &AtomicBool,
 ) -> (XskQueue, Vec<Tally>) {
-    if !crate::worker::pin(s.cpu) {
+    if !crate::sys::cpu::pin(s.cpu) {
         tracing::warn!(queue = q.queue(), cpu = ?s.cpu, "could not pin generator thread");
     }
     let mut tx = HeapSlab::with_capacity(BATCH);

@@ -47,8 +47,8 @@ use anyhow::Context as _;
 use libbpf_rs::skel::SkelBuilder;
 use libbpf_rs::{MapHandle, ProgramHandle};
 
-use super::program::skel::load::{LoadSkelBuilder, OpenLoadSkel};
-use super::program::{
+use crate::sys::bpf::skel::load::{LoadSkelBuilder, OpenLoadSkel};
+use crate::sys::bpf::{
     AttachMode, LinkSlot, ProgramError, TestRun, XdpMode, counter_struct, load_logged,
     register_xsk, rodata, sum_percpu, test_run, unregister_xsk,
 };
@@ -355,7 +355,7 @@ pub fn run_sink(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xdp::program::{c_enum_names, skel};
+    use crate::sys::bpf::{c_enum_names, skel};
 
     const HEADER: &str = include_str!("../../bpf/load.h");
 

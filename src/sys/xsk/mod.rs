@@ -9,7 +9,9 @@
 //! rewrites the frame in place → TX ring → (kernel) → completion ring →
 //! free list → fill ring.
 
-use crate::xdp::meta::{META_LEN, Meta};
+pub mod meta;
+
+use meta::{META_LEN, Meta};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 use xdp::slab::Slab as _;
@@ -29,6 +31,16 @@ pub enum BindMode {
     Copy,
     /// Force zero-copy (fails where unsupported).
     Zerocopy,
+}
+
+/// Parses an AF_XDP bind mode (`auto`, `copy`, `zerocopy`), for the CLIs.
+pub fn parse_bind_mode(s: &str) -> Result<BindMode, String> {
+    match s {
+        "auto" => Ok(BindMode::Auto),
+        "copy" => Ok(BindMode::Copy),
+        "zerocopy" => Ok(BindMode::Zerocopy),
+        _ => Err(format!("expected auto, copy or zerocopy, not {s:?}")),
+    }
 }
 
 /// Sizes and options of one queue's socket.

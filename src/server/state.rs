@@ -2,8 +2,8 @@
 //! computed by the control thread once a second and read by the workers
 //! without locks.
 
-use crate::clock::{Clock, Discipline, KernelClock};
-use crate::ntp::{Leap, NtpShort, NtpTimestamp, ServerState};
+use crate::proto::ntp::{Leap, NtpShort, NtpTimestamp, ServerState};
+use crate::sys::clock::{Clock, Discipline, KernelClock};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -203,10 +203,16 @@ mod tests {
     #[test]
     fn refresh_publishes_changes() {
         let k = FakeKernel(std::cell::Cell::new(false));
-        let s = SharedState::new(cfg(Source::Kernel), -24, &k, &crate::clock::SystemClock).unwrap();
+        let s = SharedState::new(
+            cfg(Source::Kernel),
+            -24,
+            &k,
+            &crate::sys::clock::SystemClock,
+        )
+        .unwrap();
         assert_eq!(s.load().ntp.leap, Leap::Unsynchronized);
         k.0.set(true);
-        s.refresh(&k, &crate::clock::SystemClock).unwrap();
+        s.refresh(&k, &crate::sys::clock::SystemClock).unwrap();
         assert_eq!(s.load().ntp.leap, Leap::None);
     }
 }

@@ -3,23 +3,15 @@
 //! and what would be right. Every option is documented in
 //! `scripts/ntpx.example.toml`.
 
-use crate::ntp::NtpShort;
-use crate::state::{Source, StateConfig};
-use crate::xdp::program::{AttachMode, MAX_ADDRS, MAX_QUEUES};
-use crate::xdp::socket::BindMode;
+use crate::proto::ntp::NtpShort;
+use crate::server::program::{MAX_ADDRS, MAX_QUEUES};
+use crate::server::state::{Source, StateConfig};
+pub use crate::sys::Datapath;
+use crate::sys::bpf::{AttachMode, parse_xdp_mode};
+use crate::sys::xsk::BindMode;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-
-/// Which datapath serves requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Datapath {
-    /// XDP steers port 123 into AF_XDP sockets (the fast path).
-    Xdp,
-    /// Kernel UDP sockets (hosts without XDP; the baseline).
-    Socket,
-}
 
 /// The `[server]` table.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -171,26 +163,6 @@ pub fn online_cpus() -> usize {
         .max(1)
 }
 
-/// Parses `auto|native|generic`.
-pub fn parse_xdp_mode(s: &str) -> anyhow::Result<AttachMode> {
-    match s {
-        "auto" => Ok(AttachMode::Auto),
-        "native" => Ok(AttachMode::Native),
-        "generic" => Ok(AttachMode::Generic),
-        _ => anyhow::bail!("xdp_mode must be auto, native or generic, not {s:?}"),
-    }
-}
-
-/// Parses an AF_XDP bind mode (`auto`, `copy`, `zerocopy`), for the CLIs.
-pub fn parse_bind_mode(s: &str) -> Result<BindMode, String> {
-    match s {
-        "auto" => Ok(BindMode::Auto),
-        "copy" => Ok(BindMode::Copy),
-        "zerocopy" => Ok(BindMode::Zerocopy),
-        _ => Err(format!("expected auto, copy or zerocopy, not {s:?}")),
-    }
-}
-
 /// Parses a reference ID: an IPv4 address, or 1–4 printable ASCII
 /// characters (padded with NULs).
 pub fn parse_ref_id(s: &str) -> anyhow::Result<[u8; 4]> {
@@ -212,7 +184,7 @@ const MAX_SOCKET_PATH: usize = 107;
 
 /// Validates `stats_socket`: `""` turns it off.
 fn stats_socket(s: Option<&str>) -> anyhow::Result<Option<PathBuf>> {
-    let path = s.unwrap_or(crate::control::DEFAULT_PATH);
+    let path = s.unwrap_or(crate::server::stats_socket::DEFAULT_PATH);
     if path.is_empty() {
         return Ok(None);
     }
@@ -373,7 +345,7 @@ mod tests {
 
     #[test]
     fn example_file_parses_and_validates() {
-        let text = include_str!("../scripts/ntpx.example.toml");
+        let text = include_str!("../../scripts/ntpx.example.toml");
         let f = ConfigFile::parse(text).unwrap();
         let s = Settings::from_file(&f).unwrap();
         assert_eq!(s.port, 123);

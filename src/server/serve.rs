@@ -1,20 +1,20 @@
 //! `ntpx serve`: set up the datapath, run the workers, refresh the clock
 //! state and print stats until SIGINT/SIGTERM (or `--duration`), then shut
 //! down cleanly: stop redirecting, join the workers, detach the program.
-//! Meanwhile the stats socket (`crate::control`) answers `ntpx stats`.
+//! Meanwhile the stats socket (`crate::server::stats_socket`) answers `ntpx stats`.
 
-use crate::clock::{self, SystemClock, SystemKernelClock};
-use crate::config::{Datapath, Settings};
-use crate::control::StatsSocket;
-use crate::drops::DropReason;
-use crate::respond::FrameConfig;
-use crate::socket::{BatchSocket, BindError, SocketDrops};
-use crate::state::SharedState;
-use crate::stats::{Collector, KernelCounts, Published, Totals};
+use super::control::{SocketKernelCounts, XdpKernelCounts, control_loop};
+use crate::proto::respond::FrameConfig;
+use crate::server::config::{Datapath, Settings};
+use crate::server::program::{MAX_ADDRS, ProgramConfig, XdpProgram};
+use crate::server::state::SharedState;
+use crate::server::stats::{Collector, Published, Totals};
+use crate::server::stats_socket::StatsSocket;
+use crate::server::worker::{self, BATCH, WorkerCtx};
+use crate::sys::clock::{self, SystemClock, SystemKernelClock};
 use crate::sys::netif;
-use crate::worker::{self, BATCH, WorkerCtx};
-use crate::xdp::program::{CountersReader, MAX_ADDRS, ProgramConfig, XdpProgram};
-use crate::xdp::socket::{QueueOptions, XskQueue, XskStatsReader};
+use crate::sys::udp::{BatchSocket, BindError};
+use crate::sys::xsk::{QueueOptions, XskQueue};
 use anyhow::{Context, bail};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -33,9 +33,7 @@ fn cpu_for(settings: &Settings, worker: usize) -> Option<usize> {
     match &settings.cpus {
         Some(c) if !c.is_empty() => Some(c[worker % c.len()]),
         // By default spread the workers over the CPUs this process may use.
-        _ => core_affinity::get_core_ids()
-            .filter(|ids| !ids.is_empty())
-            .map(|ids| ids[worker % ids.len()].id),
+        _ => crate::sys::cpu::allowed().map(|ids| ids[worker % ids.len()]),
     }
 }
 
@@ -105,7 +103,7 @@ fn frame_config(settings: &Settings) -> anyhow::Result<FrameConfig> {
     cfg.add_local_prefixes(&local.v4, &local.v6);
     cfg.port = settings.port;
     cfg.drop_loop_ports = settings.drop_loop_ports;
-    cfg.policy = crate::ntp::ReplyPolicy {
+    cfg.policy = crate::proto::ntp::ReplyPolicy {
         min_poll: settings.min_poll,
     };
     if let (Datapath::Xdp, Some(iface)) = (settings.datapath, iface)
@@ -145,7 +143,7 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         leap = ?snap.ntp.leap, stratum = snap.ntp.stratum, precision, source = ?settings.clock.source,
         "clock state"
     );
-    if snap.ntp.leap == crate::ntp::Leap::Unsynchronized {
+    if snap.ntp.leap == crate::proto::ntp::Leap::Unsynchronized {
         tracing::warn!(
             "the kernel clock is not synchronised: replies carry LI 3 / stratum 0 until a time daemon disciplines it"
         );
@@ -179,18 +177,18 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
 }
 
 /// What both datapaths' set-up and shutdown share.
-struct Run<'a> {
-    settings: &'a Settings,
-    opts: RunOptions,
-    state: &'a SharedState,
+pub(super) struct Run<'a> {
+    pub(super) settings: &'a Settings,
+    pub(super) opts: RunOptions,
+    pub(super) state: &'a SharedState,
     /// Set by SIGINT/SIGTERM.
-    term: &'a AtomicBool,
+    pub(super) term: &'a AtomicBool,
     /// Cleared to stop the workers.
-    running: &'a AtomicBool,
+    pub(super) running: &'a AtomicBool,
     /// When `run` began (the stats socket's uptime).
-    start: Instant,
+    pub(super) start: Instant,
     /// The bound stats socket, taken by the control loop to serve it.
-    stats_socket: Cell<Option<StatsSocket>>,
+    pub(super) stats_socket: Cell<Option<StatsSocket>>,
 }
 
 fn run_xdp(
@@ -257,7 +255,7 @@ fn run_xdp(
         let c = ctx(p, cpu_for(settings, i));
         let h = std::thread::Builder::new()
             .name(format!("ntpx-q{}", xsk.queue()))
-            .spawn(move || worker::xdp::run(xsk, c))
+            .spawn(move || worker::xsk::run(xsk, c))
             .context("spawning a worker")?;
         handles.push(h);
     }
@@ -328,7 +326,7 @@ fn run_socket(
         handles.push(
             std::thread::Builder::new()
                 .name(format!("ntpx-s{i}"))
-                .spawn(move || worker::socket::run(sock, c))
+                .spawn(move || worker::udp::run(sock, c))
                 .context("spawning a worker")?,
         );
     }
@@ -354,100 +352,4 @@ fn addresses(s: &Settings) -> Vec<IpAddr> {
         .map(|&a| IpAddr::V4(a))
         .chain(s.v6.iter().map(|&a| IpAddr::V6(a)))
         .collect()
-}
-
-/// What the kernel counted on the XDP datapath about requests no worker
-/// saw: the program's drops, and each AF_XDP socket's ring drops.
-struct XdpKernelCounts {
-    program: CountersReader,
-    sockets: Vec<XskStatsReader>,
-}
-
-impl KernelCounts for XdpKernelCounts {
-    fn add_to(&self, t: &mut Totals) {
-        if let Ok(c) = self.program.read() {
-            for (reason, n) in c.request_drops() {
-                t.add_kernel(reason, n);
-            }
-        }
-        // In copy mode rx_dropped counts the frames lost for an empty fill
-        // ring; in zero-copy mode the driver drops those and counts them in
-        // its own statistics (fill_ring_empty in the exit summary says
-        // that it happened).
-        for s in &self.sockets {
-            if let Ok(k) = s.read() {
-                t.add_kernel(DropReason::RxRingFull, k.rx_ring_full);
-                t.add_kernel(DropReason::XskRxDropped, k.rx_dropped);
-            }
-        }
-    }
-}
-
-/// What the kernel dropped on the socket datapath's socket: requests that
-/// no worker saw.
-struct SocketKernelCounts(SocketDrops);
-
-impl KernelCounts for SocketKernelCounts {
-    fn add_to(&self, t: &mut Totals) {
-        if let Some(n) = self.0.total() {
-            t.add_kernel(DropReason::SocketKernelDrop, n);
-        }
-    }
-}
-
-/// Refreshes the clock state every second and logs stats every
-/// `stats_interval` seconds, until a signal or the duration ends.
-fn control_loop(run: &Run, counts: &Arc<Collector>, program: Option<&XdpProgram>) {
-    let Run {
-        settings,
-        opts,
-        state,
-        term,
-        ..
-    } = *run;
-    // Answers `ntpx stats` until this function returns (the guard's Drop
-    // stops the thread and removes the socket).
-    let _stats_server = run.stats_socket.take().and_then(|s| {
-        let path = s.path().display().to_string();
-        match s.serve(counts.clone(), settings.datapath, run.start) {
-            Ok(server) => {
-                tracing::info!(path, "stats socket ready (ntpx stats)");
-                Some(server)
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "stats socket disabled");
-                None
-            }
-        }
-    });
-    let start = Instant::now();
-    let mut last_state = Instant::now();
-    let mut last_stats = Instant::now();
-    let mut prev = counts.totals();
-    while !term.load(Ordering::Relaxed) {
-        if opts.duration.is_some_and(|d| start.elapsed() >= d) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        if last_state.elapsed() >= Duration::from_secs(1) {
-            if let Err(e) = state.refresh(&SystemKernelClock, &SystemClock) {
-                tracing::warn!(error = %e, "adjtimex failed; keeping the previous clock state");
-            }
-            last_state = Instant::now();
-        }
-        let every = settings.stats_interval;
-        if every > 0 && last_stats.elapsed() >= Duration::from_secs(every) {
-            let now = counts.totals();
-            let mut line = now.line(&prev, last_stats.elapsed().as_secs_f64());
-            if let Some(c) = program.and_then(|p| p.counters().ok()) {
-                line.push_str(&format!(
-                    " | xdp redirected {} passed-no-socket {}",
-                    c.redirected, c.pass_no_socket
-                ));
-            }
-            tracing::info!("{line}");
-            prev = now;
-            last_stats = Instant::now();
-        }
-    }
 }

@@ -5,13 +5,13 @@
 //! syscall; per batch it reads the shared state once (lock-free), and the
 //! ring kicks are its only syscalls.
 
-pub mod socket;
-pub mod xdp;
+pub mod udp;
+pub mod xsk;
 
-use crate::clock::Clock;
-use crate::respond::FrameConfig;
-use crate::state::SharedState;
-use crate::stats::Published;
+use crate::proto::respond::FrameConfig;
+use crate::server::state::SharedState;
+use crate::server::stats::Published;
+use crate::sys::clock::Clock;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -33,12 +33,4 @@ pub struct WorkerCtx<C: Clock> {
     pub clock: C,
     /// CPU to pin to, if any.
     pub cpu: Option<usize>,
-}
-
-/// Pins the calling thread to `cpu`; false if that failed.
-pub fn pin(cpu: Option<usize>) -> bool {
-    match cpu {
-        Some(id) => core_affinity::set_for_current(core_affinity::CoreId { id }),
-        None => true,
-    }
 }

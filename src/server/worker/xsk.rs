@@ -2,12 +2,12 @@
 //! completions back to the fill ring.
 
 use super::{BATCH, WorkerCtx};
-use crate::clock::{self, Clock};
-use crate::drops::DropReason;
-use crate::ntp::NtpTimestamp;
-use crate::respond::respond;
-use crate::stats::WorkerStats;
-use crate::xdp::socket::{XskQueue, take_meta};
+use crate::proto::drops::DropReason;
+use crate::proto::ntp::NtpTimestamp;
+use crate::proto::respond::respond;
+use crate::server::stats::WorkerStats;
+use crate::sys::clock::{self, Clock};
+use crate::sys::xsk::{XskQueue, take_meta};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use xdp::slab::{HeapSlab, Slab as _};
@@ -18,7 +18,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Runs until `ctx.running` is cleared; returns the queue (so its socket
 /// closes after the program stops redirecting to it).
 pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
-    if !super::pin(ctx.cpu) {
+    if !crate::sys::cpu::pin(ctx.cpu) {
         tracing::warn!(queue = q.queue(), cpu = ?ctx.cpu, "could not pin worker");
     }
     let mut stats = WorkerStats::new(ctx.published.clone());

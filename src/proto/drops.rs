@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::ntp::Reject;
+use crate::proto::ntp::Reject;
 
 macro_rules! reasons {
     ($($(#[$doc:meta])* $name:ident => $label:literal,)*) => {

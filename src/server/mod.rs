@@ -1,0 +1,22 @@
+//! `ntpx serve`: the server, on top of the protocol and system layers.
+//!
+//! - [`serve`]: start-up (addresses, program, sockets, workers) and
+//!   shutdown; [`control`]: the control loop (state refresh, stats lines);
+//! - [`program`]: the XDP steering program (`bpf/ntpx.bpf.c`) and its
+//!   counters;
+//! - [`worker`]: the pinned packet loops, one per AF_XDP queue
+//!   ([`worker::xsk`]) or kernel-socket handle ([`worker::udp`]);
+//! - [`config`]: the config file and flags, validated; [`state`]: what the
+//!   server says about its clock; [`stats`]: counters and histograms;
+//!   [`stats_socket`]: `ntpx stats` over a local socket.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod program;
+pub mod serve;
+pub mod state;
+pub mod stats;
+pub mod stats_socket;
+pub mod worker;
