@@ -12,10 +12,10 @@ use ntpx::load::engine::{Engine, EngineConfig};
 use ntpx::load::frame::Target;
 use ntpx::load::spec::parse_prefix;
 use ntpx::proto::ntp::{Leap, NtpTimestamp, ServerState};
-use ntpx::proto::respond::{FrameConfig, respond};
+use ntpx::proto::respond::{Responder, respond};
 use std::hint::black_box;
 
-const BATCH: usize = 64;
+use ntpx::sys::BATCH;
 const BASE_NS: u64 = 1_800_000_000_000_000_000;
 
 fn engine() -> Engine {
@@ -56,7 +56,7 @@ fn bench_engine(c: &mut Criterion) {
 
     // Replies made by ntpx's own responder, fed back each iteration to a
     // fresh batch of requests (so every reply matches an open request).
-    let cfg = FrameConfig::new(
+    let cfg = Responder::new(
         [2, 0, 0, 0, 0, 1],
         vec!["198.18.0.1".parse().expect("address")],
         vec![],

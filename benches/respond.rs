@@ -12,7 +12,7 @@ use etherparse::{PacketBuilder, VlanId};
 use ntpx::proto::ntp::{
     self, Leap, NtpShort, NtpTimestamp, ReplyPolicy, ServerState, parse_request, write_reply,
 };
-use ntpx::proto::respond::{FrameConfig, respond};
+use ntpx::proto::respond::{Responder, respond};
 use ntpx::proto::wire::checksum;
 use ntpx::server::stats::{Published, Totals, WorkerStats};
 use ntpx::sys::clock::{Clock, SystemClock};
@@ -37,7 +37,7 @@ const NOISE: u64 = 0x0123_4567_89ab_cdef;
 
 /// Frames are copied into a fixed buffer this large (every request fits).
 const BUF_LEN: usize = 128;
-const BATCH: usize = 64;
+use ntpx::sys::BATCH;
 
 /// A 48-byte NTPv4 client request (LI 0, VN 4, mode 3).
 fn ntp_request() -> [u8; 48] {
@@ -77,8 +77,8 @@ fn build_v6() -> Vec<u8> {
     out
 }
 
-fn cfg() -> FrameConfig {
-    FrameConfig::new(SRV_MAC, vec![Ipv4Addr::from(SRV4)], vec![SRV6])
+fn cfg() -> Responder {
+    Responder::new(SRV_MAC, vec![Ipv4Addr::from(SRV4)], vec![SRV6])
 }
 
 fn state() -> ServerState {
@@ -95,7 +95,7 @@ fn state() -> ServerState {
 
 /// Panics unless `respond` answers `request` (so no bench measures the
 /// drop path by accident).
-fn assert_answers(request: &[u8], cfg: &FrameConfig, state: &ServerState) {
+fn assert_answers(request: &[u8], cfg: &Responder, state: &ServerState) {
     let mut buf = request.to_vec();
     let reply = respond(&mut buf, cfg, state, RX, || TX, NOISE);
     let reply = reply.unwrap_or_else(|e| panic!("request dropped: {e:?}"));
@@ -146,7 +146,7 @@ fn bench_respond(c: &mut Criterion) {
 
     // A worker-sized batch: one clock read for the batch's receive time,
     // then per packet a real clock read for T3 and fresh noise, as in
-    // `worker::xdp`. Distinct source ports so the checksums differ.
+    // `server::worker::xsk`. Distinct source ports so the checksums differ.
     let requests: Vec<Vec<u8>> = (0..BATCH)
         .map(|i| build_v4(false, CLIENT_PORT + i as u16))
         .collect();

@@ -1,9 +1,9 @@
 //! Build script: compiles the XDP program (bpf/ntpx.bpf.c) with clang and
 //! generates its libbpf-rs skeleton into `$OUT_DIR/ntpx.skel.rs`, which
-//! src/xdp/program.rs `include!`s. The BPF object is embedded in the
+//! src/sys/bpf/skel.rs `include!`s. The BPF object is embedded in the
 //! skeleton, so the binary carries its own program. The load generator's
 //! programs (bpf/load.bpf.c) go the same way into `$OUT_DIR/load.skel.rs`,
-//! for src/xdp/client.rs.
+//! for src/load/program.rs.
 //!
 //! Needs `clang` (with the BPF target) on PATH, or in `$NTPX_CLANG`, and the
 //! Linux uapi headers (Debian: `linux-libc-dev`). libbpf's own headers

@@ -1,7 +1,7 @@
-// SPDX-License-Identifier: MIT OR GPL-2.0
+/* SPDX-License-Identifier: MIT OR GPL-2.0 */
 /*
  * The load generator's XDP programs (`ntpx load`, `ntpx sink`), loaded by
- * src/xdp/client.rs. One object, two programs; the loader loads only the
+ * src/load/program.rs. One object, two programs; the loader loads only the
  * one it needs.
  *
  * ntpx_load_rx runs on the generator's (client's) interface and steers the
@@ -140,4 +140,6 @@ int ntpx_sink(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
+/* The kernel's spelling of the SPDX line above: GPL-compatible, as the
+ * kernel requires of programs that call kfuncs. */
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

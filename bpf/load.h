@@ -1,7 +1,7 @@
-/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* SPDX-License-Identifier: MIT OR GPL-2.0 */
 /*
  * The contract between the load generator's XDP programs (bpf/load.bpf.c)
- * and their loader (src/xdp/client.rs reads the counters). Change both
+ * and their loader (src/load/program.rs reads the counters). Change both
  * sides together. The metadata in front of redirected frames is
  * struct ntpx_meta of bpf/ntpx.h, the same as the server's.
  */

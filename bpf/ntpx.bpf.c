@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR GPL-2.0
+/* SPDX-License-Identifier: MIT OR GPL-2.0 */
 /*
  * ntpx XDP program: steers NTP client requests (mode 3) into the AF_XDP
  * socket of the receive queue, drops obvious junk aimed at the NTP port and
@@ -19,7 +19,7 @@
  * a redirected frame may bump NTPX_META_FAILED as well.
  *
  * Configuration lives in .rodata and is written by the loader
- * (src/xdp/program.rs) between open and load, so the verifier sees it as
+ * (src/server/program.rs) between open and load, so the verifier sees it as
  * constants.
  */
 #include "frame.h" /* header walk and metadata write, shared with bpf/load.bpf.c */
@@ -210,4 +210,6 @@ int ntpx_xdp(struct xdp_md *ctx)
 	return bpf_redirect_map(&xsks, queue, XDP_PASS);
 }
 
+/* The kernel's spelling of the SPDX line above: GPL-compatible, as the
+ * kernel requires of programs that call kfuncs. */
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -1,7 +1,7 @@
-/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* SPDX-License-Identifier: MIT OR GPL-2.0 */
 /*
  * The contract between the XDP program (bpf/ntpx.bpf.c) and the Rust side
- * (src/xdp/program.rs reads the counters, src/xdp/meta.rs reads the metadata).
+ * (src/server/program.rs reads the counters, src/sys/xsk/meta.rs the metadata).
  * Change both sides together.
  */
 #ifndef NTPX_H

@@ -29,7 +29,7 @@ use ntpx::sys::bpf::{
     AttachMode, ProgramError, TestRun, XDP_DROP, XDP_PASS, XDP_REDIRECT, XdpMode,
 };
 use ntpx::sys::xsk::meta::{META_LEN, META_MAGIC};
-use ntpx::sys::xsk::{BindMode, QueueOptions, XskQueue, take_meta};
+use ntpx::sys::xsk::{BindMode, QueueOptions, XskQueue};
 
 // ---------------------------------------------------------------------------
 // Who may run this
@@ -510,26 +510,21 @@ fn xsk(ifindex: u32) -> XskQueue {
     XskQueue::open(ifindex, 0, &opts).expect("bind an AF_XDP socket to queue 0")
 }
 
-/// Waits up to `timeout` for one frame on `xsk`; returns the metadata the
-/// program left in front of it (if any) and the frame.
-fn receive_one(
+/// Waits up to `timeout` for frames on `xsk`; returns the first batch
+/// received (empty if none came): each frame with the metadata the
+/// program left in front of it (if any).
+fn receive_batch(
     xsk: &mut XskQueue,
     timeout: Duration,
-) -> Option<(Option<ntpx::sys::xsk::meta::Meta>, Vec<u8>)> {
-    use xdp::slab::Slab as _;
+) -> Vec<(Option<ntpx::sys::xsk::meta::Meta>, Vec<u8>)> {
     let deadline = Instant::now() + timeout;
-    let mut slab = xdp::slab::HeapSlab::with_capacity(1);
-    while Instant::now() < deadline {
+    let mut got = Vec::new();
+    while Instant::now() < deadline && got.is_empty() {
         xsk.wait(Duration::from_millis(20));
-        if xsk.receive(&mut slab) > 0 {
-            let mut packet = slab.pop_back()?;
-            let meta = take_meta(&mut packet);
-            let frame = packet.to_vec();
-            xsk.release(packet);
-            return Some((meta, frame));
-        }
+        xsk.receive();
+        xsk.consume(|frame| got.push((frame.take_meta(), frame.bytes().to_vec())));
     }
-    None
+    got
 }
 
 // ---------------------------------------------------------------------------
@@ -1048,8 +1043,14 @@ fn replies_reach_an_af_xdp_socket_over_veth() {
             let before = tai_ns();
             wire.send(&reply4(NTP + 1, GEN_PORT, &reply_payload()));
             wire.send(&reply);
-            let (meta, frame) = receive_one(&mut xsk, Duration::from_secs(2))
-                .unwrap_or_else(|| panic!("{mode}: nothing on the socket; {:?}", prog.counters()));
+            let mut got = receive_batch(&mut xsk, Duration::from_secs(2));
+            assert!(
+                got.len() == 1,
+                "{mode}: {} frames on the socket, not 1; {:?}",
+                got.len(),
+                prog.counters()
+            );
+            let (meta, frame) = got.remove(0);
             let after = tai_ns();
             assert_eq!(frame, reply, "{mode}");
             let meta = meta.unwrap_or_else(|| panic!("{mode}: no metadata"));
@@ -1058,7 +1059,7 @@ fn replies_reach_an_af_xdp_socket_over_veth() {
                 "{mode}: stamp {meta:?}"
             );
             assert!(
-                receive_one(&mut xsk, Duration::from_millis(200)).is_none(),
+                receive_batch(&mut xsk, Duration::from_millis(200)).is_empty(),
                 "{mode}: only the reply"
             );
 

@@ -10,11 +10,11 @@ mod fixtures;
 use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
 use fixtures::*;
 use ntpx::proto::ntp::{self, Leap, Mode, NtpShort, NtpTimestamp, Packet, ServerState};
-use ntpx::proto::respond::{FrameConfig, respond};
+use ntpx::proto::respond::{Responder, respond};
 
 /// The server as captured: `mac` is the server's MAC in the captured frame.
-fn cfg(mac: [u8; 6]) -> FrameConfig {
-    FrameConfig::new(
+fn cfg(mac: [u8; 6]) -> Responder {
+    Responder::new(
         mac,
         vec!["198.18.0.1".parse().unwrap()],
         vec!["2001:db8::1".parse().unwrap()],
@@ -144,6 +144,6 @@ fn a_real_chronyd_reply_has_the_shape_of_ours() {
     assert_eq!(ntp::parse_request(CHRONY_REPLY), Err(ntp::Reject::Mode));
     let mut buf = CHRONY_REPLY_FRAME.to_vec();
     let client_mac: [u8; 6] = buf[..6].try_into().unwrap();
-    let cfg = FrameConfig::new(client_mac, vec!["198.18.0.2".parse().unwrap()], vec![]);
+    let cfg = Responder::new(client_mac, vec!["198.18.0.2".parse().unwrap()], vec![]);
     assert!(respond(&mut buf, &cfg, &state(), RX, || TX, 0).is_err());
 }

@@ -5,7 +5,7 @@
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader, VlanId};
 use ntpx::proto::drops::DropReason;
 use ntpx::proto::ntp::{Leap, Mode, NtpShort, NtpTimestamp, Packet, ServerState};
-use ntpx::proto::respond::{FrameConfig, respond};
+use ntpx::proto::respond::{Responder, respond};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 const SRV_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
@@ -31,8 +31,8 @@ fn ntp_request(first: u8, len: usize) -> Vec<u8> {
     p
 }
 
-fn cfg() -> FrameConfig {
-    let mut c = FrameConfig::new(
+fn cfg() -> Responder {
+    let mut c = Responder::new(
         SRV_MAC,
         vec![Ipv4Addr::from(SRV4)],
         vec![SRV6.parse().unwrap()],

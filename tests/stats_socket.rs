@@ -81,7 +81,7 @@ fn stats_reads_a_running_server() {
     for n in 0..SENT - 1 {
         answered += u64::from(send(n));
     }
-    // Workers merge their histograms at most every 500 ms: the last
+    // Workers hand their histograms over at most every 500 ms: the last
     // request, later than that, brings the histogram up to date.
     std::thread::sleep(Duration::from_millis(600));
     answered += u64::from(send(SENT - 1));

@@ -240,7 +240,7 @@ mod tests {
     use super::*;
     use crate::load::frame::{RequestTemplate, Target};
     use crate::proto::ntp::{NtpShort, ServerState};
-    use crate::proto::respond::{FrameConfig, respond};
+    use crate::proto::respond::{Responder, respond};
 
     const SERVER: &str = "198.18.0.1";
     const NONCE: NtpTimestamp = NtpTimestamp::from_bits(0xdead_beef_0000_0042);
@@ -267,7 +267,7 @@ mod tests {
         let n = t
             .write(&mut buf, client.parse().unwrap(), 40000, NONCE, 1)
             .unwrap();
-        let cfg = FrameConfig::new(
+        let cfg = Responder::new(
             [2, 0, 0, 0, 0, 1],
             vec![SERVER.parse().unwrap()],
             vec!["2001:db8::1".parse().unwrap()],

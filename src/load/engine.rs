@@ -401,7 +401,7 @@ mod tests {
     use super::*;
     use crate::load::spec::parse_prefix;
     use crate::proto::ntp::{Leap, ServerState};
-    use crate::proto::respond::{FrameConfig, respond};
+    use crate::proto::respond::{Responder, respond};
 
     const BASE: u64 = 1_800_000_000_000_000_000;
 
@@ -425,8 +425,8 @@ mod tests {
     }
 
     /// The server the in-memory tests answer with (ntpx's responder).
-    fn frame_cfg() -> FrameConfig {
-        FrameConfig::new(
+    fn responder() -> Responder {
+        Responder::new(
             [2, 0, 0, 0, 0, 1],
             vec!["198.18.0.1".parse().unwrap()],
             vec![],
@@ -471,7 +471,7 @@ mod tests {
     /// `fault` applied to every tenth.
     fn run(n: usize, fault: Fault) -> Tally {
         let mut e = engine(None);
-        let cfg = frame_cfg();
+        let cfg = responder();
         let state = state();
         let mut buf = [0u8; 128];
         for i in 0..n {
@@ -550,7 +550,7 @@ mod tests {
     fn good_replies_fill_histograms() {
         let mut e = engine(None);
         let mut buf = [0u8; 128];
-        let cfg = frame_cfg();
+        let cfg = responder();
         let state = state();
         let len = e.next_request(&mut buf, BASE).unwrap();
         e.stamp_batch(BASE + 500);
@@ -580,7 +580,7 @@ mod tests {
     fn reply_to_another_identity_is_invalid() {
         let mut e = engine(None);
         let mut buf = [0u8; 128];
-        let cfg = frame_cfg();
+        let cfg = responder();
         let state = state();
         let len = e.next_request(&mut buf, BASE).unwrap();
         e.stamp_batch(BASE);

@@ -170,7 +170,7 @@ impl RequestTemplate {
 mod tests {
     use super::*;
     use crate::proto::ntp::{ReplyPolicy, ServerState};
-    use crate::proto::respond::{FrameConfig, respond};
+    use crate::proto::respond::{Responder, respond};
 
     fn target(addr: &str) -> Target {
         Target {
@@ -197,9 +197,9 @@ mod tests {
                 .write(&mut buf, src.parse().unwrap(), 40000, nonce, 7)
                 .unwrap();
             assert_eq!(n, t.len());
-            let cfg = FrameConfig {
+            let cfg = Responder {
                 policy: ReplyPolicy::default(),
-                ..FrameConfig::new(
+                ..Responder::new(
                     [2, 0, 0, 0, 0, 1],
                     vec!["198.18.0.1".parse().unwrap()],
                     vec!["2001:db8::1".parse().unwrap()],

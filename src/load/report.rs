@@ -5,11 +5,11 @@
 use super::run::{LoadResult, StepResult};
 use super::spec::fmt_rate;
 use super::tally::Tally;
+use crate::report::fmt_ns;
 use crate::report::hgrm::write_hgrm;
 use crate::report::plot::{RampPoint, latency_svg, ramp_svg};
 use crate::report::table::percentile_table;
 use crate::report::{NamedHist, Percentiles};
-use crate::server::stats::fmt_ns;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

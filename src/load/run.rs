@@ -17,9 +17,9 @@ use super::xsk as load_xdp;
 use crate::load::program::{ClientProgram, ClientProgramKind};
 use crate::proto::ntp::{Leap, Mode, NtpTimestamp};
 use crate::proto::wire::ethernet::Frame;
-use crate::server::program::AttachMode;
-use crate::server::stats::fmt_ns;
+use crate::report::fmt_ns;
 use crate::sys::Datapath;
+use crate::sys::bpf::AttachMode;
 use crate::sys::clock::{Clock, KernelClock, SystemClock, SystemKernelClock};
 use crate::sys::netif;
 use crate::sys::xsk::{BindMode, QueueOptions, XskQueue};
@@ -189,7 +189,6 @@ fn probe_mac(
         version,
         accept_partial_checksum,
     };
-    let mut rx = xdp::slab::HeapSlab::with_capacity(load_xdp::BATCH);
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut next_send = Instant::now();
     while Instant::now() < deadline {
@@ -201,16 +200,18 @@ fn probe_mac(
         for q in queues.iter_mut() {
             q.recycle();
             q.wait(Duration::from_millis(20));
-            q.receive(&mut rx);
-            use xdp::slab::Slab as _;
-            while let Some(p) = rx.pop_back() {
+            q.receive();
+            let mut found = None;
+            q.consume(|frame| {
                 // The same checks as every reply of the run.
-                let answered = check::parse_reply(&p[..], &expect).is_ok_and(|r| r.origin == nonce);
-                let mac = Frame::new_checked(&p[..]).map(|f| f.src());
-                q.release(p);
-                if let (true, Ok(mac)) = (answered, mac) {
-                    return Ok(mac);
+                let answered =
+                    check::parse_reply(frame.bytes(), &expect).is_ok_and(|r| r.origin == nonce);
+                if let (true, Ok(f)) = (answered, Frame::new_checked(frame.bytes())) {
+                    found.get_or_insert(f.src());
                 }
+            });
+            if let Some(mac) = found {
+                return Ok(mac);
             }
         }
     }
@@ -221,6 +222,10 @@ fn probe_mac(
 }
 
 /// One generator thread's I/O.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per thread, moved a few times per run"
+)]
 enum ThreadIo {
     Xdp(XskQueue),
     Socket(ClientSockets),

@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use super::check::{INVALID_COUNT, Invalid};
-use crate::server::stats::new_histogram;
+use crate::report::new_histogram;
 use hdrhistogram::Histogram;
 
 /// The histograms of good replies (nanoseconds).

@@ -10,14 +10,11 @@ use super::live::Live;
 use super::sched::Sched;
 pub use super::sched::Schedule;
 use super::tally::Tally;
+use crate::sys::BATCH;
 use crate::sys::clock::{self, Clock};
-use crate::sys::xsk::{XskQueue, take_meta};
+use crate::sys::xsk::XskQueue;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use xdp::slab::{HeapSlab, Slab as _};
-
-/// Frames per TX or RX batch.
-pub const BATCH: usize = 64;
 
 /// Runs one queue's generator until its schedule is over (or `stop` is
 /// set, which ends the sending at once and drains); returns the queue and
@@ -33,8 +30,6 @@ pub fn run<C: Clock>(
     if !crate::sys::cpu::pin(s.cpu) {
         tracing::warn!(queue = q.queue(), cpu = ?s.cpu, "could not pin generator thread");
     }
-    let mut tx = HeapSlab::with_capacity(BATCH);
-    let mut rx = HeapSlab::with_capacity(BATCH);
     // Half the frames stay out of the fill ring for requests.
     let keep = q.free_frames() / 2;
     let len = e.frame_len();
@@ -47,37 +42,23 @@ pub fn run<C: Clock>(
         }
         q.recycle_keeping(keep);
         let due = sched.due(now, &mut e, BATCH);
-        for _ in 0..due {
-            let Some(mut p) = q.alloc() else { break };
-            if p.adjust_tail(len as i32).is_err() || e.next_request(&mut p[..], now).is_none() {
-                q.release(p);
-                break;
-            }
-            // Cannot fail: the slab holds BATCH and we build ≤ BATCH.
-            if let Some(p) = tx.push_front(p) {
-                e.unsend(&p[..]);
-                q.release(p);
-            }
-        }
-        let built = tx.len();
+        let built = q.build(due, len, |frame| e.next_request(frame, now).is_some());
         if built > 0 {
             e.stamp_batch(clock.now_unix_nanos());
-            let queued = q.send(&mut tx);
+            let queued = q.send_built(|unsent| e.unsend(unsent));
             sched.sent(queued as u64);
-            while let Some(p) = tx.pop_back() {
-                e.unsend(&p[..]);
-                q.release(p);
-            }
         }
-        let n = q.receive(&mut rx);
+        let n = q.receive();
         if n > 0 {
             let fallback = clock.now_unix_nanos();
-            while let Some(mut p) = rx.pop_back() {
-                let (hw, sw) = take_meta(&mut p).map_or((0, 0), |m| (m.rx_hw_ns, m.rx_sw_tai_ns));
+            q.consume(|frame| {
+                let sw = frame.take_meta().map_or(0, |m| m.rx_sw_tai_ns);
+                // No hardware stamp: `rx_hw_ns` is on the NIC clock's timescale,
+                // and there is no PHC→UTC mapping yet (the programs write 0).
+                let hw = 0;
                 let t4 = clock::receive_time(hw, sw, s.tai_offset_s, fallback);
-                e.on_frame(&p[..], t4);
-                q.release(p);
-            }
+                e.on_frame(frame.bytes(), t4);
+            });
         } else if built == 0 {
             if q.tx_pending() {
                 q.kick();

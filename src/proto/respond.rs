@@ -32,9 +32,11 @@ pub const REPLY_TTL: u8 = 64;
 /// chargen, time): a spoofed request "from" them starts a loop.
 pub const LOOP_PORTS: [u16; 5] = [7, 13, 17, 19, 37];
 
-/// What the responder needs to know about the server.
+/// The server as the responder sees it: who it is (port, MAC, addresses),
+/// which sources can never be clients, and how it answers. Built once at
+/// start from the config and the interface, shared by every worker.
 #[derive(Clone, Debug)]
-pub struct FrameConfig {
+pub struct Responder {
     /// The NTP port (123).
     pub port: u16,
     /// The interface's MAC address: only frames addressed to it are
@@ -65,14 +67,14 @@ pub struct FrameConfig {
     pub policy: ReplyPolicy,
 }
 
-impl FrameConfig {
+impl Responder {
     /// A config for an interface with MAC `mac` serving the given
     /// addresses, with the defaults: port 123, loop ports dropped, full
     /// checksums required, the request's poll echoed. The own addresses
     /// are the served ones; add the interface's prefixes with
-    /// [`FrameConfig::add_local_prefixes`].
+    /// [`Responder::add_local_prefixes`].
     pub fn new(mac: [u8; 6], v4: Vec<Ipv4Addr>, v6: Vec<Ipv6Addr>) -> Self {
-        FrameConfig {
+        Responder {
             port: 123,
             mac,
             own_v4: v4.clone(),
@@ -117,7 +119,7 @@ pub struct Reply {
     /// The transmit timestamp it carries.
     pub transmit: NtpTimestamp,
     /// The request's UDP checksum was in the partial form (accepted only
-    /// with [`FrameConfig::accept_partial_checksum`]; counted apart).
+    /// with [`Responder::accept_partial_checksum`]; counted apart).
     pub partial_checksum: bool,
 }
 
@@ -149,7 +151,7 @@ pub fn check_source_port(port: u16, drop_loop_ports: bool) -> Result<(), DropRea
 /// datapath too): the destination must be ours; the source must not be a
 /// martian, one of ours, or a subnet's network or broadcast address.
 pub fn check_addresses(
-    cfg: &FrameConfig,
+    cfg: &Responder,
     src: std::net::IpAddr,
     dst: std::net::IpAddr,
 ) -> Result<(), DropReason> {
@@ -192,7 +194,7 @@ pub fn check_addresses(
 /// be sent.
 pub fn respond(
     frame: &mut [u8],
-    cfg: &FrameConfig,
+    cfg: &Responder,
     state: &ServerState,
     rx: NtpTimestamp,
     now: impl FnOnce() -> NtpTimestamp,
@@ -228,7 +230,7 @@ struct Checked {
 /// the parsed request and whether its checksum was in the partial form.
 fn check_udp(
     datagram: &[u8],
-    cfg: &FrameConfig,
+    cfg: &Responder,
     pseudo: u32,
     checksum_required: bool,
 ) -> Result<Checked, DropReason> {
@@ -261,7 +263,7 @@ const REPLY_UDP_LEN: usize = udp::HEADER_LEN + ntp::HEADER_LEN;
 fn respond_v4(
     frame: &mut [u8],
     off: usize,
-    cfg: &FrameConfig,
+    cfg: &Responder,
     state: &ServerState,
     rx: NtpTimestamp,
     now: impl FnOnce() -> NtpTimestamp,
@@ -329,7 +331,7 @@ fn respond_v4(
 fn respond_v6(
     frame: &mut [u8],
     off: usize,
-    cfg: &FrameConfig,
+    cfg: &Responder,
     state: &ServerState,
     rx: NtpTimestamp,
     now: impl FnOnce() -> NtpTimestamp,
@@ -386,7 +388,7 @@ fn respond_v6(
 #[allow(clippy::too_many_arguments)]
 fn finish_udp(
     datagram: &mut [u8],
-    cfg: &FrameConfig,
+    cfg: &Responder,
     checked: &Checked,
     state: &ServerState,
     rx: NtpTimestamp,
@@ -418,7 +420,7 @@ mod tests {
 
     #[test]
     fn subnet_edges_come_from_prefixes_of_30_and_shorter() {
-        let mut cfg = FrameConfig::new(
+        let mut cfg = Responder::new(
             [2, 0, 0, 0, 0, 1],
             vec!["192.0.2.1".parse().unwrap()],
             vec![],

@@ -340,7 +340,7 @@ impl Footer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::stats::new_histogram;
+    use crate::report::new_histogram;
     use hdrhistogram::Histogram;
 
     fn hgrm_text(h: &NamedHist, unit_ratio: f64) -> String {

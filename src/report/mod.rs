@@ -1,7 +1,7 @@
 //! Reports that people read, made from latency histograms.
 //!
 //! The load generator and the server record nanoseconds into HdrHistograms
-//! (see [`crate::server::stats::new_histogram`]). Signed quantities such as an NTP
+//! (see [`new_histogram`]). Signed quantities such as an NTP
 //! offset are recorded with a bias (`recorded = ns + bias_ns`), so every
 //! value read back here has that bias taken off again.
 //!
@@ -21,9 +21,8 @@ pub mod table;
 
 pub use hgrm::{Hgrm, HgrmError, HgrmRow, read_hgrm, write_hgrm};
 pub use plot::{PlotError, RampPoint, latency_svg, ramp_svg};
-pub use table::percentile_table;
+pub use table::{percentile_table, quantile_list};
 
-use crate::server::stats::fmt_ns;
 use hdrhistogram::Histogram;
 
 /// A histogram with its display name. Values were recorded as `ns + bias_ns`.
@@ -150,16 +149,43 @@ pub fn fmt_rate(rate: f64) -> String {
 }
 
 /// Signed nanoseconds with a readable unit, e.g. "-1.5us", "850ns", "2.50ms"
-/// (the style of [`crate::server::stats::fmt_ns`]).
+/// (the style of [`fmt_ns`]).
 pub fn fmt_signed_ns(ns: i64) -> String {
     let sign = if ns < 0 { "-" } else { "" };
     format!("{sign}{}", fmt_ns(ns.unsigned_abs()))
 }
 
+/// Highest value the histograms track (60 s, in ns).
+const HIST_MAX_NS: u64 = 60_000_000_000;
+
+/// A new, empty nanosecond histogram (1 ns .. 60 s, 3 significant
+/// digits): the server's service times and the generator's latencies.
+pub fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants that hdrhistogram accepts; a failure here
+    // would be a bug caught by every test.
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid histogram bounds")
+}
+
+/// Nanoseconds with a readable unit.
+pub fn fmt_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}ms", ns as f64 / 1e6),
+        _ => format!("{:.3}s", ns as f64 / 1e9),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::stats::new_histogram;
+
+    #[test]
+    fn formatting() {
+        assert_eq!(fmt_ns(999), "999ns");
+        assert_eq!(fmt_ns(1500), "1.5us");
+        assert_eq!(fmt_ns(2_500_000), "2.50ms");
+    }
 
     /// 1..=1000 us, one each.
     fn uniform_us() -> Histogram<u64> {

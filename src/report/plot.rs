@@ -354,7 +354,7 @@ fn trim_point_zero(s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::stats::new_histogram;
+    use crate::report::new_histogram;
     use hdrhistogram::Histogram;
 
     /// Every element opened is closed, in order; returns the element names seen.

@@ -6,7 +6,8 @@
 //! chronyd          0       -       -       -       -       -       -
 //! ```
 
-use super::{NamedHist, QUANTILES, fmt_signed_ns};
+use super::{NamedHist, QUANTILES, fmt_ns, fmt_signed_ns};
+use hdrhistogram::Histogram;
 use std::fmt::Write as _;
 
 /// A text table: one row per histogram, columns name, count, p50, p90, p99,
@@ -70,10 +71,30 @@ fn write_line(out: &mut String, cells: &[String], widths: &[usize]) {
     out.push('\n');
 }
 
+/// One histogram's percentiles (p50 … max) as an indented list under a
+/// title with the sample count: the server's exit summary and `ntpx stats`.
+pub fn quantile_list(title: &str, h: &Histogram<u64>) -> String {
+    let mut s = format!("{title} ({} samples)\n", h.len());
+    if h.is_empty() {
+        return s;
+    }
+    for (label, q) in [
+        ("p50", 0.5),
+        ("p90", 0.9),
+        ("p99", 0.99),
+        ("p99.9", 0.999),
+        ("p99.99", 0.9999),
+    ] {
+        let _ = writeln!(s, "  {label:<7} {}", fmt_ns(h.value_at_quantile(q)));
+    }
+    let _ = writeln!(s, "  {:<7} {}", "max", fmt_ns(h.max()));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::stats::new_histogram;
+    use crate::report::new_histogram;
 
     #[test]
     fn rows_columns_and_dashes() {

@@ -3,16 +3,42 @@
 //! serves the stats socket, and adds what the kernel counted (requests no
 //! worker saw) to the workers' numbers.
 
+use super::config::Settings;
 use super::program::{CountersReader, XdpProgram};
-use super::serve::Run;
+use super::state::SharedState;
 use super::stats::{Collector, KernelCounts, Totals};
+use super::stats_socket::StatsSocket;
 use crate::proto::drops::DropReason;
 use crate::sys::clock::{SystemClock, SystemKernelClock};
 use crate::sys::udp::SocketDrops;
 use crate::sys::xsk::XskStatsReader;
+use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+/// Runtime options that are not part of the config file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Stop after this long (tests, demo).
+    pub duration: Option<Duration>,
+}
+
+/// What both datapaths' set-up and shutdown share.
+pub(super) struct Run<'a> {
+    pub(super) settings: &'a Settings,
+    pub(super) opts: RunOptions,
+    pub(super) state: &'a SharedState,
+    /// Set by SIGINT/SIGTERM.
+    pub(super) term: &'a AtomicBool,
+    /// Cleared to stop the workers.
+    pub(super) running: &'a AtomicBool,
+    /// When `run` began (the stats socket's uptime).
+    pub(super) start: Instant,
+    /// The bound stats socket, taken by the control loop to serve it.
+    pub(super) stats_socket: Cell<Option<StatsSocket>>,
+}
 
 /// What the kernel counted on the XDP datapath about requests no worker
 /// saw: the program's drops, and each AF_XDP socket's ring drops.
@@ -87,6 +113,7 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, program: Option<&
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
+        counts.merge_histograms();
         if last_state.elapsed() >= Duration::from_secs(1) {
             if let Err(e) = state.refresh(&SystemKernelClock, &SystemClock) {
                 tracing::warn!(error = %e, "adjtimex failed; keeping the previous clock state");

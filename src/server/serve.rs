@@ -3,14 +3,15 @@
 //! down cleanly: stop redirecting, join the workers, detach the program.
 //! Meanwhile the stats socket (`crate::server::stats_socket`) answers `ntpx stats`.
 
-use super::control::{SocketKernelCounts, XdpKernelCounts, control_loop};
-use crate::proto::respond::FrameConfig;
+use super::control::{Run, SocketKernelCounts, XdpKernelCounts, control_loop};
+use crate::proto::respond::Responder;
 use crate::server::config::{Datapath, Settings};
 use crate::server::program::{MAX_ADDRS, ProgramConfig, XdpProgram};
 use crate::server::state::SharedState;
 use crate::server::stats::{Collector, Published, Totals};
 use crate::server::stats_socket::StatsSocket;
-use crate::server::worker::{self, BATCH, WorkerCtx};
+use crate::server::worker::{self, WorkerCtx};
+use crate::sys::BATCH;
 use crate::sys::clock::{self, SystemClock, SystemKernelClock};
 use crate::sys::netif;
 use crate::sys::udp::{BatchSocket, BindError};
@@ -22,12 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Runtime options that are not part of the config file.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RunOptions {
-    /// Stop after this long (tests, demo).
-    pub duration: Option<Duration>,
-}
+pub use super::control::RunOptions;
 
 fn cpu_for(settings: &Settings, worker: usize) -> Option<usize> {
     match &settings.cpus {
@@ -83,7 +79,7 @@ fn served_addresses(
 /// addresses, the host's own addresses and prefixes (the interface's for
 /// the XDP datapath, every interface's for the socket datapath, whose
 /// socket listens on all of them), and the reply policy.
-fn frame_config(settings: &Settings) -> anyhow::Result<FrameConfig> {
+fn responder_for(settings: &Settings) -> anyhow::Result<Responder> {
     let iface = settings.interface.as_deref();
     if let Some(iface) = iface {
         netif::ifindex(iface)?;
@@ -99,7 +95,7 @@ fn frame_config(settings: &Settings) -> anyhow::Result<FrameConfig> {
         _ => local.clone(),
     };
     let (v4, v6) = served_addresses(settings, &served_from)?;
-    let mut cfg = FrameConfig::new(mac, v4, v6);
+    let mut cfg = Responder::new(mac, v4, v6);
     cfg.add_local_prefixes(&local.v4, &local.v6);
     cfg.port = settings.port;
     cfg.drop_loop_ports = settings.drop_loop_ports;
@@ -123,9 +119,9 @@ fn frame_config(settings: &Settings) -> anyhow::Result<FrameConfig> {
 /// Runs the server until signalled. Returns the final totals.
 pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
     let start = Instant::now();
-    let frame_cfg = Arc::new(frame_config(&settings)?);
-    settings.v4.clone_from(&frame_cfg.v4);
-    settings.v6.clone_from(&frame_cfg.v6);
+    let responder = Arc::new(responder_for(&settings)?);
+    settings.v4.clone_from(&responder.v4);
+    settings.v6.clone_from(&responder.v6);
     // Bound before anything else is set up, so that a second server fails
     // early; removed again on every way out (the guard's Drop).
     let stats_socket = settings
@@ -154,7 +150,7 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         signal_hook::flag::register(sig, term.clone()).context("installing signal handlers")?;
     }
     let ctx = |published: Arc<Published>, cpu| WorkerCtx {
-        frame_cfg: frame_cfg.clone(),
+        responder: responder.clone(),
         state: state.clone(),
         running: running.clone(),
         published,
@@ -174,21 +170,6 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         Datapath::Xdp => run_xdp(&run, ctx),
         Datapath::Socket => run_socket(&run, ctx),
     }
-}
-
-/// What both datapaths' set-up and shutdown share.
-pub(super) struct Run<'a> {
-    pub(super) settings: &'a Settings,
-    pub(super) opts: RunOptions,
-    pub(super) state: &'a SharedState,
-    /// Set by SIGINT/SIGTERM.
-    pub(super) term: &'a AtomicBool,
-    /// Cleared to stop the workers.
-    pub(super) running: &'a AtomicBool,
-    /// When `run` began (the stats socket's uptime).
-    pub(super) start: Instant,
-    /// The bound stats socket, taken by the control loop to serve it.
-    pub(super) stats_socket: Cell<Option<StatsSocket>>,
 }
 
 fn run_xdp(

@@ -2,28 +2,31 @@
 //!
 //! Each worker counts into plain local fields (no atomics per packet) and
 //! publishes them once per batch with relaxed stores. Its RX→TX service
-//! times go into a local HdrHistogram, merged about once a second into a
-//! shared one under `try_lock` — never blocking, never on the per-packet
-//! path; if the control thread happens to hold the lock, the merge waits
-//! for the next batch.
+//! times go into a histogram of its own. About every half second it hands
+//! that whole histogram over and carries on with an empty one: one pointer
+//! swap and two lock-free queue operations on the packet thread, nothing
+//! else. The control thread, when it next collects the totals, merges the
+//! handed-over histogram into the worker's running total, resets it (the
+//! 27,648 buckets' worth of memory traffic, off the packet path) and
+//! queues it back as the worker's next empty one. Two histograms circulate
+//! per worker; when the control thread has not returned one yet, the worker
+//! simply keeps recording into the one it has.
 
 use crate::proto::drops::{COUNT, DropReason};
+use crate::report::{fmt_ns, new_histogram, quantile_list};
+use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Highest service time the histograms track (60 s, in ns).
-const HIST_MAX_NS: u64 = 60_000_000_000;
-/// Merge the local histogram into the shared one this often.
-const MERGE_EVERY_NS: u64 = 500_000_000;
+/// Hand the histogram over this often.
+const HAND_OVER_EVERY_NS: u64 = 500_000_000;
+/// Room in each hand-over queue: the two circulating histograms, and one
+/// more that a worker may make on exit.
+const HAND_OVER_SLOTS: usize = 3;
 
-/// A new, empty service-time histogram (ns, 3 significant digits).
-pub fn new_histogram() -> Histogram<u64> {
-    // The bounds are constants that hdrhistogram accepts; a failure here
-    // would be a bug caught by every test.
-    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid histogram bounds")
-}
+type Hist = Box<Histogram<u64>>;
 
 /// One worker's published numbers.
 #[derive(Debug)]
@@ -32,18 +35,49 @@ pub struct Published {
     tx: AtomicU64,
     partial_checksum: AtomicU64,
     drops: [AtomicU64; COUNT],
-    hist: Mutex<Histogram<u64>>,
+    /// Histograms the worker has handed over, to be merged.
+    full: ArrayQueue<Hist>,
+    /// Emptied histograms, for the worker to take.
+    spare: ArrayQueue<Hist>,
+    /// Everything merged so far (touched by collecting threads only).
+    merged: Mutex<Histogram<u64>>,
 }
 
 impl Default for Published {
     fn default() -> Self {
+        let spare = ArrayQueue::new(HAND_OVER_SLOTS);
+        // Cannot fail: the queue is empty.
+        let _ = spare.push(Box::new(new_histogram()));
         Published {
             rx: AtomicU64::new(0),
             tx: AtomicU64::new(0),
             partial_checksum: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
-            hist: Mutex::new(new_histogram()),
+            full: ArrayQueue::new(HAND_OVER_SLOTS),
+            spare,
+            merged: Mutex::new(new_histogram()),
         }
+    }
+}
+
+impl Published {
+    /// Merges the histograms handed over so far into the running total
+    /// and returns the emptied ones to the worker.
+    fn merge_pending(&self, merged: &mut Histogram<u64>) {
+        while let Some(mut h) = self.full.pop() {
+            // Same bounds on both sides, so `add` cannot fail.
+            let _ = merged.add(&*h);
+            h.reset();
+            // Cannot fail: at most HAND_OVER_SLOTS histograms exist.
+            let _ = self.spare.push(h);
+        }
+    }
+
+    /// [`Self::merge_pending`], then adds the running total to `into`.
+    fn merge_into(&self, into: &mut Histogram<u64>) {
+        let mut merged = self.merged.lock().unwrap_or_else(|e| e.into_inner());
+        self.merge_pending(&mut merged);
+        let _ = into.add(&*merged);
     }
 }
 
@@ -54,8 +88,8 @@ pub struct WorkerStats {
     tx: u64,
     partial_checksum: u64,
     drops: [u64; COUNT],
-    hist: Histogram<u64>,
-    last_merge_ns: u64,
+    hist: Hist,
+    last_hand_over_ns: u64,
     published: std::sync::Arc<Published>,
 }
 
@@ -67,8 +101,9 @@ impl WorkerStats {
             tx: 0,
             partial_checksum: 0,
             drops: [0; COUNT],
-            hist: new_histogram(),
-            last_merge_ns: 0,
+            // The worker's first histogram; the spare waits in `published`.
+            hist: Box::new(new_histogram()),
+            last_hand_over_ns: 0,
             published,
         }
     }
@@ -105,8 +140,23 @@ impl WorkerStats {
     }
 
     /// Publishes the counters (every batch) and, at most every half second,
-    /// merges the histogram. `now_ns` is any monotonic-enough time in ns.
+    /// hands the histogram over. `now_ns` is any monotonic-enough time in
+    /// ns.
     pub fn publish(&mut self, now_ns: u64) {
+        // The histogram first, so that counters read elsewhere never run
+        // ahead of the service times handed over with them.
+        if now_ns.wrapping_sub(self.last_hand_over_ns) >= HAND_OVER_EVERY_NS
+            && !self.hist.is_empty()
+        {
+            // No spare back yet (the control thread returns them within a
+            // tick): keep recording into this one.
+            if let Some(empty) = self.published.spare.pop() {
+                let full = std::mem::replace(&mut self.hist, empty);
+                // Cannot fail: at most HAND_OVER_SLOTS histograms exist.
+                let _ = self.published.full.push(full);
+            }
+            self.last_hand_over_ns = now_ns;
+        }
         let p = &*self.published;
         p.rx.store(self.rx, Relaxed);
         p.tx.store(self.tx, Relaxed);
@@ -114,20 +164,21 @@ impl WorkerStats {
         for (a, v) in p.drops.iter().zip(self.drops) {
             a.store(v, Relaxed);
         }
-        if now_ns.wrapping_sub(self.last_merge_ns) >= MERGE_EVERY_NS && !self.hist.is_empty() {
-            self.flush_histogram();
-            self.last_merge_ns = now_ns;
-        }
     }
 
-    /// Merges the histogram now if the lock is free (also on exit).
+    /// Hands the histogram over for good (the worker is stopping): with a
+    /// spare if one is back, else with a new one (an allocation, once).
     pub fn flush_histogram(&mut self) {
-        if let Ok(mut shared) = self.published.hist.try_lock() {
-            // Same bounds on both sides, so `add` cannot fail or allocate.
-            if shared.add(&self.hist).is_ok() {
-                self.hist.reset();
-            }
+        if self.hist.is_empty() {
+            return;
         }
+        let empty = self
+            .published
+            .spare
+            .pop()
+            .unwrap_or_else(|| Box::new(new_histogram()));
+        let full = std::mem::replace(&mut self.hist, empty);
+        let _ = self.published.full.push(full);
     }
 }
 
@@ -165,6 +216,16 @@ impl Collector {
         kernel: Option<Box<dyn KernelCounts>>,
     ) -> Collector {
         Collector { workers, kernel }
+    }
+
+    /// Merges the histograms the workers have handed over and gives them
+    /// back emptied: the control thread calls this every tick, so that a
+    /// worker always finds a spare when its next hand-over is due.
+    pub fn merge_histograms(&self) {
+        for w in &self.workers {
+            let mut merged = w.merged.lock().unwrap_or_else(|e| e.into_inner());
+            w.merge_pending(&mut merged);
+        }
     }
 
     /// Everything counted so far.
@@ -209,8 +270,7 @@ impl Totals {
             for (d, a) in t.drops.iter_mut().zip(&w.drops) {
                 *d += a.load(Relaxed);
             }
-            let h = w.hist.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = t.service.add(&*h);
+            w.merge_into(&mut t.service);
         }
         t
     }
@@ -281,37 +341,8 @@ impl Totals {
                 self.partial_checksum
             );
         }
-        s.push_str(&percentile_table("RX->TX service time", &self.service));
+        s.push_str(&quantile_list("RX->TX service time", &self.service));
         s
-    }
-}
-
-/// A percentile table (p50 … max) of a nanosecond histogram.
-pub fn percentile_table(title: &str, h: &Histogram<u64>) -> String {
-    let mut s = format!("{title} ({} samples)\n", h.len());
-    if h.is_empty() {
-        return s;
-    }
-    for (label, q) in [
-        ("p50", 0.5),
-        ("p90", 0.9),
-        ("p99", 0.99),
-        ("p99.9", 0.999),
-        ("p99.99", 0.9999),
-    ] {
-        let _ = writeln!(s, "  {label:<7} {}", fmt_ns(h.value_at_quantile(q)));
-    }
-    let _ = writeln!(s, "  {:<7} {}", "max", fmt_ns(h.max()));
-    s
-}
-
-/// Nanoseconds with a readable unit.
-pub fn fmt_ns(ns: u64) -> String {
-    match ns {
-        0..1_000 => format!("{ns}ns"),
-        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.2}ms", ns as f64 / 1e6),
-        _ => format!("{:.3}s", ns as f64 / 1e9),
     }
 }
 
@@ -334,8 +365,8 @@ mod tests {
         for ns in 1..=100 {
             wa.service_ns(ns * 1000);
         }
-        wa.publish(MERGE_EVERY_NS);
-        wb.publish(MERGE_EVERY_NS);
+        wa.publish(HAND_OVER_EVERY_NS);
+        wb.publish(HAND_OVER_EVERY_NS);
         let t = Totals::collect(&[a, b]);
         assert_eq!((t.rx, t.tx, t.dropped()), (15, 13, 2));
         assert_eq!(t.drops[DropReason::NtpMode as usize], 2);
@@ -344,6 +375,59 @@ mod tests {
         assert!((49_900..=50_100).contains(&p50), "{p50}");
         assert!(t.summary().contains("ntp_mode"));
         assert!(t.line(&t, 1.0).contains("rx 0/s"));
+    }
+
+    /// The hand-over loses nothing: rounds where the collector does not
+    /// come (the worker keeps its histogram), rounds where it does, and
+    /// the final flush.
+    #[test]
+    fn histograms_handed_over_lose_no_sample() {
+        let p = Arc::new(Published::default());
+        let mut w = WorkerStats::new(p.clone());
+        let mut now = 0;
+        let mut recorded = 0u64;
+        for round in 0..20u64 {
+            for k in 0..=round {
+                w.service_ns(1_000 + k);
+                recorded += 1;
+            }
+            now += HAND_OVER_EVERY_NS;
+            w.publish(now);
+            if round % 3 == 0 {
+                assert_eq!(Totals::collect(std::slice::from_ref(&p)).service.len(), {
+                    // Everything but what the worker still holds.
+                    recorded - w.hist.len()
+                });
+            }
+        }
+        // At most two histograms ever circulated (one with the worker).
+        assert!(p.full.len() + p.spare.len() <= 1);
+        w.service_ns(5);
+        w.flush_histogram();
+        assert!(w.hist.is_empty());
+        let t = Totals::collect(std::slice::from_ref(&p));
+        assert_eq!(t.service.len(), recorded + 1);
+        assert_eq!(t.service.min(), 5);
+        // Collecting again counts nothing twice.
+        assert_eq!(Totals::collect(&[p]).service.len(), recorded + 1);
+    }
+
+    /// With the control thread merging every tick, every hand-over finds a
+    /// spare: the worker never holds more than half a second of samples.
+    #[test]
+    fn merged_every_tick_hands_over_every_time() {
+        let p = Arc::new(Published::default());
+        let c = Collector::new(vec![p.clone()], None);
+        let mut w = WorkerStats::new(p.clone());
+        for round in 1..=10u64 {
+            w.service_ns(round * 1_000);
+            w.publish(round * HAND_OVER_EVERY_NS);
+            assert!(w.hist.is_empty(), "round {round}: handed over");
+            c.merge_histograms();
+            assert_eq!(p.full.len(), 0);
+            assert_eq!(p.spare.len(), 1);
+        }
+        assert_eq!(c.totals().service.len(), 10);
     }
 
     #[test]
@@ -365,12 +449,5 @@ mod tests {
             t.line(&Totals::collect(&[]), 1.0)
                 .contains("rx_ring_full=7")
         );
-    }
-
-    #[test]
-    fn formatting() {
-        assert_eq!(fmt_ns(999), "999ns");
-        assert_eq!(fmt_ns(1500), "1.5us");
-        assert_eq!(fmt_ns(2_500_000), "2.50ms");
     }
 }

@@ -22,7 +22,8 @@
 //! another process has put its own socket at that path meanwhile.
 
 use crate::proto::drops::DropReason;
-use crate::server::stats::{Collector, Totals, percentile_table};
+use crate::report::quantile_list;
+use crate::server::stats::{Collector, Totals};
 use crate::sys::Datapath;
 use anyhow::{Context, bail};
 use base64::Engine as _;
@@ -184,7 +185,7 @@ impl StatsDoc {
                 self.partial_checksum
             );
         }
-        s.push_str(&percentile_table("RX->TX service time", &hist));
+        s.push_str(&quantile_list("RX->TX service time", &hist));
         Ok(s)
     }
 }

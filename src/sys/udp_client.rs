@@ -2,8 +2,8 @@
 //! socket`): a set of UDP sockets connected to the server, one client
 //! identity each, sent to in `sendmmsg` batches and drained with
 //! non-blocking `recvmmsg` batches when an `epoll` set says they have
-//! replies. Why connected sockets, and what that costs, is in
-//! `crate::load::udp`.
+//! replies. Why connected sockets, and what that costs, is told with the
+//! generator's socket thread (`ntpx load --datapath socket`).
 //!
 //! The batch buffers are allocated once per set; each call is one syscall.
 //! The mmsg calls go through `libc`: `nix`'s `recvmmsg` does not reset each

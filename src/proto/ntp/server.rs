@@ -2,7 +2,8 @@
 //!
 //! [`parse_request`] judges a UDP payload; [`write_reply`] writes the 48
 //! reply bytes, setting every field once under the rule that defines it
-//! (RFC 5905 §9.2 and `NTP-SERVER-RULES.md`). Neither can panic on any
+//! (RFC 5905 §9.2, and what a public server must and must never do: the
+//! README's "What ntpx drops, and why"). Neither can panic on any
 //! input: lengths are checked before any access.
 
 use super::packet::{HEADER_LEN, Leap, Mode, Packet};

@@ -4,8 +4,8 @@
 //! Pure code: no I/O, no clocks, no `unsafe`. Each view wraps a byte buffer
 //! (`T: AsRef<[u8]>`, mutable with `AsMut<[u8]>`); `new_checked` verifies
 //! that the fixed part of the header fits, after which the getters and
-//! setters cannot panic. `new_unchecked` skips that check: its accessors
-//! panic on a short buffer, so it is only for buffers already checked.
+//! setters cannot panic. There is no unchecked constructor: a view exists
+//! only over a buffer long enough for it.
 
 #![forbid(unsafe_code)]
 

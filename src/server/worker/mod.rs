@@ -8,21 +8,18 @@
 pub mod udp;
 pub mod xsk;
 
-use crate::proto::respond::FrameConfig;
+use crate::proto::respond::Responder;
 use crate::server::state::SharedState;
 use crate::server::stats::Published;
 use crate::sys::clock::Clock;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-/// Requests taken from the ring (or socket) per batch.
-pub const BATCH: usize = 64;
-
 /// What every worker shares.
 #[derive(Clone)]
 pub struct WorkerCtx<C: Clock> {
     /// Addresses, port and reply policy.
-    pub frame_cfg: Arc<FrameConfig>,
+    pub responder: Arc<Responder>,
     /// The server's clock state.
     pub state: Arc<SharedState>,
     /// Cleared to stop the worker.

@@ -5,11 +5,12 @@
 //! lengths the kernel let through (see `crate::sys::udp`); the source
 //! checks and everything NTP are ours.
 
-use super::{BATCH, WorkerCtx};
+use super::WorkerCtx;
 use crate::proto::drops::DropReason;
 use crate::proto::ntp::{self, NtpTimestamp};
 use crate::proto::respond::{check_addresses, check_source_port};
 use crate::server::stats::WorkerStats;
+use crate::sys::BATCH;
 use crate::sys::clock::Clock;
 use crate::sys::udp::BatchSocket;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,7 +22,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
     }
     let mut stats = WorkerStats::new(ctx.published.clone());
     let mut rng = fastrand::Rng::new();
-    let cfg = &*ctx.frame_cfg;
+    let cfg = &*ctx.responder;
     let mut replies = [(0usize, 0usize); BATCH];
     while ctx.running.load(Relaxed) {
         let n = match sock.recv() {

@@ -3,9 +3,9 @@
 //! with its log kept, attaching through a BPF link (detached on drop),
 //! the AF_XDP socket map, per-CPU counter maps and `BPF_PROG_TEST_RUN`.
 //!
-//! The programs themselves, and what they mean, live with their users:
-//! the server's in `crate::server::program`, the generator's in
-//! `crate::load::program`. Only this module touches libbpf's raw API.
+//! The programs themselves, and what they mean, live with their users in
+//! the layers above: the server's steering program and the generator's
+//! receive and sink programs. Only this module touches libbpf's raw API.
 
 pub mod pass;
 pub mod skel;

@@ -46,14 +46,17 @@ pub fn tai_to_unix_nanos(tai_ns: u64, tai_offset_s: i32) -> u64 {
 }
 
 /// The receive time of a request: the earliest and most precise stamp
-/// there is. A hardware stamp (already UTC) wins; else the XDP program's
-/// software stamp; else `fallback` (the worker's own clock read when it
+/// there is. A hardware stamp wins, once it is UTC: a NIC stamp is on its
+/// clock's (PHC's) timescale — usually TAI, or free-running — and must go
+/// through a PHC→UTC mapping before it is passed here as `hw_utc_ns`.
+/// Else the XDP program's software stamp (`CLOCK_TAI`, converted with the
+/// kernel's offset); else `fallback` (the worker's own clock read when it
 /// picked up the batch). Zero means "no stamp" (veth's hardware-stamp
 /// kfunc succeeds with 0).
 #[inline]
-pub fn receive_time(hw_unix_ns: u64, sw_tai_ns: u64, tai_offset_s: i32, fallback: u64) -> u64 {
-    if hw_unix_ns != 0 {
-        hw_unix_ns
+pub fn receive_time(hw_utc_ns: u64, sw_tai_ns: u64, tai_offset_s: i32, fallback: u64) -> u64 {
+    if hw_utc_ns != 0 {
+        hw_utc_ns
     } else if sw_tai_ns != 0 {
         tai_to_unix_nanos(sw_tai_ns, tai_offset_s)
     } else {

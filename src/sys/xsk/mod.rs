@@ -7,13 +7,19 @@
 //!
 //! Frames cycle without copies: fill ring → (kernel) → RX ring → worker
 //! rewrites the frame in place → TX ring → (kernel) → completion ring →
-//! free list → fill ring.
+//! free list → fill ring. The frames never leave the [`XskQueue`] that
+//! owns their UMEM: callers see them only on loan ([`XskFrame`]), so the
+//! `xdp` crate's contracts (a frame must not outlive its UMEM, and goes
+//! back only to the UMEM it came from) hold by construction.
 
 pub mod meta;
 
+use super::BATCH;
 use meta::{META_LEN, Meta};
+use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
+use xdp::slab::HeapSlab;
 use xdp::slab::Slab as _;
 use xdp::socket::{XdpSocket, XdpSocketBuilder};
 use xdp::umem::{FrameSize, UmemCfgBuilder};
@@ -94,28 +100,68 @@ pub enum QueueError {
 /// program's metadata (and what later metadata may need).
 const HEADROOM: u32 = 64;
 const _: () = assert!(META_LEN as u32 <= HEADROOM);
-/// Frames handed to the fill ring per reservation.
-const FILL_CHUNK: usize = 64;
 /// Descriptors the kernel sends per kick in copy mode (its default TX
 /// budget, `max_tx_budget`).
 const COPY_TX_BUDGET: usize = 32;
 /// Extra kicks before replies that find the TX ring full are dropped.
 const TX_RETRIES: usize = 4;
 
-/// An open, bound AF_XDP socket and its rings.
-pub struct XskQueue {
-    queue: u32,
-    // Field order is drop order: rings and socket go before the UMEM they
-    // point into.
+/// The four rings of a bound socket.
+struct Rings {
     fill: WakableFillRing,
     rx: RxRing,
     completion: CompletionRing,
     tx: WakableTxRing,
-    socket: XdpSocket,
-    umem: Umem,
+}
+
+/// An open, bound AF_XDP socket, its rings and its UMEM.
+///
+/// UMEM frames never leave it: received frames are lent to a callback
+/// ([`XskQueue::reply`], [`XskQueue::consume`]) as an [`XskFrame`] that
+/// borrows the queue, and outgoing ones are built in place
+/// ([`XskQueue::build`]). No caller can hold a frame past the queue's
+/// life, nor hand it a frame of another UMEM.
+pub struct XskQueue {
+    queue: u32,
+    // The crate's contract: the UMEM outlives the socket and its rings
+    // (they point into it). `Drop` below drops them in that order; the
+    // field order does not matter.
+    rings: ManuallyDrop<Rings>,
+    socket: ManuallyDrop<XdpSocket>,
+    umem: ManuallyDrop<Umem>,
+    /// Frames taken off the RX ring, not yet handed back (at most BATCH).
+    rx_slab: HeapSlab,
+    /// Frames bound for the TX ring (at most BATCH).
+    tx_slab: HeapSlab,
     zerocopy: bool,
+    ring_size: u32,
     /// Descriptors on the TX ring not yet seen on the completion ring.
     tx_outstanding: u32,
+    /// Frames given to the fill ring and not yet back on the RX ring: on
+    /// the fill ring, or held by the kernel to receive into. Never more
+    /// than the ring size, so a refill always fits the ring in one
+    /// reservation.
+    in_kernel: u32,
+}
+
+// SAFETY: the frames in `rx_slab` and `tx_slab` (raw pointers, hence not
+// `Send`) point into the UMEM owned by the same XskQueue and are reached
+// only through `&mut self`; moving the whole queue to another thread moves
+// the UMEM, the rings and the frames together. The other fields are `Send`.
+unsafe impl Send for XskQueue {}
+
+impl Drop for XskQueue {
+    fn drop(&mut self) {
+        // Frames in the slabs are plain pointers without `Drop`; they go
+        // with the UMEM.
+        // SAFETY: each field is dropped exactly once, here, and never used
+        // again: rings and socket first, the UMEM they point into last.
+        unsafe {
+            ManuallyDrop::drop(&mut self.rings);
+            ManuallyDrop::drop(&mut self.socket);
+            ManuallyDrop::drop(&mut self.umem);
+        }
+    }
 }
 
 impl std::fmt::Debug for XskQueue {
@@ -131,6 +177,89 @@ fn setup_err(queue: u32, what: impl std::fmt::Display) -> QueueError {
     QueueError::Setup {
         queue,
         what: what.to_string(),
+    }
+}
+
+/// What a frame lent to [`XskQueue::reply`]'s callback is to become.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it back out on the TX ring, as it now is.
+    Transmit,
+    /// Return it to the free list.
+    Release,
+}
+
+/// How a batch went in [`XskQueue::reply`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replied {
+    /// Frames the callback saw.
+    pub seen: usize,
+    /// Frames put on the TX ring.
+    pub sent: usize,
+    /// Frames to transmit that the TX ring had no room for (freed).
+    pub tx_full: usize,
+}
+
+/// A UMEM frame on loan for one callback: its bytes can be read and
+/// rewritten in place, its length changed within the frame, and the XDP
+/// program's metadata in front of it taken. The frame itself stays with
+/// its queue.
+pub struct XskFrame<'a> {
+    packet: &'a mut Packet,
+}
+
+impl std::fmt::Debug for XskFrame<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskFrame")
+            .field("len", &self.packet.len())
+            .finish()
+    }
+}
+
+impl XskFrame<'_> {
+    /// The frame (Ethernet header first).
+    pub fn bytes(&self) -> &[u8] {
+        &self.packet[..]
+    }
+
+    /// The frame, to rewrite in place.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.packet[..]
+    }
+
+    /// The frame's length.
+    pub fn len(&self) -> usize {
+        self.packet.len()
+    }
+
+    /// True for an empty frame.
+    pub fn is_empty(&self) -> bool {
+        self.packet.is_empty()
+    }
+
+    /// Makes the frame `len` bytes long: shorter, or longer into the free
+    /// room of its UMEM frame (the new bytes are whatever the frame held).
+    /// False, and unchanged, if that does not fit.
+    pub fn set_len(&mut self, len: usize) -> bool {
+        let Ok(diff) = i32::try_from(len as i64 - self.packet.len() as i64) else {
+            return false;
+        };
+        self.packet.adjust_tail(diff).is_ok()
+    }
+
+    /// Reads and consumes the XDP program's metadata in front of the
+    /// frame. The magic is cleared so that a recycled frame cannot show a
+    /// stale stamp if the program ever fails to write one.
+    pub fn take_meta(&mut self) -> Option<Meta> {
+        let n = META_LEN as i32;
+        self.packet.adjust_head(-n).ok()?;
+        let meta = Meta::parse(&self.packet[..META_LEN]);
+        if meta.is_some() {
+            Meta::clear(&mut self.packet[..META_LEN]);
+        }
+        // Cannot fail: we just moved the head down by n.
+        let _ = self.packet.adjust_head(n);
+        meta
     }
 }
 
@@ -178,9 +307,9 @@ impl XskQueue {
                     // Hand the kernel half the frames to receive into; the
                     // rest cover frames in flight on the TX side.
                     let initial = (opts.frames / 2).min(opts.ring_size) as usize;
-                    // SAFETY: the UMEM is owned by this struct and outlives
-                    // the socket (field order above).
-                    unsafe { fill.enqueue(&mut umem, initial, false) }
+                    // SAFETY: the UMEM goes into the same XskQueue as the
+                    // rings and socket, whose Drop drops it last.
+                    let filled = unsafe { fill.enqueue(&mut umem, initial, false) }
                         .map_err(|e| setup_err(queue, format!("filling the fill ring: {e}")))?;
                     let zerocopy = sys::is_zerocopy(socket.raw_fd()).unwrap_or(false);
                     if opts.busy_poll_budget > 0 {
@@ -189,14 +318,20 @@ impl XskQueue {
                     }
                     return Ok(XskQueue {
                         queue,
-                        fill,
-                        rx,
-                        completion: rings.completion_ring,
-                        tx,
-                        socket,
-                        umem,
+                        rings: ManuallyDrop::new(Rings {
+                            fill,
+                            rx,
+                            completion: rings.completion_ring,
+                            tx,
+                        }),
+                        socket: ManuallyDrop::new(socket),
+                        umem: ManuallyDrop::new(umem),
+                        rx_slab: HeapSlab::with_capacity(BATCH),
+                        tx_slab: HeapSlab::with_capacity(BATCH),
                         zerocopy,
+                        ring_size: opts.ring_size,
                         tx_outstanding: 0,
+                        in_kernel: filled as u32,
                     });
                 }
                 Err(xdp::socket::SocketError::Bind(e)) => {
@@ -248,68 +383,137 @@ impl XskQueue {
     }
 
     /// Like [`Self::recycle`], but keeps `keep` free frames out of the fill
-    /// ring for [`Self::alloc`] (a sender that builds its own frames).
+    /// ring for [`Self::build`] (a sender that builds its own frames).
+    ///
+    /// The fill ring is topped up to what it can take, known without
+    /// asking the kernel: frames given to it and not yet received are at
+    /// most `in_kernel`, so `ring_size - in_kernel` slots are surely free
+    /// and one reservation of that many succeeds (the crate reserves all
+    /// or nothing, so probing with guesses would fail and re-read the
+    /// kernel's index each time).
     pub fn recycle_keeping(&mut self, keep: usize) {
         self.reap_completions();
-        // The crate reserves ring slots all-or-nothing: asking for more
-        // frames than the ring has free slots gets none, and the fill ring
-        // would starve. Ask for less until the ring takes what it can.
-        let mut free = self.umem.allocatable().saturating_sub(keep);
-        let mut chunk = FILL_CHUNK;
-        while free > 0 && chunk > 0 {
-            // SAFETY: the UMEM outlives the socket (field order).
-            let n =
-                unsafe { self.fill.enqueue(&mut self.umem, free.min(chunk), false) }.unwrap_or(0);
-            if n == 0 {
-                chunk /= 2;
-            }
-            free -= n;
+        let room = self.ring_size.saturating_sub(self.in_kernel) as usize;
+        let want = self.umem.allocatable().saturating_sub(keep).min(room);
+        if want == 0 {
+            return;
         }
+        // SAFETY: the UMEM outlives the socket and rings (Drop order).
+        let n = unsafe { self.rings.fill.enqueue(&mut self.umem, want, false) }.unwrap_or(0);
+        self.in_kernel += n as u32;
     }
 
     /// Moves frames the kernel has finished sending back to the free list.
     pub fn reap_completions(&mut self) {
         let done = self
+            .rings
             .completion
             .dequeue(&mut self.umem, self.tx_outstanding as usize);
         self.tx_outstanding -= done as u32;
     }
 
-    /// A free frame to build an outgoing frame in (empty: grow it with
-    /// `adjust_tail`), or `None` when every frame is in use.
-    pub fn alloc(&mut self) -> Option<Packet> {
-        // SAFETY: the packet points into our UMEM; the caller hands it to
-        // `send` or `release` before this queue is dropped (the worker
-        // loops own both and drop the queue last).
-        unsafe { self.umem.alloc() }
-    }
-
-    /// Free frames (not on any ring, not held by the caller).
+    /// Free frames (not on any ring, not in a batch).
     pub fn free_frames(&self) -> usize {
         self.umem.allocatable()
     }
 
-    /// Takes up to the slab's free space of received frames.
-    pub fn receive(&mut self, slab: &mut xdp::slab::HeapSlab) -> usize {
-        // SAFETY: the packets point into our UMEM; the worker returns each
-        // one to `send` or `release` before this queue is dropped.
-        unsafe { self.rx.recv(&self.umem, slab) }
+    /// Takes up to [`BATCH`] received frames off the RX ring (fewer if
+    /// frames of an earlier batch are still unhandled); returns how many
+    /// wait for [`Self::reply`] or [`Self::consume`].
+    pub fn receive(&mut self) -> usize {
+        // SAFETY: the frames go into `rx_slab`, owned by this queue, and
+        // never leave it (see the type's docs); the UMEM outlives them.
+        let n = unsafe { self.rings.rx.recv(&self.umem, &mut self.rx_slab) };
+        self.in_kernel = self.in_kernel.saturating_sub(n as u32);
+        self.rx_slab.len()
     }
 
-    /// Returns a frame that will not be sent to the free list.
-    pub fn release(&mut self, packet: Packet) {
-        self.umem.free_packet(packet);
+    /// Lends each received frame to `f`, oldest first; the frames `f`
+    /// marks [`Verdict::Transmit`] go out on the TX ring (with a kick),
+    /// the others back to the free list.
+    pub fn reply(&mut self, mut f: impl FnMut(&mut XskFrame<'_>) -> Verdict) -> Replied {
+        let mut out = Replied::default();
+        while let Some(mut packet) = self.rx_slab.pop_back() {
+            out.seen += 1;
+            match f(&mut XskFrame {
+                packet: &mut packet,
+            }) {
+                Verdict::Transmit => {
+                    if let Some(p) = self.tx_slab.push_front(packet) {
+                        out.tx_full += 1;
+                        self.umem.free_packet(p);
+                    }
+                }
+                Verdict::Release => self.umem.free_packet(packet),
+            }
+        }
+        if !self.tx_slab.is_empty() {
+            let (sent, refused) = self.flush_tx(|_| {});
+            out.sent = sent;
+            out.tx_full += refused;
+        }
+        out
     }
 
-    /// Puts the slab's frames on the TX ring and kicks the kernel. The
-    /// crate queues a slab all-or-nothing, so when the ring is too full the
-    /// kernel is kicked (and completions reaped) a few times to make room.
-    /// Returns how many were queued; the rest stay in the slab.
-    pub fn send(&mut self, slab: &mut xdp::slab::HeapSlab) -> usize {
+    /// Lends each received frame to `f`, oldest first, then frees it.
+    pub fn consume(&mut self, mut f: impl FnMut(&mut XskFrame<'_>)) -> usize {
+        let mut n = 0;
+        while let Some(mut packet) = self.rx_slab.pop_back() {
+            n += 1;
+            f(&mut XskFrame {
+                packet: &mut packet,
+            });
+            self.umem.free_packet(packet);
+        }
+        n
+    }
+
+    /// Builds up to `n` new frames of `len` bytes each (no more than the
+    /// batch has room for, or than there are free frames): `f` writes
+    /// each one and returns false to stop (that frame is not kept).
+    /// Returns how many are built; [`Self::send_built`] sends them.
+    pub fn build(&mut self, n: usize, len: usize, mut f: impl FnMut(&mut [u8]) -> bool) -> usize {
+        let mut built = 0;
+        while built < n && self.tx_slab.available() > 0 {
+            // SAFETY: the frame goes into `tx_slab` or back to the UMEM
+            // below, never out of this queue; the UMEM outlives it.
+            let Some(mut packet) = (unsafe { self.umem.alloc() }) else {
+                break;
+            };
+            let mut frame = XskFrame {
+                packet: &mut packet,
+            };
+            if !frame.set_len(len) || !f(frame.bytes_mut()) {
+                self.umem.free_packet(packet);
+                break;
+            }
+            // Cannot fail: room was checked above.
+            if let Some(p) = self.tx_slab.push_front(packet) {
+                self.umem.free_packet(p);
+                break;
+            }
+            built += 1;
+        }
+        built
+    }
+
+    /// Puts the frames made by [`Self::build`] on the TX ring and kicks the
+    /// kernel. Frames the ring has no room for are shown to `unsent` and
+    /// freed. Returns how many were queued.
+    pub fn send_built(&mut self, unsent: impl FnMut(&[u8])) -> usize {
+        self.flush_tx(unsent).0
+    }
+
+    /// Puts `tx_slab` on the TX ring. The crate queues a slab all-or-
+    /// nothing, so when the ring is too full the kernel is kicked (and
+    /// completions reaped) a few times to make room. Returns (queued,
+    /// refused); refused frames are shown to `unsent` and freed.
+    fn flush_tx(&mut self, mut unsent: impl FnMut(&[u8])) -> (usize, usize) {
         let mut queued = 0;
         for attempt in 0..=TX_RETRIES {
-            // SAFETY: the UMEM outlives the socket (field order).
-            let n = unsafe { self.tx.send(slab, false) }.unwrap_or(0);
+            // SAFETY: the UMEM outlives the socket and rings (Drop order);
+            // the frames are ours (built or received by this queue).
+            let n = unsafe { self.rings.tx.send(&mut self.tx_slab, false) }.unwrap_or(0);
             queued += n;
             self.tx_outstanding += n as u32;
             // Copy mode moves a limited budget of descriptors per kick: kick
@@ -325,12 +529,18 @@ impl XskQueue {
                     self.kick();
                 }
             }
-            if slab.is_empty() || attempt == TX_RETRIES {
+            if self.tx_slab.is_empty() || attempt == TX_RETRIES {
                 break;
             }
             self.reap_completions();
         }
-        queued
+        let mut refused = 0;
+        while let Some(p) = self.tx_slab.pop_back() {
+            unsent(&p[..]);
+            self.umem.free_packet(p);
+            refused += 1;
+        }
+        (queued, refused)
     }
 
     /// True if frames wait on the TX ring. In copy mode the kernel moves at
@@ -393,21 +603,6 @@ impl XskStatsReader {
     pub fn read(&self) -> std::io::Result<xdp::libc::xdp::XdpStatistics> {
         sys::statistics(std::os::fd::AsRawFd::as_raw_fd(&self.fd))
     }
-}
-
-/// Reads and consumes the XDP program's metadata in front of `packet`.
-/// The magic is cleared so that a recycled frame cannot show a stale
-/// stamp if the program ever fails to write one.
-pub fn take_meta(packet: &mut Packet) -> Option<Meta> {
-    let n = META_LEN as i32;
-    packet.adjust_head(-n).ok()?;
-    let meta = Meta::parse(&packet[..META_LEN]);
-    if meta.is_some() {
-        Meta::clear(&mut packet[..META_LEN]);
-    }
-    // Cannot fail: we just moved the head down by n.
-    let _ = packet.adjust_head(n);
-    meta
 }
 
 /// The raw syscalls the `xdp` crate does not wrap.
