@@ -1,5 +1,7 @@
 //! The `ntpx` command.
 
+#![forbid(unsafe_code)]
+
 use clap::{Args, Parser, Subcommand};
 use ntpx::server::config::{ConfigFile, Datapath, Settings};
 use ntpx::server::state::Source;

@@ -55,55 +55,94 @@ fn ident_at(s: &str) -> &str {
     &s[..end]
 }
 
+/// Reads a path's segments after its start (`crate::` or `super::`s),
+/// given the segments so far: plain `a::b::…`, or a group `{a::b, c}` (any
+/// depth, across lines), each item giving one path. Returns the paths
+/// (first two segments kept: layer and module) and how much text was read.
+fn read_path(s: &str, prefix: &[String], out: &mut Vec<Vec<String>>) -> usize {
+    let t = s.trim_start();
+    let skipped = s.len() - t.len();
+    if let Some(inner) = t.strip_prefix('{') {
+        let mut at = 1;
+        let mut rest = inner;
+        loop {
+            // Items may sit on lines of their own, also in doc comments.
+            let item = rest
+                .trim_start_matches(|c: char| c.is_whitespace() || matches!(c, ',' | '/' | '!'));
+            at += rest.len() - item.len();
+            rest = item;
+            if rest.is_empty() {
+                break;
+            }
+            if rest.starts_with('}') {
+                at += 1;
+                break;
+            }
+            let n = read_path(rest, prefix, out).max(1);
+            at += n;
+            rest = &rest[n.min(rest.len())..];
+            // Skip what follows the item (`as x`, `*`) up to its end.
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            at += end;
+            rest = &rest[end..];
+        }
+        return skipped + at;
+    }
+    let id = ident_at(t);
+    if id.is_empty() || id == "self" || id == "super" {
+        if !prefix.is_empty() {
+            out.push(prefix.iter().take(2).cloned().collect());
+        }
+        return skipped + id.len();
+    }
+    let mut path = prefix.to_vec();
+    path.push(id.to_string());
+    let after = &t[id.len()..];
+    match after.strip_prefix("::") {
+        Some(more) => skipped + id.len() + 2 + read_path(more, &path, out),
+        None => {
+            path.truncate(2);
+            out.push(path);
+            skipped + id.len()
+        }
+    }
+}
+
 /// Every module path the text names, resolved from module `here`:
-/// `crate::a::b` and `super::…::a::b`, as absolute paths (first two
-/// segments kept: layer and module).
+/// `crate::a::b`, `crate::{a::b, c}` and `super::…::a::b`, as absolute
+/// paths (first two segments kept: layer and module), with their lines.
 fn named_paths(text: &str, here: &[String]) -> Vec<(usize, Vec<String>)> {
     let mut out = Vec::new();
-    for (lineno, line) in text.lines().enumerate() {
-        let mut rest = line;
-        while let Some(i) = rest
-            .find("crate::")
-            .into_iter()
-            .chain(rest.find("super::"))
-            .min()
-        {
-            let before_ok = i == 0 || {
-                let c = rest.as_bytes()[i - 1];
-                !(c.is_ascii_alphanumeric() || c == b'_')
-            };
-            let tail = &rest[i..];
-            let mut path: Vec<String>;
-            let mut s;
-            if let Some(t) = tail.strip_prefix("crate::") {
-                path = Vec::new();
+    let mut at = 0;
+    while let Some(i) = [text[at..].find("crate::"), text[at..].find("super::")]
+        .into_iter()
+        .flatten()
+        .min()
+    {
+        let i = at + i;
+        let before_ok = i == 0 || {
+            let c = text.as_bytes()[i - 1];
+            !(c.is_ascii_alphanumeric() || c == b'_')
+        };
+        let line = text[..i].matches('\n').count() + 1;
+        let mut prefix: Vec<String>;
+        let mut s = &text[i..];
+        if let Some(t) = s.strip_prefix("crate::") {
+            prefix = Vec::new();
+            s = t;
+        } else {
+            prefix = here.to_vec();
+            while let Some(t) = s.strip_prefix("super::") {
+                prefix.pop();
                 s = t;
-            } else {
-                path = here.to_vec();
-                s = tail;
-                while let Some(t) = s.strip_prefix("super::") {
-                    path.pop();
-                    s = t;
-                }
             }
-            for _ in 0..2 {
-                let id = ident_at(s);
-                if id.is_empty() || id == "self" || id == "super" {
-                    break;
-                }
-                path.push(id.to_string());
-                match s[id.len()..].strip_prefix("::") {
-                    Some(t) => s = t,
-                    None => break,
-                }
-            }
-            if before_ok {
-                path.truncate(2);
-                out.push((lineno + 1, path));
-            }
-            let consumed = tail.len() - s.len();
-            rest = &rest[i + consumed.max(6)..];
         }
+        let mut paths = Vec::new();
+        let n = read_path(s, &prefix, &mut paths);
+        if before_ok {
+            out.extend(paths.into_iter().map(|p| (line, p)));
+        }
+        at = i + (text[i..].len() - s.len()) + n.max(1);
     }
     out
 }
@@ -112,17 +151,82 @@ fn allowed(layer: &str) -> Option<&'static [&'static str]> {
     ALLOWED.iter().find(|(l, _)| *l == layer).map(|(_, a)| *a)
 }
 
-/// Lines that use `unsafe` as code (not in a comment or an attribute).
+/// The text with comments, string and char literals blanked out (lines
+/// kept), so that a word found in it is code.
+fn code_only(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let blank = |out: &mut String, s: &[u8]| {
+        for &c in s {
+            out.push(if c == b'\n' { '\n' } else { ' ' });
+        }
+    };
+    while i < b.len() {
+        let rest = &b[i..];
+        let end = if rest.starts_with(b"//") {
+            rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len())
+        } else if rest.starts_with(b"/*") {
+            // Nested, as Rust's are.
+            let (mut depth, mut j) = (0, 0);
+            while j < rest.len() {
+                if rest[j..].starts_with(b"/*") {
+                    depth += 1;
+                    j += 2;
+                } else if rest[j..].starts_with(b"*/") {
+                    depth -= 1;
+                    j += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    j += 1;
+                }
+            }
+            j
+        } else if rest.starts_with(b"r#\"") || rest.starts_with(b"r\"") {
+            let hashes = rest[1..].iter().take_while(|&&c| c == b'#').count();
+            let close: Vec<u8> = std::iter::once(b'"')
+                .chain(std::iter::repeat_n(b'#', hashes))
+                .collect();
+            let body = 2 + hashes;
+            rest[body..]
+                .windows(close.len())
+                .position(|w| w == close.as_slice())
+                .map_or(rest.len(), |p| body + p + close.len())
+        } else if rest[0] == b'"' {
+            let mut j = 1;
+            while j < rest.len() && rest[j] != b'"' {
+                j += if rest[j] == b'\\' { 2 } else { 1 };
+            }
+            (j + 1).min(rest.len())
+        } else if rest[0] == b'\'' && rest.len() > 2 && (rest[2] == b'\'' || rest[1] == b'\\') {
+            // A char literal ('a', '\n', '\''); a lifetime has no closing quote.
+            let mut j = 1;
+            while j < rest.len() && rest[j] != b'\'' {
+                j += if rest[j] == b'\\' { 2 } else { 1 };
+            }
+            (j + 1).min(rest.len())
+        } else {
+            out.push(rest[0] as char);
+            i += 1;
+            continue;
+        };
+        blank(&mut out, &rest[..end]);
+        i += end;
+    }
+    out
+}
+
+/// Lines that use `unsafe` in code: not in a comment or a literal, and not
+/// the lint names of attributes (`unsafe_code`, `unsafe_op_in_unsafe_fn`).
 fn unsafe_lines(text: &str) -> Vec<usize> {
-    text.lines()
+    code_only(text)
+        .lines()
         .enumerate()
         .filter(|(_, l)| {
-            let code = l.split("//").next().unwrap_or("");
-            let t = code.trim_start();
-            !t.starts_with("#!") && !t.starts_with("#[") && {
-                let mut words = code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
-                words.any(|w| w == "unsafe")
-            }
+            l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|w| w == "unsafe")
         })
         .map(|(i, _)| i + 1)
         .collect()
@@ -139,10 +243,18 @@ fn layers_name_only_what_is_below_them() {
     let mut layers_seen = BTreeSet::new();
     for file in &files {
         let here = module_of(&src, file);
-        let Some(layer) = here.first() else { continue };
-        if layer == "main" {
-            continue; // the binary sits on top of everything
-        }
+        let Some(layer) = here.first().filter(|l| *l != "main") else {
+            // The crate roots sit on top of everything: they may name any
+            // layer, but hold no `unsafe` themselves.
+            let text = std::fs::read_to_string(file).expect("read");
+            for line in unsafe_lines(&text) {
+                wrong.push(format!(
+                    "{}:{line}: `unsafe` in a crate root",
+                    file.display()
+                ));
+            }
+            continue;
+        };
         let Some(ok) = allowed(layer) else {
             wrong.push(format!(
                 "{}: module `{layer}` is in no layer (tests/layers.rs lists them)",
@@ -181,8 +293,14 @@ fn layers_name_only_what_is_below_them() {
             }
         }
     }
-    for layer in ["proto", "report", "server", "load"] {
-        let root = src.join(layer).join("mod.rs");
+    for root in [
+        "proto/mod.rs",
+        "report/mod.rs",
+        "server/mod.rs",
+        "load/mod.rs",
+        "main.rs",
+    ] {
+        let root = src.join(root);
         let text = std::fs::read_to_string(&root).unwrap_or_default();
         if !text.contains("#![forbid(unsafe_code)]") {
             wrong.push(format!("{}: must forbid(unsafe_code)", root.display()));

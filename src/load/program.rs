@@ -31,10 +31,10 @@
 //!
 //! Loading, attaching (through a BPF link, detached on drop), the socket map
 //! and `BPF_PROG_TEST_RUN` work as for the server's
-//! [`XdpProgram`](super::program::XdpProgram), whose errors, modes and
-//! [`TestRun`] are reused.
+//! steering program: both use the loader toolkit of `sys::bpf`, whose
+//! errors, modes and [`TestRun`] they share.
 //!
-//! [`Meta`]: super::meta::Meta
+//! [`Meta`]: crate::sys::xsk::meta::Meta
 
 use std::fmt;
 use std::io::{self, Write};
@@ -140,10 +140,13 @@ impl ClientProgram {
             .set_autocreate(redirect)
             .map_err(|e| ProgramError::libbpf("configure the XDP object", e))?;
 
-        let skel = load_logged(open, |o| match kind {
-            ClientProgramKind::Redirect => &o.progs.ntpx_load_rx,
-            ClientProgramKind::Sink => &o.progs.ntpx_sink,
-        })?;
+        let skel = load_logged(
+            open,
+            match kind {
+                ClientProgramKind::Redirect => "ntpx_load_rx",
+                ClientProgramKind::Sink => "ntpx_sink",
+            },
+        )?;
         let prog = match kind {
             ClientProgramKind::Redirect => ProgramHandle::try_from(&skel.progs.ntpx_load_rx),
             ClientProgramKind::Sink => ProgramHandle::try_from(&skel.progs.ntpx_sink),

@@ -232,7 +232,7 @@ enum ThreadIo {
 }
 
 impl ThreadIo {
-    /// Runs the thread's generator loop (see `load::xdp`, `load::socket`).
+    /// Runs the thread's generator loop (see `load::xsk`, `load::udp`).
     fn run(
         self,
         e: Engine,

@@ -1,5 +1,5 @@
 //! The kernel-socket generator thread (`ntpx load --datapath socket`): the
-//! same [`Engine`] and schedule as the AF_XDP thread (`load::xdp`), over
+//! same [`Engine`] and schedule as the AF_XDP thread (`load::xsk`), over
 //! ordinary UDP sockets, to compare the two datapaths and to load-test
 //! from hosts without XDP.
 //!
@@ -23,7 +23,7 @@
 //!   the kernel delivers only datagrams sent to that address, so that
 //!   pair is the identity both for building requests and for checking
 //!   replies ([`Engine::on_datagram`]'s `to`);
-//! - `nix`'s safe `sendmmsg` needs no per-message addresses.
+//! - `sendmmsg` needs no per-message addresses.
 //!
 //! The price: a reply from the wrong address or port never reaches the
 //! generator (the kernel drops it), so it counts as lost rather than as a
@@ -128,17 +128,15 @@ pub fn run<C: Clock>(
             ready = socks.wait(Some(wait));
         }
         if ready > 0 {
-            socks.drain(|r| {
-                let from = r.from.map_or((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), |f| {
-                    (f.ip(), f.port())
-                });
-                let t4 = if r.rx_ns != 0 {
-                    r.rx_ns
-                } else {
-                    clock.now_unix_nanos()
-                };
-                e.on_datagram(r.payload, from, (r.to.ip(), r.to.port()), t4);
-            });
+            socks.drain(
+                || clock.now_unix_nanos(),
+                |r| {
+                    let from = r.from.map_or((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), |f| {
+                        (f.ip(), f.port())
+                    });
+                    e.on_datagram(r.payload, from, (r.to.ip(), r.to.port()), r.rx_ns);
+                },
+            );
         }
         sched.publish(now, &e, live);
     }

@@ -24,7 +24,7 @@
 //! (`pass_not_ip`, `pass_not_udp`, `pass_other_port`, `pass_not_ours`,
 //! `pass_fragment` for fragments other than a request's first,
 //! `pass_truncated`). `seen` counts
-//! every frame. A redirected frame carries a [`Meta`] (the `struct ntpx_meta`
+//! every frame. A redirected frame carries a [`Meta`](crate::sys::xsk::meta::Meta) (the `struct ntpx_meta`
 //! of `bpf/ntpx.h`) directly in front of its Ethernet header, with the
 //! `bpf_ktime_get_tai_ns()` stamp taken when the program started on the
 //! frame; if the driver has no metadata room it is redirected without, and
@@ -200,7 +200,7 @@ impl XdpProgram {
             }
         }
 
-        let skel = load_logged(open, |o| &o.progs.ntpx_xdp)?;
+        let skel = load_logged(open, "ntpx_xdp")?;
         let prog = ProgramHandle::try_from(&skel.progs.ntpx_xdp)
             .map_err(|e| ProgramError::libbpf("take the XDP program's fd", e))?;
         let xsks = MapHandle::try_from(&skel.maps.xsks)

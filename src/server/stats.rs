@@ -143,8 +143,9 @@ impl WorkerStats {
     /// hands the histogram over. `now_ns` is any monotonic-enough time in
     /// ns.
     pub fn publish(&mut self, now_ns: u64) {
-        // The histogram first, so that counters read elsewhere never run
-        // ahead of the service times handed over with them.
+        // Hand over before storing the counters: a reader that sees this
+        // batch's counters then also finds, when a hand-over was due, the
+        // histogram with their service times.
         if now_ns.wrapping_sub(self.last_hand_over_ns) >= HAND_OVER_EVERY_NS
             && !self.hist.is_empty()
         {
@@ -152,8 +153,12 @@ impl WorkerStats {
             // tick): keep recording into this one.
             if let Some(empty) = self.published.spare.pop() {
                 let full = std::mem::replace(&mut self.hist, empty);
-                // Cannot fail: at most HAND_OVER_SLOTS histograms exist.
-                let _ = self.published.full.push(full);
+                // At most HAND_OVER_SLOTS histograms exist, so the push
+                // succeeds; should it not, the samples stay here.
+                if let Err(full) = self.published.full.push(full) {
+                    let empty = std::mem::replace(&mut self.hist, full);
+                    let _ = self.published.spare.push(empty);
+                }
             }
             self.last_hand_over_ns = now_ns;
         }
@@ -178,7 +183,11 @@ impl WorkerStats {
             .pop()
             .unwrap_or_else(|| Box::new(new_histogram()));
         let full = std::mem::replace(&mut self.hist, empty);
-        let _ = self.published.full.push(full);
+        if let Err(full) = self.published.full.push(full) {
+            // No room (cannot happen with one worker per `Published`):
+            // keep the samples rather than lose them.
+            self.hist = full;
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! A [`CmsgBuf`] is the control buffer of one message: aligned for
 //! `cmsghdr`, owned, and handed to the kernel only through
-//! [`CmsgBuf::as_control`] while a `msghdr` is built for one syscall. What
+//! `CmsgBuf::as_control` while a `msghdr` is built for one syscall. What
 //! the kernel wrote is read back by [`parse`], a safe function over the
 //! buffer's bytes and the length the kernel reported: it walks the records
 //! with bounds checks (the `CMSG_FIRSTHDR` / `CMSG_NXTHDR` rules, written
@@ -19,7 +19,8 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv6Addr};
 
 /// Bytes of control space per message: room for every message we ask for
-/// (pktinfo 32, timestamp 32, drop count 24, fragment size 24).
+/// (`CMSG_SPACE` of pktinfo 40, timestamp 32, drop count 24, fragment size
+/// 24: 120).
 pub const SPACE: usize = 128;
 
 /// One message's control buffer, aligned for `cmsghdr`.

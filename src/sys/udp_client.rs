@@ -254,14 +254,20 @@ impl ClientSockets {
     }
 
     /// Reads every socket that the last [`Self::wait`] found ready (one
-    /// non-blocking `recvmmsg` each) and hands each reply to `f`.
-    pub fn drain(&mut self, mut f: impl FnMut(Reply<'_>)) {
+    /// non-blocking `recvmmsg` each) and hands each reply to `f`. `now` is
+    /// read once after each `recvmmsg` that got something: the receive
+    /// time of replies without a kernel stamp.
+    pub fn drain(&mut self, mut now: impl FnMut() -> u64, mut f: impl FnMut(Reply<'_>)) {
         let ready = std::mem::take(&mut self.ready);
         for ev in &self.events[..ready] {
             let Some(sock) = self.socks.get_mut(ev.u64 as usize) else {
                 continue;
             };
             let n = self.rx.recv(&sock.fd);
+            if n == 0 {
+                continue;
+            }
+            let fallback = now();
             for (buf, g) in self.rx.bufs.iter().zip(&self.rx.got[..n]) {
                 if let Some(d) = g.drops {
                     sock.drops = d;
@@ -270,7 +276,7 @@ impl ClientSockets {
                     payload: &buf[..g.len],
                     from: g.from,
                     to: sock.local,
-                    rx_ns: g.rx_ns,
+                    rx_ns: if g.rx_ns != 0 { g.rx_ns } else { fallback },
                 });
             }
         }
@@ -302,7 +308,8 @@ pub struct Reply<'a> {
     pub from: Option<SocketAddr>,
     /// The socket's own address and port (the request's source).
     pub to: SocketAddr,
-    /// The kernel's software receive stamp (Unix ns), 0 if none.
+    /// The kernel's software receive stamp (Unix ns), else the `now` that
+    /// [`ClientSockets::drain`] read right after the batch came in.
     pub rx_ns: u64,
 }
 

@@ -79,6 +79,8 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
         });
         stats.tx(done.sent as u64);
         stats.drop(DropReason::TxFull, done.tx_full as u64);
+        // Never, with replies from `respond` (longer than any header).
+        stats.drop(DropReason::Truncated, done.too_short as u64);
         stats.publish(batch_now);
     }
     stats.publish(0);

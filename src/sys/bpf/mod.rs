@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use crate::sys::xsk::meta::{META_LEN, Meta};
 use libbpf_rs::skel::OpenSkel;
-use libbpf_rs::{
-    AsRawLibbpf, ErrorKind, MapCore, MapFlags, MapHandle, OpenProgramMut, ProgramHandle, libbpf_sys,
-};
+use libbpf_rs::{AsRawLibbpf, ErrorKind, MapCore, MapFlags, MapHandle, ProgramHandle, libbpf_sys};
 
 /// Slots in the programs' AF_XDP socket maps (`NTPX_MAX_QUEUES`, and
 /// the generator's `LOAD_MAX_QUEUES`): queue ids `0..MAX_QUEUES`.
@@ -84,7 +82,7 @@ impl fmt::Display for XdpMode {
     }
 }
 
-/// The mode to ask for in [`XdpProgram::attach`].
+/// The mode to ask for when attaching a program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     /// Native, falling back to generic if the driver refuses native XDP
@@ -98,7 +96,8 @@ pub enum AttachMode {
 
 /// Defines a struct of `u64` counters that mirrors a C counter enum: one
 /// field per entry, in enum order, with `NAMES`, `fields()`, `from_array()`,
-/// `to_array()` and `since()`. Shared with [`super::client`].
+/// `to_array()` and `since()`. Used by the server's and the generator's
+/// program counters.
 macro_rules! counter_struct {
     (
         $(#[$meta:meta])*
@@ -148,7 +147,7 @@ macro_rules! counter_struct {
 }
 pub(crate) use counter_struct;
 
-/// The result of [`XdpProgram::test_run`].
+/// The result of [`test_run`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRun {
     /// The program's return value, an `XDP_*` action ([`XDP_PASS`], ...).
@@ -179,7 +178,7 @@ const PERM_HINT: &str = "run as root, or give the binary CAP_BPF, CAP_NET_ADMIN 
 /// Why loading, attaching or using the program failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProgramError {
-    /// More than [`MAX_ADDRS`] addresses of one family.
+    /// More addresses of one family than the program has room for.
     #[error(
         "{count} IPv{family} server addresses configured, the XDP program holds at most {max}: \
          choose the ones to serve with --address"
@@ -189,7 +188,7 @@ pub enum ProgramError {
         family: u8,
         /// How many were given.
         count: usize,
-        /// [`MAX_ADDRS`].
+        /// The program's limit.
         max: usize,
     },
     /// `EPERM`/`EACCES` outside the verifier.
@@ -253,7 +252,7 @@ pub enum ProgramError {
         #[source]
         source: io::Error,
     },
-    /// [`XdpProgram::attach`] on a program that is already attached.
+    /// Attaching a program that is already attached.
     #[error("this XDP program is already attached to {ifname}; detach it first")]
     AttachedTwice {
         /// Where it is attached.
@@ -281,7 +280,7 @@ pub enum ProgramError {
         #[source]
         source: libbpf_rs::Error,
     },
-    /// A frame [`XdpProgram::test_run`] cannot run.
+    /// A frame [`test_run`] cannot run.
     #[error("test frame of {len} bytes is too short: BPF_PROG_TEST_RUN needs at least {min}")]
     TestFrameTooShort {
         /// Its length.
@@ -343,14 +342,15 @@ struct Attachment {
 }
 
 /// Where a loaded program is attached, if anywhere: the attach / detach
-/// logic shared by [`XdpProgram`] and [`super::client::ClientProgram`].
+/// logic shared by the server's and the generator's programs.
 /// Dropping it detaches.
 #[derive(Debug, Default)]
 pub struct LinkSlot(Option<Attachment>);
 
 impl LinkSlot {
     /// Attaches `prog` to interface `ifindex` through a BPF link and
-    /// returns the mode it got (see [`XdpProgram::attach`]).
+    /// returns the mode it got: native, or with [`AttachMode::Auto`]
+    /// generic where native is not supported.
     pub fn attach(
         &mut self,
         prog: &ProgramHandle,
@@ -468,23 +468,36 @@ pub fn rodata<T>(data: Option<&mut T>) -> Result<&mut T, ProgramError> {
     })
 }
 
-/// Loads `open` through the verifier. `prog` picks the program whose
-/// verifier log is kept: if loading fails, the end of that log comes back
-/// in [`ProgramError::VerifierRejected`].
+/// Loads `open` through the verifier. `prog` names the program (of `open`)
+/// whose verifier log is kept: if loading fails, the end of that log comes
+/// back in [`ProgramError::VerifierRejected`].
 pub fn load_logged<'obj, O: OpenSkel<'obj>>(
     open: O,
-    prog: impl for<'a> FnOnce(&'a O) -> &'a OpenProgramMut<'obj>,
+    prog: &str,
 ) -> Result<O::Output, ProgramError> {
     // libbpf loads without a log first and, if that fails, retries with log
     // level 1 into this buffer. Recent kernels keep the end of the log when
     // it overflows, which is where the error is.
     let mut log = vec![0u8; VERIFIER_LOG_LEN];
-    let prog_ptr = prog(&open).as_libbpf_object();
-    // SAFETY: `prog_ptr` is a live bpf_program of `open`; libbpf only stores
-    // the pointer and length of `log` and writes at most `log.len()` bytes
-    // into it during `open.load()` below, while `log` is alive. Nothing loads
-    // the object again afterwards (the callers only take its fds), so the
-    // stored pointer is never used after `log` is freed.
+    // Looked up in `open` itself, so the log can only be given to a
+    // program that `open.load()` below loads.
+    let Some(prog_ptr) = open
+        .open_object()
+        .progs()
+        .find(|p| p.name() == prog)
+        .map(|p| p.as_libbpf_object())
+    else {
+        return Err(ProgramError::Os {
+            op: "set up the verifier log",
+            source: io::Error::other(format!("the BPF object has no program {prog}")),
+        });
+    };
+    // SAFETY: `prog_ptr` is a live bpf_program of `open` (found in it
+    // above); libbpf only stores the pointer and length of `log` and writes
+    // at most `log.len()` bytes into it while loading, which happens in
+    // `open.load()` below, while `log` is alive. `open` is consumed there:
+    // its programs cannot be loaded again, so the stored pointer is never
+    // used after `log` is freed.
     let rc = unsafe {
         libbpf_sys::bpf_program__set_log_buf(
             prog_ptr.as_ptr(),
@@ -553,7 +566,8 @@ pub fn sum_percpu<const N: usize>(map: &MapHandle) -> Result<[u64; N], ProgramEr
 }
 
 /// Runs XDP program `prog` once on `frame` with `BPF_PROG_TEST_RUN`
-/// (receive queue 0, no interface); see [`XdpProgram::test_run`].
+/// (receive queue 0, no interface). The kernel returns the output buffer
+/// starting at `data_meta`, metadata included; [`TestRun`] keeps both.
 pub fn test_run(prog: &ProgramHandle, frame: &[u8]) -> Result<TestRun, ProgramError> {
     if frame.len() < MIN_TEST_FRAME {
         return Err(ProgramError::TestFrameTooShort {
@@ -671,4 +685,24 @@ pub fn c_enum_names(header: &str, enum_name: &str, prefix: &str) -> Vec<String> 
         .filter(|n| n.starts_with(prefix) && *n != count)
         .map(|n| n.trim_start_matches(prefix).to_ascii_lowercase())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libbpf_rs::skel::SkelBuilder;
+
+    /// The verifier log goes only to a program of the object being loaded:
+    /// a name the object does not have is refused before anything loads.
+    #[test]
+    fn the_logged_program_must_be_the_objects() {
+        let mut storage = std::mem::MaybeUninit::uninit();
+        let open = skel::ntpx::NtpxSkelBuilder::default()
+            .open(&mut storage)
+            .expect("open the embedded object");
+        let Err(err) = load_logged(open, "ntpx_sink") else {
+            panic!("loaded with the log on a program the object does not have");
+        };
+        assert!(err.to_string().contains("no program ntpx_sink"), "{err}");
+    }
 }

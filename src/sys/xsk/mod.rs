@@ -100,6 +100,12 @@ pub enum QueueError {
 /// program's metadata (and what later metadata may need).
 const HEADROOM: u32 = 64;
 const _: () = assert!(META_LEN as u32 <= HEADROOM);
+/// Frames a zero-copy refill offers beyond the tracked room (see
+/// [`XskQueue::recycle_keeping`]).
+const FILL_CHUNK: usize = 64;
+/// Shortest frame put on the TX ring (an Ethernet header): the kernel
+/// rejects shorter descriptors without a completion.
+const MIN_TX_LEN: usize = 14;
 /// Descriptors the kernel sends per kick in copy mode (its default TX
 /// budget, `max_tx_budget`).
 const COPY_TX_BUDGET: usize = 32;
@@ -198,6 +204,9 @@ pub struct Replied {
     pub sent: usize,
     /// Frames to transmit that the TX ring had no room for (freed).
     pub tx_full: usize,
+    /// Frames to transmit that were shorter than an Ethernet header
+    /// (freed: the kernel would reject them and never complete them).
+    pub too_short: usize,
 }
 
 /// A UMEM frame on loan for one callback: its bytes can be read and
@@ -385,22 +394,36 @@ impl XskQueue {
     /// Like [`Self::recycle`], but keeps `keep` free frames out of the fill
     /// ring for [`Self::build`] (a sender that builds its own frames).
     ///
-    /// The fill ring is topped up to what it can take, known without
-    /// asking the kernel: frames given to it and not yet received are at
-    /// most `in_kernel`, so `ring_size - in_kernel` slots are surely free
-    /// and one reservation of that many succeeds (the crate reserves all
-    /// or nothing, so probing with guesses would fail and re-read the
-    /// kernel's index each time).
+    /// How much the fill ring can take is known without asking the
+    /// kernel: frames given to it and not yet received are at most
+    /// `in_kernel`, so at least `ring_size - in_kernel` slots are free, and
+    /// in steady state (everything in the kernel's hands) there is nothing
+    /// to do and nothing is tried. The crate reserves all or nothing, and
+    /// the kernel publishes its consumer index lazily, so a reservation of
+    /// that room can still come up short for a moment: then half is tried,
+    /// and so on. In zero-copy mode the driver's own ring holds frames
+    /// outside the fill ring, so there the fill ring is also offered a
+    /// chunk beyond the tracked room, to keep it topped up as before.
     pub fn recycle_keeping(&mut self, keep: usize) {
         self.reap_completions();
+        let free = self.umem.allocatable().saturating_sub(keep);
         let room = self.ring_size.saturating_sub(self.in_kernel) as usize;
-        let want = self.umem.allocatable().saturating_sub(keep).min(room);
-        if want == 0 {
-            return;
+        let mut ask = if room > 0 {
+            free.min(room)
+        } else if self.zerocopy {
+            free.min(FILL_CHUNK)
+        } else {
+            0
+        };
+        while ask > 0 {
+            // SAFETY: the UMEM outlives the socket and rings (Drop order).
+            let n = unsafe { self.rings.fill.enqueue(&mut self.umem, ask, false) }.unwrap_or(0);
+            if n > 0 {
+                self.in_kernel += n as u32;
+                break;
+            }
+            ask /= 2;
         }
-        // SAFETY: the UMEM outlives the socket and rings (Drop order).
-        let n = unsafe { self.rings.fill.enqueue(&mut self.umem, want, false) }.unwrap_or(0);
-        self.in_kernel += n as u32;
     }
 
     /// Moves frames the kernel has finished sending back to the free list.
@@ -438,6 +461,10 @@ impl XskQueue {
             match f(&mut XskFrame {
                 packet: &mut packet,
             }) {
+                Verdict::Transmit if packet.len() < MIN_TX_LEN => {
+                    out.too_short += 1;
+                    self.umem.free_packet(packet);
+                }
                 Verdict::Transmit => {
                     if let Some(p) = self.tx_slab.push_front(packet) {
                         out.tx_full += 1;
@@ -469,8 +496,9 @@ impl XskQueue {
     }
 
     /// Builds up to `n` new frames of `len` bytes each (no more than the
-    /// batch has room for, or than there are free frames): `f` writes
-    /// each one and returns false to stop (that frame is not kept).
+    /// batch has room for, or than there are free frames; none shorter
+    /// than an Ethernet header): `f` writes each one and returns false to
+    /// stop (that frame is not kept).
     /// Returns how many are built; [`Self::send_built`] sends them.
     pub fn build(&mut self, n: usize, len: usize, mut f: impl FnMut(&mut [u8]) -> bool) -> usize {
         let mut built = 0;
@@ -483,7 +511,7 @@ impl XskQueue {
             let mut frame = XskFrame {
                 packet: &mut packet,
             };
-            if !frame.set_len(len) || !f(frame.bytes_mut()) {
+            if len < MIN_TX_LEN || !frame.set_len(len) || !f(frame.bytes_mut()) {
                 self.umem.free_packet(packet);
                 break;
             }
