@@ -6,7 +6,8 @@
 //!   test runs) and the pass-through program for a veth peer;
 //! - [`udp`]: the server's batched kernel UDP socket (`recvmmsg` /
 //!   `sendmmsg`), and [`udp_client`]: the generator's connected sockets;
-//! - [`cmsg`]: control messages of both, in an aligned buffer;
+//! - [`cmsg`]: control messages of both, in an aligned buffer; `mmsg`:
+//!   their shared `recvmmsg` batch;
 //! - [`clock`]: clock reads and the kernel's discipline state;
 //! - [`netif`]: an interface's index, MAC, addresses and queues;
 //! - [`procnet`]: which processes hold a UDP port; [`cpu`]: pinning.
@@ -19,6 +20,7 @@ pub mod bpf;
 pub mod clock;
 pub mod cmsg;
 pub mod cpu;
+mod mmsg;
 pub mod netif;
 pub mod procnet;
 pub mod udp;

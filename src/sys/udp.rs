@@ -49,10 +49,11 @@
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use super::cmsg::{self, CmsgBuf, unmap};
+use super::cmsg::{self, CmsgBuf};
+use super::mmsg::RecvBatch;
 
 /// Largest request read (longer datagrams are truncated and dropped).
 pub const BUF_LEN: usize = 1024;
@@ -123,22 +124,23 @@ fn holders_text(holders: &[String]) -> String {
 }
 
 /// One worker's handle on the shared socket, with its own preallocated
-/// batch buffers.
+/// batch buffers: the received requests, over which the replies are
+/// written, and the `sendmmsg` headers that send them back.
 pub struct BatchSocket {
     fd: Arc<OwnedFd>,
-    bufs: Box<[[u8; BUF_LEN]]>,
-    names: Box<[libc::sockaddr_in6]>,
-    cmsgs: Box<[CmsgBuf]>,
-    iovs: Box<[libc::iovec]>,
-    hdrs: Box<[libc::mmsghdr]>,
+    rx: RecvBatch<BUF_LEN>,
     received: Box<[Received]>,
+    tx_names: Box<[libc::sockaddr_in6]>,
+    tx_cmsgs: Box<[CmsgBuf]>,
+    tx_iovs: Box<[libc::iovec]>,
+    tx_hdrs: Box<[libc::mmsghdr]>,
 }
 
-// SAFETY: the raw pointers inside `iovs` and `hdrs` point only into boxed
-// buffers owned by the same BatchSocket (their heap addresses do not change
-// when the struct moves), and they are rewritten before every syscall. No
-// other thread can reach them, so moving the whole struct to another
-// thread is sound.
+// SAFETY: the raw pointers inside `tx_iovs` and `tx_hdrs` point only into
+// boxed buffers owned by the same BatchSocket (their heap addresses do not
+// change when the struct moves), are rewritten before every syscall and
+// never read otherwise; `rx` is `Send` on the same grounds. No other thread
+// can reach them, so moving the whole struct to another thread is sound.
 unsafe impl Send for BatchSocket {}
 
 impl std::fmt::Debug for BatchSocket {
@@ -391,11 +393,11 @@ impl BatchSocket {
         };
         BatchSocket {
             fd,
-            bufs: vec![[0u8; BUF_LEN]; batch].into_boxed_slice(),
-            names: vec![name; batch].into_boxed_slice(),
-            cmsgs: vec![CmsgBuf::default(); batch].into_boxed_slice(),
-            iovs: vec![iov; batch].into_boxed_slice(),
-            hdrs: vec![hdr; batch].into_boxed_slice(),
+            rx: RecvBatch::new(batch),
+            tx_names: vec![name; batch].into_boxed_slice(),
+            tx_cmsgs: vec![CmsgBuf::default(); batch].into_boxed_slice(),
+            tx_iovs: vec![iov; batch].into_boxed_slice(),
+            tx_hdrs: vec![hdr; batch].into_boxed_slice(),
             received: vec![
                 Received {
                     src: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0)),
@@ -419,50 +421,32 @@ impl BatchSocket {
     /// Receives up to a batch (blocks up to the timeout for the first).
     /// Returns how many; 0 on timeout or interruption.
     pub fn recv(&mut self) -> io::Result<usize> {
-        let n = self.hdrs.len();
-        for i in 0..n {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: BUF_LEN,
-            };
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = (&raw mut self.names[i]).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovs[i];
-            h.msg_iovlen = 1;
-            (h.msg_control, h.msg_controllen) = self.cmsgs[i].as_control(cmsg::SPACE);
-            h.msg_flags = 0;
-            self.hdrs[i].msg_len = 0;
-        }
-        // SAFETY: every header points at buffers owned by `self` (names,
-        // iovecs → bufs, cmsgs) with the lengths stated, and they stay
-        // alive and unaliased for the duration of the call.
-        let r = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
+        let got = match self.rx.recv(self.fd.as_fd(), libc::MSG_WAITFORONE) {
+            Ok(n) => n,
+            Err(e) => {
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                    _ => Err(e),
+                };
+            }
         };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(e),
-            };
-        }
-        let got = r as usize;
         for i in 0..got {
-            let h = &self.hdrs[i];
-            let c = cmsg::parse(&self.cmsgs[i], h.msg_hdr.msg_controllen);
+            let c = self.rx.cmsgs(i);
             self.received[i] = Received {
-                src: from_sockaddr6(&self.names[i]),
+                // A dual-stack socket always says where from.
+                src: self
+                    .rx
+                    .source(i)
+                    .unwrap_or(SocketAddr::V6(SocketAddrV6::new(
+                        Ipv6Addr::UNSPECIFIED,
+                        0,
+                        0,
+                        0,
+                    ))),
                 dst: c.dst,
                 rx_ns: c.rx_ns,
-                len: (h.msg_len as usize).min(BUF_LEN),
-                truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                len: self.rx.len(i),
+                truncated: self.rx.truncated(i),
                 fragment: c.fragment,
             };
         }
@@ -486,7 +470,7 @@ impl BatchSocket {
     /// The buffer of message `i`: holds the request after `recv`; the
     /// worker writes the reply over it.
     pub fn buf_mut(&mut self, i: usize) -> &mut [u8; BUF_LEN] {
-        &mut self.bufs[i]
+        self.rx.buf_mut(i)
     }
 
     /// Sends replies: for each `(i, len)` in `replies`, the first `len`
@@ -496,25 +480,27 @@ impl BatchSocket {
     /// still sent.
     pub fn send(&mut self, replies: &[(usize, usize)]) -> SendOutcome {
         debug_assert!(
-            replies.len() <= self.hdrs.len(),
+            replies.len() <= self.tx_hdrs.len(),
             "more replies than a batch"
         );
         let mut k = 0;
-        for &(i, len) in replies.iter().take(self.hdrs.len()) {
-            let rec = self.received[i];
-            self.iovs[k] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
+        for &(i, len) in replies.iter().take(self.tx_hdrs.len()) {
+            let Some(rec) = self.received.get(i).copied() else {
+                continue;
+            };
+            self.tx_iovs[k] = libc::iovec {
+                iov_base: self.rx.buf_mut(i).as_mut_ptr().cast(),
                 iov_len: len.min(BUF_LEN),
             };
-            self.names[k] = sockaddr6(&to_v6(rec.src));
-            let clen = cmsg::write_pktinfo(&mut self.cmsgs[k], rec.dst);
-            let h = &mut self.hdrs[k].msg_hdr;
-            h.msg_name = (&raw mut self.names[k]).cast();
+            self.tx_names[k] = sockaddr6(&to_v6(rec.src));
+            let clen = cmsg::write_pktinfo(&mut self.tx_cmsgs[k], rec.dst);
+            let h = &mut self.tx_hdrs[k].msg_hdr;
+            h.msg_name = (&raw mut self.tx_names[k]).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovs[k];
+            h.msg_iov = &raw mut self.tx_iovs[k];
             h.msg_iovlen = 1;
             (h.msg_control, h.msg_controllen) = if clen > 0 {
-                self.cmsgs[k].as_control(clen)
+                self.tx_cmsgs[k].as_control(clen)
             } else {
                 (std::ptr::null_mut(), 0)
             };
@@ -524,12 +510,13 @@ impl BatchSocket {
         let mut out = SendOutcome::default();
         let mut at = 0;
         while at < k {
-            // SAFETY: headers at..k point at live buffers owned by `self`
-            // (names, iovecs → bufs, cmsgs) with correct lengths.
+            // SAFETY: headers at..k (all rewritten above) point at live
+            // buffers owned by `self` (tx names, iovecs → the receive
+            // batch's buffers, tx cmsgs) with correct lengths.
             let r = unsafe {
                 libc::sendmmsg(
                     self.fd.as_raw_fd(),
-                    self.hdrs[at..].as_mut_ptr(),
+                    self.tx_hdrs[at..].as_mut_ptr(),
                     (k - at) as libc::c_uint,
                     0,
                 )
@@ -616,15 +603,6 @@ fn to_v6(a: SocketAddr) -> SocketAddrV6 {
     match a {
         SocketAddr::V4(v4) => SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0),
         SocketAddr::V6(v6) => v6,
-    }
-}
-
-fn from_sockaddr6(s: &libc::sockaddr_in6) -> SocketAddr {
-    let ip = Ipv6Addr::from(s.sin6_addr.s6_addr);
-    let port = u16::from_be(s.sin6_port);
-    match unmap(ip) {
-        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V4(v4), port),
-        IpAddr::V6(_) => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, s.sin6_scope_id)),
     }
 }
 

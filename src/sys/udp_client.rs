@@ -12,20 +12,20 @@
 //! and its `sendmmsg` needs headers that point into themselves.
 
 use super::BATCH;
-use super::cmsg::{self, CmsgBuf};
+use super::mmsg::RecvBatch;
 use super::udp::meminfo_drops;
 use nix::errno::Errno;
 use nix::sys::socket::{
     self as nsock, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrStorage, sockopt,
 };
 use std::io;
-use std::mem::{size_of, zeroed};
+use std::mem::zeroed;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// Longest reply read (a reply is 48 bytes; longer ones are cut here).
-const RX_LEN: usize = 256;
+pub(crate) const RX_LEN: usize = 256;
 /// Receive and send buffer asked for per socket (bytes).
 const SOCKET_BUF: usize = 1 << 20;
 /// Length of every request sent (an NTP header).
@@ -49,7 +49,7 @@ pub struct ClientSockets {
     server: SocketAddr,
     send_errors: u64,
     tx: TxBatch,
-    rx: RxBatch,
+    rx: RecvBatch<RX_LEN>,
     events: Box<[libc::epoll_event]>,
     ready: usize,
 }
@@ -139,7 +139,7 @@ impl ClientSockets {
             server,
             send_errors: 0,
             tx: TxBatch::new(),
-            rx: RxBatch::new(),
+            rx: RecvBatch::new(BATCH),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; BATCH].into_boxed_slice(),
             ready: 0,
         })
@@ -263,20 +263,26 @@ impl ClientSockets {
             let Some(sock) = self.socks.get_mut(ev.u64 as usize) else {
                 continue;
             };
-            let n = self.rx.recv(&sock.fd);
+            // EAGAIN (nothing there), EINTR, or a pending ICMP error
+            // (ECONNREFUSED, reported once): nothing received.
+            let n = self
+                .rx
+                .recv(sock.fd.as_fd(), libc::MSG_DONTWAIT)
+                .unwrap_or(0);
             if n == 0 {
                 continue;
             }
             let fallback = now();
-            for (buf, g) in self.rx.bufs.iter().zip(&self.rx.got[..n]) {
-                if let Some(d) = g.drops {
+            for i in 0..n {
+                let c = self.rx.cmsgs(i);
+                if let Some(d) = c.drops {
                     sock.drops = d;
                 }
                 f(Reply {
-                    payload: &buf[..g.len],
-                    from: g.from,
+                    payload: &self.rx.buf(i)[..self.rx.len(i)],
+                    from: self.rx.source(i),
                     to: sock.local,
-                    rx_ns: if g.rx_ns != 0 { g.rx_ns } else { fallback },
+                    rx_ns: if c.rx_ns != 0 { c.rx_ns } else { fallback },
                 });
             }
         }
@@ -311,129 +317,6 @@ pub struct Reply<'a> {
     /// The kernel's software receive stamp (Unix ns), else the `now` that
     /// [`ClientSockets::drain`] read right after the batch came in.
     pub rx_ns: u64,
-}
-
-/// One received datagram's metadata.
-#[derive(Clone, Copy, Debug)]
-struct Got {
-    from: Option<SocketAddr>,
-    len: usize,
-    /// Kernel receive stamp (Unix ns), 0 if none.
-    rx_ns: u64,
-    /// The socket's drop count, if the kernel attached it.
-    drops: Option<u32>,
-}
-
-/// Receive buffers and `recvmmsg` headers (the headers point into the
-/// buffers, and are rewritten before every call).
-struct RxBatch {
-    bufs: Box<[[u8; RX_LEN]]>,
-    names: Box<[libc::sockaddr_storage]>,
-    cmsgs: Box<[CmsgBuf]>,
-    iovs: Box<[libc::iovec]>,
-    hdrs: Box<[libc::mmsghdr]>,
-    got: Box<[Got]>,
-}
-
-impl RxBatch {
-    fn new() -> RxBatch {
-        // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs
-        // for which all-zero bytes are valid values.
-        let (name, iov, hdr) = unsafe {
-            (
-                zeroed::<libc::sockaddr_storage>(),
-                zeroed::<libc::iovec>(),
-                zeroed::<libc::mmsghdr>(),
-            )
-        };
-        RxBatch {
-            bufs: vec![[0u8; RX_LEN]; BATCH].into_boxed_slice(),
-            names: vec![name; BATCH].into_boxed_slice(),
-            cmsgs: vec![CmsgBuf::default(); BATCH].into_boxed_slice(),
-            iovs: vec![iov; BATCH].into_boxed_slice(),
-            hdrs: vec![hdr; BATCH].into_boxed_slice(),
-            got: vec![
-                Got {
-                    from: None,
-                    len: 0,
-                    rx_ns: 0,
-                    drops: None,
-                };
-                BATCH
-            ]
-            .into_boxed_slice(),
-        }
-    }
-
-    /// One non-blocking `recvmmsg` on `fd`; returns how many datagrams.
-    fn recv(&mut self, fd: &OwnedFd) -> usize {
-        for i in 0..BATCH {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: RX_LEN,
-            };
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = (&raw mut self.names[i]).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovs[i];
-            h.msg_iovlen = 1;
-            (h.msg_control, h.msg_controllen) = self.cmsgs[i].as_control(cmsg::SPACE);
-            h.msg_flags = 0;
-            self.hdrs[i].msg_len = 0;
-        }
-        // SAFETY: every header points at buffers owned by `self` (names,
-        // iovecs → bufs, cmsgs) with the lengths stated; they stay alive
-        // and unaliased for the call. The fd is open.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        // EAGAIN (nothing there), EINTR, or a pending ICMP error
-        // (ECONNREFUSED, reported once): nothing received.
-        let got = r.max(0) as usize;
-        for i in 0..got {
-            let h = &self.hdrs[i];
-            let c = cmsg::parse(&self.cmsgs[i], h.msg_hdr.msg_controllen);
-            let (rx_ns, drops) = (c.rx_ns, c.drops);
-            self.got[i] = Got {
-                from: from_storage(&self.names[i]),
-                len: (h.msg_len as usize).min(RX_LEN),
-                rx_ns,
-                drops,
-            };
-        }
-        got
-    }
-}
-
-/// The address in a `sockaddr_storage` the kernel filled.
-fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    let p = (s as *const libc::sockaddr_storage).cast::<u8>();
-    match libc::c_int::from(s.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in,
-            // which it is large and aligned enough for.
-            let a = unsafe { std::ptr::read(p.cast::<libc::sockaddr_in>()) };
-            Some(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
-                u16::from_be(a.sin_port),
-            ))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { std::ptr::read(p.cast::<libc::sockaddr_in6>()) };
-            Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
-                u16::from_be(a.sin6_port),
-            ))
-        }
-        _ => None,
-    }
 }
 
 /// `sendmmsg` headers for one batch of requests on a connected socket (no
