@@ -146,7 +146,7 @@ fn bench_respond(c: &mut Criterion) {
 
     // A worker-sized batch: one clock read for the batch's receive time,
     // then per packet a real clock read for T3 and fresh noise, as in
-    // `server::worker::xsk`. Distinct source ports so the checksums differ.
+    // `server::worker::xsk_loop`. Distinct source ports so the checksums differ.
     let requests: Vec<Vec<u8>> = (0..BATCH)
         .map(|i| build_v4(false, CLIENT_PORT + i as u16))
         .collect();

@@ -13,7 +13,7 @@
 //!   ▼
 //!  AF_XDP RX ring n  sys::xsk
 //!   ▼
-//!  worker n  server::worker::xsk (pinned thread)
+//!  worker n  server::worker::xsk_loop (pinned thread)
 //!   │ proto::respond: checks, the NTP decision (proto::ntp), reply
 //!   │ written over the request in place, T3 from sys::clock
 //!   ▼
@@ -23,8 +23,8 @@
 //! ```
 //!
 //! Without XDP (`--datapath socket`) the kernel's UDP stack replaces the
-//! program and rings: sys::udp batches datagrams with `recvmmsg`, and
-//! server::worker::udp answers them with the same `proto::respond` logic.
+//! program and rings: sys::udp_server batches datagrams with `recvmmsg`, and
+//! server::worker::udp_loop answers them with the same `proto::respond` logic.
 //!
 //! Layers, from the bottom (a test, `tests/layers.rs`, keeps them so):
 //!

@@ -34,8 +34,8 @@ fn src_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The module path of a source file: `src/server/worker/xsk.rs` →
-/// `[server, worker, xsk]`; `mod.rs` names its directory.
+/// The module path of a source file: `src/server/worker/xsk_loop.rs` →
+/// `[server, worker, xsk_loop]`; `mod.rs` names its directory.
 fn module_of(src: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src).expect("under src");
     let mut parts: Vec<String> = rel

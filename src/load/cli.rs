@@ -185,11 +185,11 @@ impl LoadArgs {
                     bail!("{flag} applies only to --datapath xdp");
                 }
                 if let Plan::Ping { clients, .. } = plan
-                    && clients > super::udp::MAX_PING_SOCKETS
+                    && clients > super::udp_thread::MAX_PING_SOCKETS
                 {
                     bail!(
                         "--datapath socket opens one socket per --ping client: at most {}",
-                        super::udp::MAX_PING_SOCKETS
+                        super::udp_thread::MAX_PING_SOCKETS
                     );
                 }
             }

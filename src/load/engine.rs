@@ -1,7 +1,7 @@
 //! The generator's logic, apart from any I/O: which client sends next,
 //! what its request says, and what each received frame means.
 //!
-//! A datapath (AF_XDP in `load::xsk`, kernel sockets in `load::udp`, or
+//! A datapath (AF_XDP in `load::xsk_thread`, kernel sockets in `load::udp_thread`, or
 //! a test's in-memory loop) asks [`Engine::next_request`] for frames,
 //! stamps the batch with [`Engine::stamp_batch`] just before it leaves,
 //! feeds every received frame to [`Engine::on_frame`] (or datagram to

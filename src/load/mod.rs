@@ -16,8 +16,8 @@
 //! [`sched`] (steps, pacing and drain, shared by the datapaths),
 //! [`engine`] (all of it together, I/O-free).
 //!
-//! Datapaths: [`xsk`] (AF_XDP, the default, above; its XDP programs in
-//! [`program`]) and [`udp`] (`--datapath socket`: the same engine over
+//! Datapaths: [`xsk_thread`] (AF_XDP, the default, above; its XDP programs in
+//! [`program`]) and [`udp_thread`] (`--datapath socket`: the same engine over
 //! connected kernel UDP sockets with `sendmmsg`/`recvmmsg`, to compare
 //! against, or where XDP is missing).
 
@@ -37,5 +37,5 @@ pub mod sched;
 pub mod spec;
 pub mod tally;
 pub mod track;
-pub mod udp;
-pub mod xsk;
+pub mod udp_thread;
+pub mod xsk_thread;

@@ -12,8 +12,8 @@ use super::sched::Schedule;
 use super::spec::{Prefix, fmt_rate};
 use super::tally::Tally;
 use super::track::{MAX_THREADS, slot_bits_for};
-use super::udp::{self as load_socket, ClientSockets};
-use super::xsk as load_xdp;
+use super::udp_thread::{self as load_socket, ClientSockets};
+use super::xsk_thread as load_xdp;
 use crate::load::program::{ClientProgram, ClientProgramKind};
 use crate::proto::ntp::{Leap, Mode, NtpTimestamp};
 use crate::proto::wire::ethernet::Frame;
@@ -232,7 +232,7 @@ enum ThreadIo {
 }
 
 impl ThreadIo {
-    /// Runs the thread's generator loop (see `load::xsk`, `load::udp`).
+    /// Runs the thread's generator loop (see `load::xsk_thread`, `load::udp_thread`).
     fn run(
         self,
         e: Engine,

@@ -1,8 +1,8 @@
 //! The step and pacing state machine that every generator datapath runs:
 //! when a step ends and the next begins, how many requests are due, when
 //! sending stops and the drain ends, how long an idle thread may sleep,
-//! and when to publish live numbers. The datapaths (`load::xsk`,
-//! `load::udp`) only move packets.
+//! and when to publish live numbers. The datapaths (`load::xsk_thread`,
+//! `load::udp_thread`) only move packets.
 //!
 //! No I/O: the caller passes the time in.
 

@@ -10,7 +10,7 @@ use super::stats::{Collector, KernelCounts, Totals};
 use super::stats_socket::StatsSocket;
 use crate::proto::drops::DropReason;
 use crate::sys::clock::{SystemClock, SystemKernelClock};
-use crate::sys::udp::SocketDrops;
+use crate::sys::udp_server::SocketDrops;
 use crate::sys::xsk::XskStatsReader;
 use std::cell::Cell;
 use std::sync::Arc;

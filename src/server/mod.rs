@@ -5,7 +5,7 @@
 //! - [`program`]: the XDP steering program (`bpf/ntpx.bpf.c`) and its
 //!   counters;
 //! - [`worker`]: the pinned packet loops, one per AF_XDP queue
-//!   ([`worker::xsk`]) or kernel-socket handle ([`worker::udp`]);
+//!   ([`worker::xsk_loop`]) or kernel-socket handle ([`worker::udp_loop`]);
 //! - [`config`]: the config file and flags, validated; [`state`]: what the
 //!   server says about its clock; [`stats`]: counters and histograms;
 //!   [`stats_socket`]: `ntpx stats` over a local socket.

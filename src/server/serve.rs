@@ -14,7 +14,7 @@ use crate::server::worker::{self, WorkerCtx};
 use crate::sys::BATCH;
 use crate::sys::clock::{self, SystemClock, SystemKernelClock};
 use crate::sys::netif;
-use crate::sys::udp::{BatchSocket, BindError};
+use crate::sys::udp_server::{BatchSocket, BindError};
 use crate::sys::xsk::{QueueOptions, XskQueue};
 use anyhow::{Context, bail};
 use std::cell::Cell;
@@ -236,7 +236,7 @@ fn run_xdp(
         let c = ctx(p, cpu_for(settings, i));
         let h = std::thread::Builder::new()
             .name(format!("ntpx-q{}", xsk.queue()))
-            .spawn(move || worker::xsk::run(xsk, c))
+            .spawn(move || worker::xsk_loop::run(xsk, c))
             .context("spawning a worker")?;
         handles.push(h);
     }
@@ -307,7 +307,7 @@ fn run_socket(
         handles.push(
             std::thread::Builder::new()
                 .name(format!("ntpx-s{i}"))
-                .spawn(move || worker::udp::run(sock, c))
+                .spawn(move || worker::udp_loop::run(sock, c))
                 .context("spawning a worker")?,
         );
     }

@@ -4,7 +4,7 @@
 //! - [`xsk`]: AF_XDP sockets — UMEM, the four rings, the frames on them;
 //! - [`bpf`]: the BPF loader toolkit (skeletons, verifier log, links, maps,
 //!   test runs) and the pass-through program for a veth peer;
-//! - [`udp`]: the server's batched kernel UDP socket (`recvmmsg` /
+//! - [`udp_server`]: the server's batched kernel UDP socket (`recvmmsg` /
 //!   `sendmmsg`), and [`udp_client`]: the generator's connected sockets;
 //! - [`cmsg`]: control messages of both, in an aligned buffer; `mmsg`:
 //!   their shared `recvmmsg` batch;
@@ -23,8 +23,8 @@ pub mod cpu;
 mod mmsg;
 pub mod netif;
 pub mod procnet;
-pub mod udp;
 pub mod udp_client;
+pub mod udp_server;
 pub mod xsk;
 
 /// Packets per ring batch or batched syscall, on every path (server

@@ -13,7 +13,7 @@
 
 use super::BATCH;
 use super::mmsg::RecvBatch;
-use super::udp::meminfo_drops;
+use super::udp_server::meminfo_drops;
 use nix::errno::Errno;
 use nix::sys::socket::{
     self as nsock, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrStorage, sockopt,

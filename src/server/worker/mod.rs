@@ -5,8 +5,8 @@
 //! syscall; per batch it reads the shared state once (lock-free), and the
 //! ring kicks are its only syscalls.
 
-pub mod udp;
-pub mod xsk;
+pub mod udp_loop;
+pub mod xsk_loop;
 
 use crate::proto::respond::Responder;
 use crate::server::state::SharedState;

@@ -1,5 +1,5 @@
 //! The kernel-socket generator thread (`ntpx load --datapath socket`): the
-//! same [`Engine`] and schedule as the AF_XDP thread (`load::xsk`), over
+//! same [`Engine`] and schedule as the AF_XDP thread (`load::xsk_thread`), over
 //! ordinary UDP sockets, to compare the two datapaths and to load-test
 //! from hosts without XDP.
 //!

@@ -2,7 +2,7 @@
 //! AF_XDP worker, over a kernel UDP socket. The kernel has already
 //! checked IP and UDP checksums, IPv4 options and the frame's MAC, and
 //! reassembled fragments; the socket marks reassembled datagrams and UDP
-//! lengths the kernel let through (see `crate::sys::udp`); the source
+//! lengths the kernel let through (see `crate::sys::udp_server`); the source
 //! checks and everything NTP are ours.
 
 use super::WorkerCtx;
@@ -12,7 +12,7 @@ use crate::proto::respond::{check_addresses, check_source_port};
 use crate::server::stats::WorkerStats;
 use crate::sys::BATCH;
 use crate::sys::clock::Clock;
-use crate::sys::udp::BatchSocket;
+use crate::sys::udp_server::BatchSocket;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Runs until `ctx.running` is cleared.
@@ -51,7 +51,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                     return Err(DropReason::Fragment);
                 }
                 // The socket filter's sign of a UDP length that disagreed
-                // with the IP header (crate::sys::udp).
+                // with the IP header (crate::sys::udp_server).
                 if r.len == 0 {
                     return Err(DropReason::BadUdpLength);
                 }
