@@ -106,7 +106,11 @@ impl<const LEN: usize> RecvBatch<LEN> {
     /// Where datagram `i` came from (an IPv4-mapped address as IPv4), if
     /// the kernel said.
     pub(crate) fn source(&self, i: usize) -> Option<SocketAddr> {
-        from_storage(&self.names[i])
+        // The kernel sets the length to what it wrote: 0 means no address
+        // (and the storage would still hold an earlier one).
+        (self.hdrs[i].msg_hdr.msg_namelen > 0)
+            .then(|| from_storage(&self.names[i]))
+            .flatten()
     }
 
     /// The buffer of datagram `i`.

@@ -483,13 +483,21 @@ impl BatchSocket {
             replies.len() <= self.tx_hdrs.len(),
             "more replies than a batch"
         );
+        let mut out = SendOutcome::default();
         let mut k = 0;
         for &(i, len) in replies.iter().take(self.tx_hdrs.len()) {
             let Some(rec) = self.received.get(i).copied() else {
+                debug_assert!(
+                    false,
+                    "reply to message {i} of a batch of {}",
+                    self.received.len()
+                );
+                out.failed += 1;
                 continue;
             };
+            // sendmmsg only reads through this pointer.
             self.tx_iovs[k] = libc::iovec {
-                iov_base: self.rx.buf_mut(i).as_mut_ptr().cast(),
+                iov_base: self.rx.buf(i).as_ptr().cast_mut().cast(),
                 iov_len: len.min(BUF_LEN),
             };
             self.tx_names[k] = sockaddr6(&to_v6(rec.src));
@@ -507,7 +515,6 @@ impl BatchSocket {
             h.msg_flags = 0;
             k += 1;
         }
-        let mut out = SendOutcome::default();
         let mut at = 0;
         while at < k {
             // SAFETY: headers at..k (all rewritten above) point at live

@@ -186,10 +186,21 @@ pub fn rodata<T>(data: Option<&mut T>) -> Result<&mut T, ProgramError> {
     })
 }
 
+/// The open skeletons [`load_logged`] accepts: the generated ones, whose
+/// `open_object()` is the object that `load()` loads. Sealed (the trait
+/// cannot be named outside this module), because a hand-written
+/// `OpenSkel` could answer `open_object()` with another object and leave
+/// that one holding a freed log buffer.
+mod sealed {
+    pub trait GeneratedSkel {}
+    impl GeneratedSkel for super::skel::ntpx::OpenNtpxSkel<'_> {}
+    impl GeneratedSkel for super::skel::load::OpenLoadSkel<'_> {}
+}
+
 /// Loads `open` through the verifier. `prog` names the program (of `open`)
 /// whose verifier log is kept: if loading fails, the end of that log comes
 /// back in [`ProgramError::VerifierRejected`].
-pub fn load_logged<'obj, O: OpenSkel<'obj>>(
+pub fn load_logged<'obj, O: OpenSkel<'obj> + sealed::GeneratedSkel>(
     open: O,
     prog: &str,
 ) -> Result<O::Output, ProgramError> {
@@ -210,12 +221,13 @@ pub fn load_logged<'obj, O: OpenSkel<'obj>>(
             source: io::Error::other(format!("the BPF object has no program {prog}")),
         });
     };
-    // SAFETY: `prog_ptr` is a live bpf_program of `open` (found in it
-    // above); libbpf only stores the pointer and length of `log` and writes
-    // at most `log.len()` bytes into it while loading, which happens in
-    // `open.load()` below, while `log` is alive. `open` is consumed there:
-    // its programs cannot be loaded again, so the stored pointer is never
-    // used after `log` is freed.
+    // SAFETY: `prog_ptr` is a live bpf_program of `open`'s object (found in
+    // it above), and `open` is a generated skeleton (sealed), whose load()
+    // loads exactly that object. libbpf only stores the pointer and length
+    // of `log` and writes at most `log.len()` bytes into it while loading,
+    // which happens in `open.load()` below, while `log` is alive. `open` is
+    // consumed there and libbpf refuses a second load, so the stored
+    // pointer is never used after `log` is freed.
     let rc = unsafe {
         libbpf_sys::bpf_program__set_log_buf(
             prog_ptr.as_ptr(),

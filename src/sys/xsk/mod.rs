@@ -144,9 +144,9 @@ pub struct XskQueue {
     /// Descriptors on the TX ring not yet seen on the completion ring.
     tx_outstanding: u32,
     /// Frames given to the fill ring and not yet back on the RX ring: on
-    /// the fill ring, or held by the kernel to receive into. Never more
-    /// than the ring size, so a refill always fits the ring in one
-    /// reservation.
+    /// the fill ring, or held by the kernel to receive into. The fill ring
+    /// has at least `ring_size - in_kernel` free slots (see
+    /// [`XskQueue::recycle_keeping`]).
     in_kernel: u32,
 }
 
@@ -402,23 +402,25 @@ impl XskQueue {
     /// the kernel publishes its consumer index lazily, so a reservation of
     /// that room can still come up short for a moment: then half is tried,
     /// and so on. In zero-copy mode the driver's own ring holds frames
-    /// outside the fill ring, so there the fill ring is also offered a
+    /// outside the fill ring, so there the fill ring is also offered one
     /// chunk beyond the tracked room, to keep it topped up as before.
     pub fn recycle_keeping(&mut self, keep: usize) {
         self.reap_completions();
         let free = self.umem.allocatable().saturating_sub(keep);
         let room = self.ring_size.saturating_sub(self.in_kernel) as usize;
-        let mut ask = if room > 0 {
-            free.min(room)
+        // Zero-copy, no tracked room: one offer, not a probe (when the
+        // ring is full, one failed reservation per call, as before).
+        let (mut ask, halve) = if room > 0 {
+            (free.min(room), true)
         } else if self.zerocopy {
-            free.min(FILL_CHUNK)
+            (free.min(FILL_CHUNK), false)
         } else {
-            0
+            (0, false)
         };
         while ask > 0 {
             // SAFETY: the UMEM outlives the socket and rings (Drop order).
             let n = unsafe { self.rings.fill.enqueue(&mut self.umem, ask, false) }.unwrap_or(0);
-            if n > 0 {
+            if n > 0 || !halve {
                 self.in_kernel += n as u32;
                 break;
             }
