@@ -41,10 +41,16 @@ fn load(topo: &Topology, server: &str, extra: &[&str]) -> Summary {
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{stdout}"))
 }
 
-/// Every request answered, validated, and measured.
+/// Every request answered, validated, and measured. Steps end on time, so
+/// a generator thread delayed past a step's end by a busy machine sends a
+/// few less than `expect_sent`; every one it sent must be answered.
 fn assert_all_good(s: &Summary, expect_sent: u64) {
     let t = &s.total;
-    assert_eq!(t.sent, expect_sent, "{s:#?}");
+    assert!(
+        (expect_sent * 9 / 10..=expect_sent).contains(&t.sent),
+        "sent {} of {expect_sent}: {s:#?}",
+        t.sent
+    );
     assert_eq!(
         (t.good, t.lost, t.late, t.invalid, t.kod),
         (t.sent, 0, 0, 0, 0),
@@ -340,20 +346,25 @@ fn run_fake(fault: Fault) {
     h.join().expect("fake responder");
     let c = counts.lock().unwrap();
     let t = &s.total;
-    assert_eq!(t.sent, 500);
-    assert_eq!(c.received, 500, "{c:?}");
-    assert_eq!(c.faulted, 50);
+    // Steps end on time: a generator thread that the machine delays past
+    // the end of the step sends fewer (it shows as a lower sent rate), so
+    // the accounting is checked against what was sent, not against 500.
+    let n = t.sent;
+    assert!((450..=500).contains(&n), "sent {n} of 500: {s:#?}");
+    assert_eq!(c.received, n, "{c:?}");
+    let f = n / 10;
+    assert_eq!(c.faulted, f);
     match fault {
         Fault::Drop => {
-            assert_eq!((t.good, t.lost, t.late), (450, 50, 0), "{s:#?}");
+            assert_eq!((t.good, t.lost, t.late), (n - f, f, 0), "{s:#?}");
             assert!(t.rejected.is_empty());
         }
         Fault::CorruptOrigin => {
-            assert_eq!((t.good, t.lost, t.invalid), (450, 50, 0), "{s:#?}");
-            assert_eq!(t.rejected.get("unknown_origin"), Some(&50), "{s:#?}");
+            assert_eq!((t.good, t.lost, t.invalid), (n - f, f, 0), "{s:#?}");
+            assert_eq!(t.rejected.get("unknown_origin"), Some(&f), "{s:#?}");
         }
         Fault::Late => {
-            assert_eq!((t.good, t.late, t.lost), (450, 50, 0), "{s:#?}");
+            assert_eq!((t.good, t.late, t.lost), (n - f, f, 0), "{s:#?}");
             assert!(t.rejected.is_empty());
             assert!(
                 t.rtt.max_ns < 100_000_000,
