@@ -34,6 +34,7 @@ fn engine() -> Engine {
         seed: 1,
         ping: None,
         accept_partial_checksum: false,
+        echo: false,
     })
 }
 

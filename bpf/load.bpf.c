@@ -13,6 +13,12 @@
  * ntpx_sink runs where a server would, and drops every UDP frame to
  * `server_port`, counting packets and bytes: the generator's own ceiling.
  *
+ * ntpx_reflect also runs where a server would, and sends every UDP frame to
+ * `server_port` straight back (XDP_TX) with Ethernet addresses, IP
+ * addresses and UDP ports swapped; nothing else changes, so every checksum
+ * stays valid. No NTP logic at all: the link's XDP_TX ceiling, which a
+ * server answering in XDP can approach but not pass.
+ *
  * Both walk the frame like bpf/ntpx.bpf.c (bpf/frame.h: Ethernet, <= 2 VLAN
  * tags, IPv4 any IHL / no fragments, IPv6 with UDP right after the fixed
  * header) and pass everything else to the kernel. Each frame bumps
@@ -138,6 +144,55 @@ int ntpx_sink(struct xdp_md *ctx)
 	count(NTPX_LOAD_SUNK);
 	count_n(NTPX_LOAD_SUNK_BYTES, bpf_xdp_get_buff_len(ctx));
 	return XDP_DROP;
+}
+
+/* Swaps `n` bytes at `a` and `b` (n a small constant). */
+static __always_inline void swap_bytes(void *a, void *b, __u32 n)
+{
+	__u8 t[16];
+
+	__builtin_memcpy(t, a, n);
+	__builtin_memcpy(a, b, n);
+	__builtin_memcpy(b, t, n);
+}
+
+SEC("xdp")
+int ntpx_reflect(struct xdp_md *ctx)
+{
+	struct cursor c = {
+		.pos = (void *)(long)ctx->data,
+		.end = (void *)(long)ctx->data_end,
+	};
+	struct ntpx_headers h = {};
+	struct ethhdr *eth = (void *)(long)ctx->data;
+	enum ntpx_parse r;
+	__u16 port;
+
+	count(NTPX_LOAD_SEEN);
+	r = ntpx_parse_udp(&c, &h);
+	if (r != NTPX_PARSE_UDP) {
+		count(pass_reason(r));
+		return XDP_PASS;
+	}
+	if (h.udp->dest != bpf_htons(server_port)) {
+		count(NTPX_LOAD_PASS_OTHER_PORT);
+		return XDP_PASS;
+	}
+	/* The parser took the Ethernet header: it is there. */
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
+		return XDP_PASS;
+	swap_bytes(eth->h_dest, eth->h_source, ETH_ALEN);
+	if (h.family == 4 && h.ip4)
+		swap_bytes(&h.ip4->saddr, &h.ip4->daddr, 4);
+	else if (h.family == 6 && h.ip6)
+		swap_bytes(&h.ip6->saddr, &h.ip6->daddr, 16);
+	else
+		return XDP_PASS;
+	port = h.udp->source;
+	h.udp->source = h.udp->dest;
+	h.udp->dest = port;
+	count(NTPX_LOAD_REFLECTED);
+	return XDP_TX;
 }
 
 /* The kernel's spelling of the SPDX line above: GPL-compatible, as the

@@ -9,8 +9,9 @@
 #define NTPX_LOAD_H
 
 /*
- * Per-CPU counters, one slot each in the `counters` map. ntpx_load_rx and
- * ntpx_sink share the enum; each program bumps only the slots it uses.
+ * Per-CPU counters, one slot each in the `counters` map. ntpx_load_rx,
+ * ntpx_sink and ntpx_reflect share the enum; each program bumps only the
+ * slots it uses.
  */
 enum ntpx_load_counter {
 	NTPX_LOAD_SEEN = 0,         /* every frame the program ran on */
@@ -25,6 +26,7 @@ enum ntpx_load_counter {
 	NTPX_LOAD_PASS_TRUNCATED,   /* headers cut short or malformed */
 	NTPX_LOAD_SUNK,             /* sink: UDP to server_port, dropped */
 	NTPX_LOAD_SUNK_BYTES,       /* sink: their bytes from the Ethernet header on */
+	NTPX_LOAD_REFLECTED,        /* reflect: UDP to server_port, sent back (XDP_TX) */
 	NTPX_LOAD_COUNTERS          /* number of counters */
 };
 

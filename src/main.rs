@@ -145,6 +145,11 @@ struct SinkArgs {
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_seconds)]
     duration: Option<Duration>,
+    /// Send each frame straight back (XDP_TX, addresses and ports swapped)
+    /// instead of dropping it: the link's XDP_TX ceiling, for `ntpx load
+    /// --reflector`.
+    #[arg(long)]
+    reflect: bool,
 }
 
 /// The longest `--duration` (a year): long enough for any run, short
@@ -178,6 +183,7 @@ impl SinkArgs {
             port: self.port,
             mode: ntpx::sys::bpf::parse_xdp_mode(&self.xdp_mode)?,
             duration: self.duration,
+            reflect: self.reflect,
             ..Default::default()
         };
         let ifindex = ntpx::sys::netif::ifindex(&self.iface)?;

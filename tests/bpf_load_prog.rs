@@ -26,7 +26,7 @@ use ntpx::load::program::{
     ClientCounters, ClientProgram, ClientProgramKind, SinkOptions, run_sink,
 };
 use ntpx::sys::bpf::{
-    AttachMode, ProgramError, TestRun, XDP_DROP, XDP_PASS, XDP_REDIRECT, XdpMode,
+    AttachMode, ProgramError, TestRun, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, XdpMode,
 };
 use ntpx::sys::xsk::meta::{META_LEN, META_MAGIC};
 use ntpx::sys::xsk::{BindMode, QueueOptions, XskQueue};
@@ -289,6 +289,7 @@ fn verdict(v: u32) -> &'static str {
         XDP_DROP => "XDP_DROP",
         XDP_PASS => "XDP_PASS",
         XDP_REDIRECT => "XDP_REDIRECT",
+        XDP_TX => "XDP_TX",
         _ => "other",
     }
 }
@@ -794,6 +795,82 @@ fn test_run_needs_an_ethernet_header() {
         "{err}"
     );
     assert_eq!(prog.counters().unwrap(), ClientCounters::default());
+}
+
+// ---------------------------------------------------------------------------
+// ntpx_reflect through BPF_PROG_TEST_RUN
+// ---------------------------------------------------------------------------
+
+/// Every request to the port goes straight back: the output is, byte for
+/// byte, the frame etherparse builds from the server to the generator with
+/// the same payload (so every checksum is still right); everything else
+/// passes untouched, counted as the sink counts it.
+#[test]
+fn reflect_sends_requests_back_with_endpoints_swapped() {
+    root_only!();
+    let prog = load(ClientProgramKind::Reflect, NTP);
+    let payload = ntp(3, 48);
+    let tagged_back = serialize(
+        srv_to_gen()
+            .single_vlan(vlan(10))
+            .ipv4(SRV_V4, GEN_V4, 64)
+            .udp(NTP, GEN_PORT),
+        &payload,
+    );
+    let cases = [
+        (
+            "IPv4",
+            request4(GEN_PORT, NTP, &payload),
+            reply4(NTP, GEN_PORT, &payload),
+        ),
+        (
+            "IPv6",
+            request6(GEN_PORT, NTP, &payload),
+            reply6(NTP, GEN_PORT, &payload),
+        ),
+        ("802.1Q", tagged_request(), tagged_back),
+        (
+            "1400-byte payload",
+            request4(GEN_PORT, NTP, &ntp(3, 1400)),
+            reply4(NTP, GEN_PORT, &ntp(3, 1400)),
+        ),
+    ];
+    for (what, frame, back) in &cases {
+        let before = prog.counters().expect("counters");
+        let run = prog.test_run(frame).expect("BPF_PROG_TEST_RUN");
+        let did = prog.counters().expect("counters").since(&before);
+        assert_eq!(
+            (verdict(run.verdict), did),
+            (verdict(XDP_TX), delta!(reflected)),
+            "{what}"
+        );
+        assert_eq!(run.frame(), &back[..], "{what}: not the swapped frame");
+    }
+    expect(
+        &prog,
+        "reply from 123",
+        &reply4(NTP, GEN_PORT, &reply_payload()),
+        XDP_PASS,
+        delta!(pass_other_port),
+    );
+    expect(&prog, "ARP", &arp(), XDP_PASS, delta!(pass_not_ip));
+    for (i, frag) in fragments(gen_to_srv, (GEN_V4, SRV_V4), (GEN_PORT, NTP))
+        .iter()
+        .enumerate()
+    {
+        expect(
+            &prog,
+            &format!("fragment {i}"),
+            frag,
+            XDP_PASS,
+            delta!(pass_fragment),
+        );
+    }
+    let c = prog.counters().unwrap();
+    assert_eq!(
+        (c.reflected, c.sunk, c.redirected),
+        (cases.len() as u64, 0, 0)
+    );
 }
 
 // ---------------------------------------------------------------------------

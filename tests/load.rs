@@ -398,3 +398,81 @@ fn load_detects_fake_server_corrupting_origin() {
 fn load_detects_fake_server_answering_late() {
     run_fake(Fault::Late);
 }
+
+/// `ntpx load --reflector` against `ntpx sink --reflect`: every request
+/// comes back, swapped, from the server's end of the link and counts as
+/// answered, with a round trip and no server times. The reflector's own
+/// count is every request sent, plus none: nothing else reaches it.
+#[test]
+fn load_against_the_reflector() {
+    if !require_root("load_against_the_reflector") {
+        return;
+    }
+    let topo = Topology::up();
+    /// Stops the reflector (SIGTERM) even when the test fails.
+    struct Stop(Option<std::process::Child>);
+    impl Stop {
+        fn output(&mut self) -> String {
+            let Some(c) = self.0.take() else {
+                return String::new();
+            };
+            // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let out = c.wait_with_output().expect("reflector output");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    }
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.output();
+        }
+    }
+    let mut reflector = Stop(Some(
+        topo.srv_cmd(NTPX)
+            .args(["sink", "--reflect", "--iface", &topo.srv_if])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start ntpx sink --reflect"),
+    ));
+    // Attached once `ip link` shows an XDP program on the interface.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !run_ok(
+        topo.srv_cmd("ip")
+            .args(["link", "show", "dev", &topo.srv_if]),
+    )
+    .contains("xdp")
+    {
+        assert!(Instant::now() < deadline, "the reflector never attached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = load(
+        &topo,
+        "198.18.0.1",
+        &[
+            "--reflector",
+            "--rate",
+            "2k",
+            "--duration",
+            "1s",
+            "--mac",
+            &srv_mac(&topo),
+        ],
+    );
+    // SIGTERM: the reflector detaches and prints its total.
+    let text = reflector.output();
+    let t = &s.total;
+    assert!((1800..=2000).contains(&t.sent), "sent {}: {s:#?}", t.sent);
+    assert_eq!(
+        (t.good, t.lost, t.late, t.invalid, t.kod),
+        (t.sent, 0, 0, 0, 0),
+        "{s:#?}"
+    );
+    assert!(t.rejected.is_empty(), "{:?}", t.rejected);
+    assert_eq!(t.rtt.count, t.good);
+    assert!(t.rtt.min_ns > 0);
+    assert_eq!(t.residence.count, 0, "a reflector has no server times");
+    assert!(
+        text.contains(&format!("reflect total: {} packets", t.sent)),
+        "{text}"
+    );
+}

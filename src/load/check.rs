@@ -80,6 +80,11 @@ pub struct Expect {
     /// Accept a UDP checksum left partial by the server's stack (see
     /// [`Udp::checksum_is_partial`]): only on a veth, like the server.
     pub accept_partial_checksum: bool,
+    /// The "server" is a reflector (`ntpx sink --reflect`): the answer to
+    /// a request is the request itself, sent back with addresses and ports
+    /// swapped (mode 3, our version, the nonce still in the transmit
+    /// field), carrying no server times. See [`check_echo`].
+    pub echo: bool,
 }
 
 /// A reply that passed every header check.
@@ -89,7 +94,8 @@ pub struct ReplyInfo {
     pub client: IpAddr,
     /// Our port it was sent to.
     pub client_port: u16,
-    /// Origin timestamp: must be one of our nonces.
+    /// Origin timestamp: must be one of our nonces (for a reflected
+    /// request, its transmit timestamp; the server times are then zero).
     pub origin: NtpTimestamp,
     /// T2, the server's receive time.
     pub receive: NtpTimestamp,
@@ -128,6 +134,19 @@ pub fn parse_reply(frame: &[u8], expect: &Expect) -> Result<ReplyInfo, Rejected>
         .map_err(Rejected::from)
         .and_then(|(client, client_port, payload, partial_checksum)| {
             let p = Packet::new_checked(payload).ok_or(Invalid::Short)?;
+            if expect.echo {
+                let nonce = check_echo(&p, expect).map_err(Rejected::from)?;
+                return Ok(ReplyInfo {
+                    client,
+                    client_port,
+                    origin: nonce,
+                    receive: NtpTimestamp::ZERO,
+                    transmit: NtpTimestamp::ZERO,
+                    stratum: 0,
+                    kiss_code: None,
+                    partial_checksum,
+                });
+            }
             let (receive, transmit, stratum, kiss_code) =
                 check_ntp(&p, expect).map_err(|reason| Rejected {
                     reason,
@@ -209,6 +228,19 @@ fn parse_headers<'a>(
     Ok((dst, u.dst_port(), &datagram[udp::HEADER_LEN..], partial))
 }
 
+/// A reflected request ([`Expect::echo`]): mode 3 and our version; returns
+/// the nonce it carries in its transmit field (the tracker matches it like
+/// a reply's origin).
+pub fn check_echo(p: &Packet<&[u8]>, expect: &Expect) -> Result<NtpTimestamp, Invalid> {
+    if p.mode() != Mode::Client {
+        return Err(Invalid::Mode);
+    }
+    if p.version() != expect.version {
+        return Err(Invalid::Version);
+    }
+    Ok(p.transmit())
+}
+
 /// T2, T3, stratum and the Kiss-o'-Death code of a reply that passed.
 pub type NtpFields = (NtpTimestamp, NtpTimestamp, u8, Option<[u8; 4]>);
 
@@ -251,6 +283,7 @@ mod tests {
             port: 123,
             version: 4,
             accept_partial_checksum: false,
+            echo: false,
         }
     }
 
@@ -323,6 +356,7 @@ mod tests {
         );
         let veth = Expect {
             accept_partial_checksum: true,
+            echo: false,
             ..expect(SERVER)
         };
         let got = parse_reply(&r, &veth).unwrap();

@@ -83,6 +83,11 @@ pub struct LoadArgs {
     /// NTP version of the requests (1-4).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub ntp_version: u8,
+    /// The target is a reflector (`ntpx sink --reflect`), not an NTP
+    /// server: a request that comes back is its answer, and only round
+    /// trips are measured. For the link's ceiling.
+    #[arg(long)]
+    pub reflector: bool,
     /// Print the JSON summary to stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -208,6 +213,7 @@ impl LoadArgs {
             xdp_mode: parse_xdp_mode(&self.xdp_mode)?,
             bind_mode: self.bind_mode,
             version: self.ntp_version,
+            echo: self.reflector,
             progress: !self.quiet && !self.json,
         })
     }

@@ -51,6 +51,9 @@ pub struct EngineConfig {
     /// Accept replies whose UDP checksum the server's stack left partial
     /// (on a veth only; see `check::Expect`).
     pub accept_partial_checksum: bool,
+    /// The target is a reflector: requests coming back are the answers
+    /// (see `check::Expect::echo`); only round-trip times are measured.
+    pub echo: bool,
 }
 
 /// Ping mode's clients.
@@ -106,6 +109,7 @@ impl Engine {
                 port: cfg.target.port,
                 version: cfg.target.version,
                 accept_partial_checksum: cfg.accept_partial_checksum,
+                echo: cfg.echo,
             },
             sources: cfg.sources,
             timeout_ns: cfg.timeout_ns,
@@ -285,6 +289,9 @@ impl Engine {
                     self.tallies[self.step as usize].partial_checksum += 1;
                 }
                 let key = client_key(r.client, r.client_port);
+                if self.expect.echo {
+                    return self.on_echo(r.origin, key, t4_ns);
+                }
                 self.on_reply(
                     r.origin,
                     key,
@@ -311,6 +318,12 @@ impl Engine {
         let Some(p) = ntp::Packet::new_checked(payload) else {
             return self.on_rejected(Invalid::Short, None, t4_ns);
         };
+        if self.expect.echo {
+            return match check::check_echo(&p, &self.expect) {
+                Ok(nonce) => self.on_echo(nonce, client_key(to.0, to.1), t4_ns),
+                Err(why) => self.on_rejected(why, None, t4_ns),
+            };
+        }
         match check::check_ntp(&p, &self.expect) {
             Ok((t2, t3, stratum, _)) => self.on_reply(
                 p.origin(),
@@ -363,6 +376,26 @@ impl Engine {
         }
     }
 
+    /// A request came back from a reflector: answered, with a round-trip
+    /// time and nothing else to measure.
+    fn on_echo(&mut self, nonce: NtpTimestamp, key: u64, t4_ns: u64) {
+        let Some(c) = self.tracker.close(nonce) else {
+            return self.tallies[self.step as usize].reject(Invalid::UnknownOrigin);
+        };
+        self.requeue(c, t4_ns);
+        let t = &mut self.tallies[c.step as usize];
+        if c.client != key {
+            t.invalid += 1;
+            return self.tallies[self.step as usize].reject(Invalid::WrongAddress);
+        }
+        if t4_ns.saturating_sub(c.sent_ns) > self.timeout_ns {
+            t.late += 1;
+        } else {
+            t.good += 1;
+            t.hists.record_rtt(c.sent_ns, t4_ns);
+        }
+    }
+
     /// Ping mode: the client whose request closed may send again.
     fn requeue(&mut self, c: Closed, now_ns: u64) {
         if let Some(p) = &mut self.ping {
@@ -406,7 +439,11 @@ mod tests {
     const BASE: u64 = 1_800_000_000_000_000_000;
 
     fn engine(ping: Option<(usize, u64)>) -> Engine {
-        Engine::new(&EngineConfig {
+        Engine::new(&engine_cfg(ping))
+    }
+
+    fn engine_cfg(ping: Option<(usize, u64)>) -> EngineConfig {
+        EngineConfig {
             target: Target {
                 src_mac: [2, 0, 0, 0, 0, 2],
                 dst_mac: [2, 0, 0, 0, 0, 1],
@@ -421,7 +458,8 @@ mod tests {
             seed: 7,
             ping,
             accept_partial_checksum: false,
-        })
+            echo: false,
+        }
     }
 
     /// The server the in-memory tests answer with (ntpx's responder).
@@ -544,6 +582,54 @@ mod tests {
         );
         let t = run(100, Fault::Kiss);
         assert_eq!((t.good, t.kod, t.lost), (90, 10, 0));
+    }
+
+    /// What `ntpx sink --reflect` does to a frame: Ethernet addresses, IP
+    /// addresses and UDP ports swapped, nothing else.
+    fn reflect(frame: &mut [u8]) {
+        let (a, b) = frame.split_at_mut(6);
+        a.swap_with_slice(&mut b[..6]);
+        // IPv4 without options behind a plain Ethernet header.
+        let (a, b) = frame[26..].split_at_mut(4);
+        a.swap_with_slice(&mut b[..4]);
+        let (a, b) = frame[34..].split_at_mut(2);
+        a.swap_with_slice(&mut b[..2]);
+    }
+
+    /// Against a reflector, a request that comes back is answered: good,
+    /// with a round trip and no server times; one that comes back changed
+    /// (a real reply, a mangled nonce) is not.
+    #[test]
+    fn reflected_requests_are_answers() {
+        let mut e = Engine::new(&EngineConfig {
+            echo: true,
+            ..engine_cfg(None)
+        });
+        let mut buf = [0u8; 128];
+        let len = e.next_request(&mut buf, BASE).unwrap();
+        e.stamp_batch(BASE + 500);
+        let mut back = buf;
+        reflect(&mut back[..len]);
+        e.on_frame(&back[..len], BASE + 20_500);
+        // A real server's reply is not an echo: mode 4.
+        let len2 = e.next_request(&mut buf, BASE + 1_000).unwrap();
+        e.stamp_batch(BASE + 1_000);
+        let r = respond(
+            &mut buf[..len2],
+            &responder(),
+            &state(),
+            NtpTimestamp::from_unix_nanos(BASE + 2_000),
+            || NtpTimestamp::from_unix_nanos(BASE + 3_000),
+            0,
+        )
+        .unwrap();
+        e.on_frame(&buf[..r.len], BASE + 4_000);
+        let t = e.finish().remove(0);
+        assert_eq!((t.sent, t.good, t.lost, t.invalid), (2, 1, 1, 0));
+        assert_eq!(t.rejected_list(), vec![("mode", 1)]);
+        assert_eq!(t.hists.rtt.len(), 1);
+        assert!(t.hists.rtt.equivalent(t.hists.rtt.max(), 20_000));
+        assert!(t.hists.residence.is_empty() && t.hists.offset.is_empty());
     }
 
     #[test]

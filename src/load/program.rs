@@ -54,7 +54,7 @@ use crate::sys::bpf::{
 };
 
 /// `NTPX_LOAD_COUNTERS`: number of counters.
-pub const CLIENT_COUNTERS: usize = 11;
+pub const CLIENT_COUNTERS: usize = 12;
 
 /// Which of the two programs to load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +64,9 @@ pub enum ClientProgramKind {
     Redirect,
     /// `ntpx_sink`: count and drop UDP to the server port.
     Sink,
+    /// `ntpx_reflect`: send UDP to the server port straight back (XDP_TX),
+    /// addresses and ports swapped: the link's ceiling.
+    Reflect,
 }
 
 impl fmt::Display for ClientProgramKind {
@@ -71,6 +74,7 @@ impl fmt::Display for ClientProgramKind {
         f.write_str(match self {
             Self::Redirect => "redirect",
             Self::Sink => "sink",
+            Self::Reflect => "reflect",
         })
     }
 }
@@ -103,6 +107,8 @@ counter_struct! {
         sunk,
         /// Sink: the bytes of the `sunk` frames, from the Ethernet header on.
         sunk_bytes,
+        /// Reflect: UDP to the server port, sent back.
+        reflected,
     }
 }
 
@@ -133,8 +139,13 @@ impl ClientProgram {
             .map_err(|e| ProgramError::libbpf("open the embedded XDP object", e))?;
         rodata(open.maps.rodata_data.as_deref_mut())?.server_port = server_port;
         open.progs.ntpx_load_rx.set_autoload(redirect);
-        open.progs.ntpx_sink.set_autoload(!redirect);
-        // The sink never redirects: no socket map for it.
+        open.progs
+            .ntpx_sink
+            .set_autoload(kind == ClientProgramKind::Sink);
+        open.progs
+            .ntpx_reflect
+            .set_autoload(kind == ClientProgramKind::Reflect);
+        // Only the redirect program has a socket map.
         open.maps
             .xsks
             .set_autocreate(redirect)
@@ -145,11 +156,13 @@ impl ClientProgram {
             match kind {
                 ClientProgramKind::Redirect => "ntpx_load_rx",
                 ClientProgramKind::Sink => "ntpx_sink",
+                ClientProgramKind::Reflect => "ntpx_reflect",
             },
         )?;
         let prog = match kind {
             ClientProgramKind::Redirect => ProgramHandle::try_from(&skel.progs.ntpx_load_rx),
             ClientProgramKind::Sink => ProgramHandle::try_from(&skel.progs.ntpx_sink),
+            ClientProgramKind::Reflect => ProgramHandle::try_from(&skel.progs.ntpx_reflect),
         }
         .map_err(|e| ProgramError::libbpf("take the XDP program's fd", e))?;
         let counters = MapHandle::try_from(&skel.maps.counters)
@@ -251,6 +264,8 @@ pub struct SinkOptions {
     pub duration: Option<Duration>,
     /// Time between rate lines.
     pub report_every: Duration,
+    /// Send the frames back (`ntpx_reflect`) instead of dropping them.
+    pub reflect: bool,
 }
 
 impl Default for SinkOptions {
@@ -260,18 +275,22 @@ impl Default for SinkOptions {
             mode: AttachMode::Auto,
             duration: None,
             report_every: Duration::from_secs(1),
+            reflect: false,
         }
     }
 }
 
-/// What a [`run_sink`] run dropped. Its `Display` is the final line:
-/// `sink total: N packets, B bytes in S s (R pkt/s)`.
+/// What a [`run_sink`] run dropped (or reflected). Its `Display` is the
+/// final line: `sink total: N packets, B bytes in S s (R pkt/s)`, or
+/// `reflect total: N packets in S s (R pkt/s)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SinkTotals {
-    /// Frames dropped (`sunk`).
+    /// Frames dropped (`sunk`) or sent back (`reflected`).
     pub packets: u64,
-    /// Their bytes (`sunk_bytes`).
+    /// The dropped frames' bytes (`sunk_bytes`); 0 when reflecting.
     pub bytes: u64,
+    /// Reflected rather than dropped.
+    pub reflected: bool,
     /// From attach to detach.
     pub elapsed: Duration,
     /// The mode the sink ran in.
@@ -287,6 +306,15 @@ impl SinkTotals {
 
 impl fmt::Display for SinkTotals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reflected {
+            return write!(
+                f,
+                "reflect total: {} packets in {:.2} s ({:.0} pkt/s)",
+                self.packets,
+                self.elapsed.as_secs_f64(),
+                self.rate()
+            );
+        }
         write!(
             f,
             "sink total: {} packets, {} bytes in {:.2} s ({:.0} pkt/s)",
@@ -317,7 +345,14 @@ pub fn run_sink(
     stop: &AtomicBool,
     out: &mut dyn Write,
 ) -> anyhow::Result<SinkTotals> {
-    let mut prog = ClientProgram::load(ClientProgramKind::Sink, opts.port)?;
+    let kind = if opts.reflect {
+        ClientProgramKind::Reflect
+    } else {
+        ClientProgramKind::Sink
+    };
+    let taken = |c: &ClientCounters| if opts.reflect { c.reflected } else { c.sunk };
+    let label = if opts.reflect { "reflect" } else { "sink" };
+    let mut prog = ClientProgram::load(kind, opts.port)?;
     let mode = prog.attach(ifindex, opts.mode)?;
     let start = Instant::now();
     let deadline = opts.duration.map(|d| start + d);
@@ -329,9 +364,9 @@ pub fn run_sink(
             break;
         }
         if now.duration_since(last_at) >= every {
-            let total = prog.counters()?.sunk;
+            let total = taken(&prog.counters()?);
             let rate = per_second(total.wrapping_sub(last_total), now.duration_since(last_at));
-            writeln!(out, "sink: {rate:.0} pkt/s  (total {total})")
+            writeln!(out, "{label}: {rate:.0} pkt/s  (total {total})")
                 .and_then(|()| out.flush())
                 .context("writing the sink's rate line")?;
             (last_at, last_total) = (now, total);
@@ -344,8 +379,9 @@ pub fn run_sink(
     // Detached: nothing counts any more, the totals are final.
     let c = prog.counters()?;
     let totals = SinkTotals {
-        packets: c.sunk,
+        packets: taken(&c),
         bytes: c.sunk_bytes,
+        reflected: opts.reflect,
         elapsed,
         mode,
     };
@@ -379,7 +415,8 @@ mod tests {
         }
         let c = ClientCounters::from_array(values);
         assert_eq!((c.seen, c.no_socket), (1, 3));
-        assert_eq!(c.sunk_bytes, CLIENT_COUNTERS as u64);
+        assert_eq!(c.sunk_bytes, 11);
+        assert_eq!(c.reflected, CLIENT_COUNTERS as u64);
         assert_eq!(c.to_array(), values);
         assert_eq!(c.fields()[9], ("sunk", 10));
         assert_eq!(c.since(&c), ClientCounters::default());
@@ -390,6 +427,7 @@ mod tests {
         let t = SinkTotals {
             packets: 3_000_000,
             bytes: 270_000_000,
+            reflected: false,
             elapsed: Duration::from_millis(2500),
             mode: XdpMode::Native,
         };
@@ -403,5 +441,14 @@ mod tests {
             ..t
         };
         assert_eq!(zero.rate(), 0.0);
+        let r = SinkTotals {
+            bytes: 0,
+            reflected: true,
+            ..t
+        };
+        assert_eq!(
+            r.to_string(),
+            "reflect total: 3000000 packets in 2.50 s (1200000 pkt/s)"
+        );
     }
 }

@@ -78,6 +78,9 @@ pub struct LoadConfig {
     pub bind_mode: BindMode,
     /// NTP version of the requests.
     pub version: u8,
+    /// The target reflects requests (`--reflector`): see
+    /// `check::Expect::echo`.
+    pub echo: bool,
     /// Print a live progress line (on a terminal).
     pub progress: bool,
 }
@@ -169,6 +172,7 @@ fn probe_mac(
     server: SocketAddr,
     version: u8,
     accept_partial_checksum: bool,
+    echo: bool,
 ) -> anyhow::Result<[u8; 6]> {
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0"
@@ -188,6 +192,7 @@ fn probe_mac(
         port: server.port(),
         version,
         accept_partial_checksum,
+        echo,
     };
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut next_send = Instant::now();
@@ -315,7 +320,13 @@ fn setup_xdp(cfg: &LoadConfig) -> anyhow::Result<Setup> {
     let partial_checksums = netif::is_veth(iface);
     let server_mac = match cfg.mac {
         Some(m) => m,
-        None => probe_mac(&mut queues, cfg.server, cfg.version, partial_checksums)?,
+        None => probe_mac(
+            &mut queues,
+            cfg.server,
+            cfg.version,
+            partial_checksums,
+            cfg.echo,
+        )?,
     };
     let tai_offset_s = SystemKernelClock.discipline().map_or(0, |d| d.tai_offset_s);
     Ok(Setup {
@@ -461,6 +472,7 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
                 seed: seed.wrapping_add(i as u64),
                 ping,
                 accept_partial_checksum: partial_checksums,
+                echo: cfg.echo,
             });
             let s = Schedule {
                 cpu: cfg.cpus.get(i).copied(),

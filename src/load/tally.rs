@@ -63,6 +63,13 @@ impl Hists {
         clamp(&mut self.delay, rtt - residence);
     }
 
+    /// Records the round trip of a request a reflector sent back (no
+    /// server times: the other histograms stay as they are).
+    pub fn record_rtt(&mut self, t1: u64, t4: u64) {
+        let rtt = (t4 as i64 - t1 as i64).clamp(0, self.rtt.high() as i64) as u64;
+        self.rtt.saturating_record(rtt);
+    }
+
     /// Adds `other`'s samples.
     pub fn add(&mut self, other: &Hists) {
         // Same bounds on both sides: `add` cannot fail.

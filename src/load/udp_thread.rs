@@ -223,6 +223,7 @@ mod tests {
             seed: 1,
             ping: None,
             accept_partial_checksum: false,
+            echo: false,
         });
         let clock = crate::sys::clock::SystemClock;
         let s = Schedule {
