@@ -56,6 +56,20 @@ pub struct EngineConfig {
     pub echo: bool,
 }
 
+/// What an answer to one of our requests carried.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    /// A server's reply: its receive and transmit times, its stratum (0:
+    /// Kiss-o'-Death).
+    Ntp {
+        t2: NtpTimestamp,
+        t3: NtpTimestamp,
+        stratum: u8,
+    },
+    /// The request itself, back from a reflector.
+    Echo,
+}
+
 /// Ping mode's clients.
 #[derive(Debug)]
 struct Ping {
@@ -289,15 +303,16 @@ impl Engine {
                     self.tallies[self.step as usize].partial_checksum += 1;
                 }
                 let key = client_key(r.client, r.client_port);
-                if self.expect.echo {
-                    return self.on_echo(r.origin, key, t4_ns);
-                }
-                self.on_reply(
-                    r.origin,
-                    key,
-                    Some((r.receive, r.transmit, r.stratum)),
-                    t4_ns,
-                );
+                let answer = if self.expect.echo {
+                    Answer::Echo
+                } else {
+                    Answer::Ntp {
+                        t2: r.receive,
+                        t3: r.transmit,
+                        stratum: r.stratum,
+                    }
+                };
+                self.on_reply(r.origin, key, answer, t4_ns);
             }
             Err(rej) => self.on_rejected(rej.reason, rej.origin, t4_ns),
         }
@@ -320,7 +335,7 @@ impl Engine {
         };
         if self.expect.echo {
             return match check::check_echo(&p, &self.expect) {
-                Ok(nonce) => self.on_echo(nonce, client_key(to.0, to.1), t4_ns),
+                Ok(nonce) => self.on_reply(nonce, client_key(to.0, to.1), Answer::Echo, t4_ns),
                 Err(why) => self.on_rejected(why, None, t4_ns),
             };
         }
@@ -328,7 +343,7 @@ impl Engine {
             Ok((t2, t3, stratum, _)) => self.on_reply(
                 p.origin(),
                 client_key(to.0, to.1),
-                Some((t2, t3, stratum)),
+                Answer::Ntp { t2, t3, stratum },
                 t4_ns,
             ),
             Err(why) => self.on_rejected(why, Some(p.origin()), t4_ns),
@@ -345,13 +360,8 @@ impl Engine {
         }
     }
 
-    fn on_reply(
-        &mut self,
-        origin: NtpTimestamp,
-        key: u64,
-        times: Option<(NtpTimestamp, NtpTimestamp, u8)>,
-        t4_ns: u64,
-    ) {
+    /// Closes the request `origin` answers and counts the answer.
+    fn on_reply(&mut self, origin: NtpTimestamp, key: u64, answer: Answer, t4_ns: u64) {
         let Some(c) = self.tracker.close(origin) else {
             return self.tallies[self.step as usize].reject(Invalid::UnknownOrigin);
         };
@@ -361,38 +371,21 @@ impl Engine {
             t.invalid += 1;
             return self.tallies[self.step as usize].reject(Invalid::WrongAddress);
         }
-        let Some((t2, t3, stratum)) = times else {
-            return;
-        };
-        if stratum == 0 {
-            t.kod += 1;
-        } else if t4_ns.saturating_sub(c.sent_ns) > self.timeout_ns {
-            t.late += 1;
-        } else {
-            t.good += 1;
-            let t2 = t2.to_unix_nanos_near(c.sent_ns) as i64;
-            let t3 = t3.to_unix_nanos_near(c.sent_ns) as i64;
-            t.hists.record(c.sent_ns, t2, t3, t4_ns);
-        }
-    }
-
-    /// A request came back from a reflector: answered, with a round-trip
-    /// time and nothing else to measure.
-    fn on_echo(&mut self, nonce: NtpTimestamp, key: u64, t4_ns: u64) {
-        let Some(c) = self.tracker.close(nonce) else {
-            return self.tallies[self.step as usize].reject(Invalid::UnknownOrigin);
-        };
-        self.requeue(c, t4_ns);
-        let t = &mut self.tallies[c.step as usize];
-        if c.client != key {
-            t.invalid += 1;
-            return self.tallies[self.step as usize].reject(Invalid::WrongAddress);
-        }
-        if t4_ns.saturating_sub(c.sent_ns) > self.timeout_ns {
-            t.late += 1;
-        } else {
-            t.good += 1;
-            t.hists.record_rtt(c.sent_ns, t4_ns);
+        match answer {
+            Answer::Ntp { stratum: 0, .. } => t.kod += 1,
+            _ if t4_ns.saturating_sub(c.sent_ns) > self.timeout_ns => t.late += 1,
+            Answer::Ntp { t2, t3, .. } => {
+                t.good += 1;
+                let t2 = t2.to_unix_nanos_near(c.sent_ns) as i64;
+                let t3 = t3.to_unix_nanos_near(c.sent_ns) as i64;
+                t.hists.record(c.sent_ns, t2, t3, t4_ns);
+            }
+            // A request back from a reflector: a round trip and nothing
+            // else to measure.
+            Answer::Echo => {
+                t.good += 1;
+                t.hists.record_rtt(c.sent_ns, t4_ns);
+            }
         }
     }
 
