@@ -106,9 +106,12 @@ const FILL_CHUNK: usize = 64;
 /// Shortest frame put on the TX ring (an Ethernet header): the kernel
 /// rejects shorter descriptors without a completion.
 const MIN_TX_LEN: usize = 14;
-/// Descriptors the kernel sends per kick in copy mode (its default TX
-/// budget, `max_tx_budget`).
+/// Descriptors the kernel sends per kick in copy mode by default (its
+/// `max_tx_budget`), where `XDP_MAX_TX_SKB_BUDGET` cannot raise it.
 const COPY_TX_BUDGET: usize = 32;
+/// What copy mode's per-kick budget is raised to where the kernel allows
+/// (6.17+): one batch, so one kick sends a whole batch of replies.
+const WANT_TX_BUDGET: usize = BATCH;
 /// Extra kicks before replies that find the TX ring full are dropped.
 const TX_RETRIES: usize = 4;
 
@@ -140,6 +143,8 @@ pub struct XskQueue {
     /// Frames bound for the TX ring (at most BATCH).
     tx_slab: HeapSlab,
     zerocopy: bool,
+    /// Descriptors one kick sends in copy mode.
+    tx_budget: usize,
     ring_size: u32,
     /// Descriptors on the TX ring not yet seen on the completion ring.
     tx_outstanding: u32,
@@ -321,6 +326,17 @@ impl XskQueue {
                     let filled = unsafe { fill.enqueue(&mut umem, initial, false) }
                         .map_err(|e| setup_err(queue, format!("filling the fill ring: {e}")))?;
                     let zerocopy = sys::is_zerocopy(socket.raw_fd()).unwrap_or(false);
+                    // Older kernels refuse the option (ENOPROTOOPT): keep
+                    // their budget and kick more often.
+                    let want = WANT_TX_BUDGET.min(opts.ring_size as usize);
+                    let tx_budget = if !zerocopy
+                        && want > COPY_TX_BUDGET
+                        && sys::set_max_tx_budget(socket.raw_fd(), want as u32).is_ok()
+                    {
+                        want
+                    } else {
+                        COPY_TX_BUDGET
+                    };
                     if opts.busy_poll_budget > 0 {
                         sys::enable_busy_poll(socket.raw_fd(), opts.busy_poll_budget)
                             .map_err(|e| setup_err(queue, format!("busy poll: {e}")))?;
@@ -338,6 +354,7 @@ impl XskQueue {
                         rx_slab: HeapSlab::with_capacity(BATCH),
                         tx_slab: HeapSlab::with_capacity(BATCH),
                         zerocopy,
+                        tx_budget,
                         ring_size: opts.ring_size,
                         tx_outstanding: 0,
                         in_kernel: filled as u32,
@@ -383,6 +400,13 @@ impl XskQueue {
     /// True if bound in zero-copy mode.
     pub fn is_zerocopy(&self) -> bool {
         self.zerocopy
+    }
+
+    /// Descriptors one kick hands to the kernel in copy mode: a batch
+    /// where the kernel lets it be raised (`XDP_MAX_TX_SKB_BUDGET`), else
+    /// its default of 32.
+    pub fn tx_budget(&self) -> usize {
+        self.tx_budget
     }
 
     /// Moves finished TX frames back to the free list, then gives free
@@ -552,7 +576,7 @@ impl XskQueue {
             let kicks = if self.zerocopy {
                 1
             } else {
-                n.div_ceil(COPY_TX_BUDGET).max(1)
+                n.div_ceil(self.tx_budget).max(1)
             };
             if self.tx_outstanding > 0 {
                 for _ in 0..kicks {
@@ -710,6 +734,29 @@ mod sys {
                 name,
                 (&raw const v).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `XDP_MAX_TX_SKB_BUDGET` (linux/if_xdp.h, 6.17+): descriptors one
+    /// copy-mode send takes, 32 to the TX ring's size.
+    const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+    pub fn set_max_tx_budget(fd: RawFd, budget: u32) -> std::io::Result<()> {
+        // SAFETY: setsockopt reads size_of::<u32>() bytes from `budget`, a
+        // live u32 (the kernel wants exactly an unsigned int).
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                SOL_XDP,
+                XDP_MAX_TX_SKB_BUDGET,
+                (&raw const budget).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
             )
         };
         if r != 0 {
