@@ -57,6 +57,11 @@ struct ServeArgs {
     /// TOML config file; flags override it (see scripts/ntpx.example.toml).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Measure the XDP program's run time (the kernel's BPF run statistics,
+    /// on for this process's life) and print it in the exit summary. Costs
+    /// every run of every BPF program two clock reads: for benchmarks.
+    #[arg(long)]
+    bpf_stats: bool,
     /// Interface to serve on.
     #[arg(long, short)]
     iface: Option<String>,
@@ -150,6 +155,10 @@ struct SinkArgs {
     /// --reflector`.
     #[arg(long)]
     reflect: bool,
+    /// Measure the program's run time (BPF run statistics) and print it
+    /// with the totals.
+    #[arg(long)]
+    bpf_stats: bool,
 }
 
 /// The longest `--duration` (a year): long enough for any run, short
@@ -187,6 +196,7 @@ impl SinkArgs {
             ..Default::default()
         };
         let ifindex = ntpx::sys::netif::ifindex(&self.iface)?;
+        let _stats = run_stats(self.bpf_stats)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
@@ -310,8 +320,16 @@ fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
     }
 }
 
+/// Run statistics for this process's life, if asked for.
+fn run_stats(on: bool) -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
+    on.then(ntpx::sys::bpf::enable_run_stats)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("turning on BPF run statistics (--bpf-stats): {e}"))
+}
+
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::from_file(&args.merged()?)?;
+    let _stats = run_stats(args.bpf_stats)?;
     ntpx::server::serve::run(
         settings,
         ntpx::server::serve::RunOptions {

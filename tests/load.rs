@@ -74,7 +74,10 @@ fn load_against_ntpx_xdp_many_sources() {
         return;
     }
     let topo = Topology::up();
-    let mut srv = Server::start(&topo, &["--iface", &topo.srv_if, "--no-stats-socket"]);
+    let mut srv = Server::start(
+        &topo,
+        &["--iface", &topo.srv_if, "--no-stats-socket", "--bpf-stats"],
+    );
     // 2000 requests/s for 1 s from 65534 addresses; ntpx answers in place,
     // so the prefix needs no route.
     let s = load(
@@ -93,6 +96,14 @@ fn load_against_ntpx_xdp_many_sources() {
     assert_eq!(s.steps.len(), 1);
     let out = srv.stop();
     assert!(out.contains("requests 2001  replies 2001"), "{out}"); // + the MAC probe
+    // --bpf-stats: the kernel timed every run of the steering program.
+    let runs = out
+        .split("XDP program run time: ")
+        .nth(1)
+        .and_then(|r| r.split(" runs").next())
+        .and_then(|r| r.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(runs.is_some_and(|n| n >= 2001), "{out}");
 }
 
 #[test]
@@ -429,7 +440,7 @@ fn load_against_the_reflector() {
     }
     let mut reflector = Stop(Some(
         topo.srv_cmd(NTPX)
-            .args(["sink", "--reflect", "--iface", &topo.srv_if])
+            .args(["sink", "--reflect", "--bpf-stats", "--iface", &topo.srv_if])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start ntpx sink --reflect"),
@@ -475,4 +486,5 @@ fn load_against_the_reflector() {
         text.contains(&format!("reflect total: {} packets", t.sent)),
         "{text}"
     );
+    assert!(text.contains("reflect program run time: "), "{text}");
 }

@@ -388,6 +388,11 @@ pub fn run_sink(
     writeln!(out, "{totals}")
         .and_then(|()| out.flush())
         .context("writing the sink's totals")?;
+    if let Some(r) = crate::sys::bpf::run_stats(prog.id()).filter(|r| r.runs > 0) {
+        writeln!(out, "{label} program run time: {r}")
+            .and_then(|()| out.flush())
+            .context("writing the sink's totals")?;
+    }
     Ok(totals)
 }
 

@@ -266,6 +266,9 @@ fn run_xdp(
         }
         out.push('\n');
     }
+    if let Some(r) = crate::sys::bpf::run_stats(program.id()).filter(|r| r.runs > 0) {
+        out.push_str(&format!("XDP program run time: {r}\n"));
+    }
     for (q, s) in socket_stats {
         if let Some(s) = s {
             out.push_str(&format!(
