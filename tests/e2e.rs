@@ -449,18 +449,7 @@ fn socket_datapath_keeps_its_port() {
     );
 
     // ntpx first: a second ntpx is refused.
-    let mut server = Server::start(
-        &topo,
-        &[
-            "--iface",
-            &topo.srv_if,
-            "--datapath",
-            "socket",
-            "--workers",
-            "2",
-            "--no-stats-socket",
-        ],
-    );
+    let mut server = Server::start_socket(&topo, 2, &["--no-stats-socket"]);
     let out = serve(&[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

@@ -591,19 +591,7 @@ fn socket_datapath_one_unsendable_reply_loses_no_other() {
     let dir = TempDir::new("ntpx-unsendable");
     let stats = dir.path().join("stats.sock");
     let stats_arg = stats.to_string_lossy().into_owned();
-    let mut server = Server::start(
-        &topo,
-        &[
-            "--iface",
-            &topo.srv_if,
-            "--datapath",
-            "socket",
-            "--workers",
-            "1",
-            "--stats-socket",
-            &stats_arg,
-        ],
-    );
+    let mut server = Server::start_socket(&topo, 1, &["--stats-socket", &stats_arg]);
     let e = Ends::of(&topo);
     let link = RawLink::open(&topo);
     // The server's kernel learns the client's MAC first.

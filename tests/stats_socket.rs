@@ -37,19 +37,7 @@ fn stats_reads_a_running_server() {
     let dir = TempDir::new("stats-socket");
     let sock = dir.path().join("s.sock");
     let sock_str = sock.to_str().expect("utf-8 path").to_owned();
-    let mut server = Server::start(
-        &topo,
-        &[
-            "--iface",
-            &topo.srv_if,
-            "--datapath",
-            "socket",
-            "--workers",
-            "1",
-            "--stats-socket",
-            &sock_str,
-        ],
-    );
+    let mut server = Server::start_socket(&topo, 1, &["--stats-socket", &sock_str]);
 
     // A second server on the same stats socket is refused, and leaves the
     // first one's socket alone.

@@ -23,6 +23,7 @@ pub mod cpu;
 mod mmsg;
 pub mod netif;
 pub mod procnet;
+mod sockopt;
 pub mod udp_client;
 pub mod udp_server;
 pub mod xsk;

@@ -54,6 +54,7 @@ use std::sync::{Arc, Mutex};
 
 use super::cmsg::{self, CmsgBuf};
 use super::mmsg::RecvBatch;
+use super::sockopt;
 
 /// Largest request read (longer datagrams are truncated and dropped).
 pub const BUF_LEN: usize = 1024;
@@ -146,30 +147,6 @@ unsafe impl Send for BatchSocket {}
 impl std::fmt::Debug for BatchSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchSocket").field("fd", &self.fd).finish()
-    }
-}
-
-fn setsockopt_int(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    v: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: setsockopt reads size_of::<c_int>() bytes from `v`, a live
-    // c_int; the fd is open (owned).
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw const v).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }
 
@@ -279,18 +256,35 @@ fn open_socket(timeout: std::time::Duration) -> io::Result<OwnedFd> {
     }
     // SAFETY: `raw` is a freshly created fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
-    setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
-    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+    sockopt::set(fd.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
+    sockopt::set(
+        fd.as_raw_fd(),
+        libc::IPPROTO_IPV6,
+        libc::IPV6_RECVPKTINFO,
+        1,
+    )?;
+    sockopt::set(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
     // Mark reassembled datagrams (IPv4 ones arrive on this IPv6 socket
     // too, and take the IPv4-level option).
-    setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_RECVFRAGSIZE, 1)?;
-    setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVFRAGSIZE, 1)?;
+    sockopt::set(fd.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVFRAGSIZE, 1)?;
+    sockopt::set(
+        fd.as_raw_fd(),
+        libc::IPPROTO_IPV6,
+        libc::IPV6_RECVFRAGSIZE,
+        1,
+    )?;
     attach_cbpf(&fd, SO_ATTACH_FILTER, &length_filter())?;
     // A deep receive buffer absorbs bursts (FORCE lifts rmem_max for
     // root; otherwise the kernel caps the plain request).
-    if setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
-        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF)?;
+    if sockopt::set(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        RCVBUF,
+    )
+    .is_err()
+    {
+        sockopt::set(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF)?;
     }
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
@@ -557,21 +551,11 @@ const SK_MEMINFO_VARS: usize = 9;
 /// kernel's 32-bit counter), or `None` if the kernel would not say. Used
 /// by the server's socket datapath and the load generator's sockets.
 pub(crate) fn meminfo_drops(fd: &OwnedFd) -> Option<u32> {
-    let mut info = [0u32; SK_MEMINFO_VARS];
-    let mut len = size_of_val(&info) as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the live array
-    // and updates `len`; the fd is open.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_MEMINFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
+    let (info, len) =
+        sockopt::get::<[u32; SK_MEMINFO_VARS]>(fd.as_raw_fd(), libc::SOL_SOCKET, SO_MEMINFO)
+            .ok()?;
     // Any other length: not the array we know (another kernel or arch).
-    (r == 0 && len as usize == size_of_val(&info)).then_some(info[libc::SK_MEMINFO_DROPS as usize])
+    (len == size_of_val(&info)).then_some(info[libc::SK_MEMINFO_DROPS as usize])
 }
 
 /// The datagrams the kernel dropped on the socket (`SO_MEMINFO`): for a

@@ -823,6 +823,24 @@ pub struct Server {
 }
 
 impl Server {
+    /// ntpx on the socket datapath of `topo`'s server end, with `workers`
+    /// workers; `extra` flags after.
+    pub fn start_socket(topo: &Topology, workers: u32, extra: &[&str]) -> Server {
+        let workers = workers.to_string();
+        let mut args = vec![
+            "--iface",
+            topo.srv_if.as_str(),
+            "--datapath",
+            "socket",
+            "--workers",
+            workers.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        Server::start(topo, &args)
+    }
+
+    /// `ntpx serve` in `topo`'s server namespace with `extra` flags, once
+    /// it says it serves.
     pub fn start(topo: &Topology, extra: &[&str]) -> Server {
         let log =
             std::env::temp_dir().join(format!("ntpx-e2e-{}-{}.log", topo.name, std::process::id()));

@@ -3,8 +3,8 @@
 //! `bpf/load.bpf.c`). Generated code, with `unsafe` of its own, so it lives
 //! here in the system layer; the programs' owners use only its safe API.
 
-/// The server's program.
-#[allow(
+// Generated code is not held to the crate's lints.
+#![allow(
     clippy::all,
     clippy::pedantic,
     clippy::undocumented_unsafe_blocks,
@@ -13,20 +13,13 @@
     missing_docs,
     unreachable_pub
 )]
+
+/// The server's program.
 pub mod ntpx {
     include!(concat!(env!("OUT_DIR"), "/ntpx.skel.rs"));
 }
 
 /// The load generator's programs.
-#[allow(
-    clippy::all,
-    clippy::pedantic,
-    clippy::undocumented_unsafe_blocks,
-    clippy::missing_safety_doc,
-    unsafe_op_in_unsafe_fn,
-    missing_docs,
-    unreachable_pub
-)]
 pub mod load {
     include!(concat!(env!("OUT_DIR"), "/load.skel.rs"));
 }

@@ -661,6 +661,7 @@ impl XskStatsReader {
 
 /// The raw syscalls the `xdp` crate does not wrap.
 mod sys {
+    use crate::sys::sockopt;
     use std::os::fd::RawFd;
 
     const SOL_XDP: libc::c_int = 283;
@@ -690,57 +691,12 @@ mod sys {
     const XDP_STATISTICS: libc::c_int = 7;
 
     pub fn statistics(fd: RawFd) -> std::io::Result<xdp::libc::xdp::XdpStatistics> {
-        // SAFETY: XdpStatistics is a plain C struct of u64s; all-zero is a
-        // valid value.
-        let mut stats: xdp::libc::xdp::XdpStatistics = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `stats`, a
-        // live value of that size.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                SOL_XDP,
-                XDP_STATISTICS,
-                (&raw mut stats).cast(),
-                &mut len,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stats)
+        sockopt::get(fd, SOL_XDP, XDP_STATISTICS).map(|(s, _)| s)
     }
 
     pub fn is_zerocopy(fd: RawFd) -> std::io::Result<bool> {
-        let mut opts: u32 = 0;
-        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `opts`, which
-        // is a live u32 of that size.
-        let r =
-            unsafe { libc::getsockopt(fd, SOL_XDP, XDP_OPTIONS, (&raw mut opts).cast(), &mut len) };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let (opts, _): (u32, _) = sockopt::get(fd, SOL_XDP, XDP_OPTIONS)?;
         Ok(opts & XDP_OPTIONS_ZEROCOPY != 0)
-    }
-
-    fn set_int(fd: RawFd, name: libc::c_int, v: libc::c_int) -> std::io::Result<()> {
-        // SAFETY: setsockopt reads size_of::<c_int>() bytes from `v`, a
-        // live c_int.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                (&raw const v).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
     }
 
     /// `XDP_MAX_TX_SKB_BUDGET` (linux/if_xdp.h, 6.17+): descriptors one
@@ -748,29 +704,15 @@ mod sys {
     const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 
     pub fn set_max_tx_budget(fd: RawFd, budget: u32) -> std::io::Result<()> {
-        // SAFETY: setsockopt reads size_of::<u32>() bytes from `budget`, a
-        // live u32 (the kernel wants exactly an unsigned int).
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                SOL_XDP,
-                XDP_MAX_TX_SKB_BUDGET,
-                (&raw const budget).cast(),
-                std::mem::size_of::<u32>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        // The kernel wants exactly an unsigned int.
+        sockopt::set(fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, budget)
     }
 
     pub fn enable_busy_poll(fd: RawFd, budget: u32) -> std::io::Result<()> {
-        set_int(fd, SO_PREFER_BUSY_POLL, 1)?;
-        set_int(fd, libc::SO_BUSY_POLL, 20)?;
-        set_int(
-            fd,
+        let set = |name, v: libc::c_int| sockopt::set(fd, libc::SOL_SOCKET, name, v);
+        set(SO_PREFER_BUSY_POLL, 1)?;
+        set(libc::SO_BUSY_POLL, 20)?;
+        set(
             SO_BUSY_POLL_BUDGET,
             budget.min(i32::MAX as u32) as libc::c_int,
         )
