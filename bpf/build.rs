@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use libbpf_cargo::SkeletonBuilder;
 
 const SRC: &str = "bpf/ntpx.bpf.c";
-const HEADER: &str = "bpf/ntpx.h";
+const HEADERS: [&str; 2] = ["bpf/ntpx.h", "bpf/reply.h"];
 const LOAD_SRC: &str = "bpf/load.bpf.c";
 const LOAD_HEADERS: [&str; 2] = ["bpf/load.h", "bpf/frame.h"];
 
@@ -63,7 +63,9 @@ fn main() {
     }
 
     println!("cargo:rerun-if-changed={SRC}");
-    println!("cargo:rerun-if-changed={HEADER}");
+    for header in HEADERS {
+        println!("cargo:rerun-if-changed={header}");
+    }
     println!("cargo:rerun-if-changed={LOAD_SRC}");
     for header in LOAD_HEADERS {
         println!("cargo:rerun-if-changed={header}");

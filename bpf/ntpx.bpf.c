@@ -1,26 +1,30 @@
 /* SPDX-License-Identifier: MIT OR GPL-2.0 */
 /*
- * ntpx XDP program: steers NTP client requests (mode 3) into the AF_XDP
- * socket of the receive queue, drops obvious junk aimed at the NTP port and
- * hands everything else to the kernel untouched.
+ * ntpx XDP program: answers plain NTP client requests itself (XDP_TX) or
+ * steers them into the AF_XDP socket of the receive queue, drops what it
+ * judged bad, and hands everything else to the kernel untouched.
  *
  * Frame walk: Ethernet, at most two VLAN tags (802.1Q / 802.1ad), IPv4 (any
  * IHL >= 5) or IPv6 (UDP directly after the fixed header), UDP to
  * `ntp_port` and to one of the configured server addresses, then the first
- * byte of the NTP header. A request whose UDP length disagrees with the
- * frame goes to the worker, which drops it under its reason. The first
- * fragment of a request is dropped, so that the kernel never reassembles
- * it (the host's own daemon might answer it); later fragments carry no
- * port, and without their first one the kernel discards them. The walk
- * up to the UDP header is ntpx_parse_udp() in frame.h, shared with the
- * load generator's programs.
+ * byte of the NTP header. Mode 4 (a reply to the host's own client) goes to
+ * the kernel. A plain request (bpf/reply.h) is judged here with every check
+ * of the Rust responder: dropped under its reason, or answered here when
+ * the server state says so (`reply_in_xdp`), else redirected to the
+ * worker. Every other request for the server (IPv4 options, extension
+ * fields, fragments, odd lengths) goes to the worker, which judges it with
+ * the Rust responder; nothing sent to the server's address and port is the
+ * kernel's to answer. The walk up to the UDP header is ntpx_parse_udp() in
+ * frame.h, shared with the load generator's programs.
  *
- * Each frame bumps NTPX_SEEN plus exactly one reason counter (see ntpx.h);
- * a redirected frame may bump NTPX_META_FAILED as well.
+ * Each frame bumps NTPX_SEEN plus exactly one fate counter (see ntpx.h:
+ * a pass reason, NTPX_REDIRECTED, NTPX_DROPPED with its reason in `drops`,
+ * or NTPX_REPLIED); a redirected frame may bump NTPX_META_FAILED as well,
+ * a reply NTPX_REPLIED_PARTIAL and NTPX_REPLIED_STALE.
  *
  * Configuration lives in .rodata and is written by the loader
  * (src/server/program.rs) between open and load, so the verifier sees it as
- * constants.
+ * constants; the server state, which changes, is in the `server_state` map.
  */
 #include "frame.h" /* header walk and metadata write, shared with bpf/load.bpf.c */
 #include "ntpx.h"
@@ -41,6 +45,28 @@ const volatile __be32 v4_addrs[NTPX_MAX_ADDRS] = {};
  * 32-bit words so they compare word by word with the packet's address.
  */
 const volatile __u32 v6_addrs[NTPX_MAX_ADDRS][4] = {};
+/*
+ * 1: judge plain requests here (the loader sets it when it has the
+ * responder's whole view: MAC and every own address). 0: send every
+ * request to the workers.
+ */
+const volatile __u8 judge = 0;
+/* The interface's MAC address. */
+const volatile __u8 our_mac[6] = {};
+/* This host's addresses (no client has them) and the network/broadcast
+ * addresses of its IPv4 prefixes, network byte order like v4_addrs. */
+const volatile __u32 n_own_v4 = 0;
+const volatile __be32 own_v4_addrs[NTPX_MAX_OWN] = {};
+const volatile __u32 n_own_v6 = 0;
+const volatile __u32 own_v6_addrs[NTPX_MAX_OWN][4] = {};
+const volatile __u32 n_edges = 0;
+const volatile __be32 subnet_edges[NTPX_MAX_OWN] = {};
+/* Drop requests from ports 7, 13, 17, 19, 37. */
+const volatile __u8 drop_loop_ports = 1;
+/* Accept a UDP checksum left in its partial form (veth only). */
+const volatile __u8 accept_partial_checksum = 0;
+/* Replies carry at least this poll exponent. */
+const volatile __s8 min_poll = -128;
 
 /* ---- maps ---- */
 
@@ -57,6 +83,50 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+/* Why judged requests were dropped: enum ntpx_drop. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NTPX_DROP_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+/* RX->TX service time of the replies sent from here (hist_bucket()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NTPX_HIST_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u64);
+} service_hist SEC(".maps");
+
+/*
+ * The server state (struct ntpx_state), written by the control thread:
+ * two slots, and `state_slot` says which one is current. The writer fills
+ * the other slot, then flips the index (one aligned 4-byte store), so the
+ * program never reads a half-written state.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct ntpx_state);
+} server_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} state_slot SEC(".maps");
+
+static __always_inline void count_in(void *map, __u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(map, &idx);
+
+	if (v)
+		*v += 1;
+}
 
 static __always_inline void count(__u32 idx)
 {
@@ -97,24 +167,29 @@ static __always_inline int v6_is_ours(const __u32 daddr[4])
 	return 0;
 }
 
+#include "reply.h" /* judge_plain(), write_reply(): uses the configuration above */
+
+/* classify()'s verdict for a plain request (not a counter). */
+#define NTPX_PLAIN (NTPX_COUNTERS + 1)
+
 /*
- * Walks the headers and returns the counter that names the frame's fate:
- * a NTPX_PASS_* or NTPX_DROP_* reason, or NTPX_REDIRECTED for a well-formed
- * client request that should go to the AF_XDP socket.
+ * Walks the headers into `h` and returns the counter that names the frame's
+ * fate: a NTPX_PASS_* reason, NTPX_REDIRECTED for a request for a worker,
+ * or NTPX_PLAIN for a plain request (bpf/reply.h), to be judged here.
  */
-static __always_inline __u32 classify(struct xdp_md *ctx)
+static __always_inline __u32 classify(struct xdp_md *ctx, struct ntpx_headers *h,
+				      struct plain *plain)
 {
 	struct cursor c = {
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
 	};
-	struct ntpx_headers h = {};
 	struct udphdr *udp;
 	__u8 *ntp;
 	__u16 ulen;
 	int ours, fragment = 0;
 
-	switch (ntpx_parse_udp(&c, &h)) {
+	switch (ntpx_parse_udp(&c, h)) {
 	case NTPX_PARSE_UDP:
 		break;
 	case NTPX_PARSE_FIRST_FRAGMENT:
@@ -129,77 +204,51 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 	default:
 		return NTPX_PASS_TRUNCATED;
 	}
-	udp = h.udp;
+	udp = h->udp;
 	if (udp->dest != bpf_htons(ntp_port))
 		return fragment ? NTPX_PASS_FRAGMENT : NTPX_PASS_OTHER_PORT;
-	if (h.family == 4) {
-		ours = v4_is_ours(h.ip4->daddr);
+	if (h->family == 4) {
+		ours = v4_is_ours(h->ip4->daddr);
 	} else {
 		__u32 daddr[4];
 
-		daddr[0] = h.ip6->daddr.in6_u.u6_addr32[0];
-		daddr[1] = h.ip6->daddr.in6_u.u6_addr32[1];
-		daddr[2] = h.ip6->daddr.in6_u.u6_addr32[2];
-		daddr[3] = h.ip6->daddr.in6_u.u6_addr32[3];
+		daddr[0] = h->ip6->daddr.in6_u.u6_addr32[0];
+		daddr[1] = h->ip6->daddr.in6_u.u6_addr32[1];
+		daddr[2] = h->ip6->daddr.in6_u.u6_addr32[2];
+		daddr[3] = h->ip6->daddr.in6_u.u6_addr32[3];
 		ours = v6_is_ours(daddr);
 	}
 	if (!ours)
 		return fragment ? NTPX_PASS_FRAGMENT : NTPX_PASS_NOT_OURS;
-	if (fragment)
-		return NTPX_DROP_FRAGMENT;
-	if (udp->source == 0)
-		return NTPX_DROP_SRC_PORT_ZERO;
-
 	/*
-	 * A UDP length that does not fit the frame, or is shorter than the
-	 * UDP header, is the worker's to judge: it drops and counts such
-	 * requests (bad_udp_length, bad_ip_length). Passing them to the
-	 * kernel would let it answer some (an IPv6 UDP length of 0 means
-	 * "up to the end of the packet" there), and nothing sent to the
-	 * server's address and port is for anyone else to answer. Shorter
-	 * than the frame is fine here (Ethernet padding).
+	 * From here on the frame is for the server: the kernel never gets it
+	 * (it might answer it, or reassemble a fragment for the host's own
+	 * daemon), except a mode 4 reply. A first fragment, a UDP length
+	 * that does not fit, anything but a plain request: the worker judges
+	 * it with the Rust responder and counts it under its reason.
 	 */
-	ulen = bpf_ntohs(udp->len);
-	if (ulen < sizeof(*udp) || (void *)udp + ulen > c.end)
+	if (fragment)
 		return NTPX_REDIRECTED;
-	if (ulen < sizeof(*udp) + NTPX_NTP_HEADER_LEN)
-		return NTPX_DROP_SHORT;
+	ulen = bpf_ntohs(udp->len);
+	if (ulen < sizeof(*udp) + NTPX_NTP_HEADER_LEN || (void *)udp + ulen > c.end)
+		return NTPX_REDIRECTED;
 	ntp = cursor_take(&c, NTPX_NTP_HEADER_LEN);
 	if (!ntp) /* cannot happen after the length checks; keeps the verifier happy */
-		return NTPX_PASS_TRUNCATED;
-
+		return NTPX_REDIRECTED;
 	/* First byte: LI (2 bits) | VN (3 bits) | mode (3 bits). */
 	if ((ntp[0] & 0x7) == 4)
 		return NTPX_PASS_SERVER_REPLY;
-	if ((ntp[0] & 0x7) != 3)
-		return NTPX_DROP_MODE;
-	if (((ntp[0] >> 3) & 0x7) == 0 || ((ntp[0] >> 3) & 0x7) > 4)
-		return NTPX_DROP_VERSION;
+	if (judge && find_plain(ctx, h, plain))
+		return NTPX_PLAIN;
 	return NTPX_REDIRECTED;
 }
 
-static __always_inline int is_drop(__u32 reason)
+/* Hands the request to the AF_XDP socket of its queue, with its receive
+ * stamp in front; to the kernel if the queue has none. */
+static __always_inline int redirect(struct xdp_md *ctx, __u64 now)
 {
-	return reason == NTPX_DROP_SHORT || reason == NTPX_DROP_MODE ||
-	       reason == NTPX_DROP_VERSION || reason == NTPX_DROP_SRC_PORT_ZERO ||
-	       reason == NTPX_DROP_FRAGMENT;
-}
+	__u32 queue = ctx->rx_queue_index;
 
-SEC("xdp")
-int ntpx_xdp(struct xdp_md *ctx)
-{
-	/* The earliest software receive stamp we can get: take it first. */
-	__u64 now = bpf_ktime_get_tai_ns();
-	__u32 reason, queue;
-
-	count(NTPX_SEEN);
-	reason = classify(ctx);
-	if (reason != NTPX_REDIRECTED) {
-		count(reason);
-		return is_drop(reason) ? XDP_DROP : XDP_PASS;
-	}
-
-	queue = ctx->rx_queue_index;
 	if (!bpf_map_lookup_elem(&xsks, &queue)) {
 		count(NTPX_PASS_NO_SOCKET);
 		return XDP_PASS;
@@ -208,6 +257,72 @@ int ntpx_xdp(struct xdp_md *ctx)
 		count(NTPX_META_FAILED);
 	count(NTPX_REDIRECTED);
 	return bpf_redirect_map(&xsks, queue, XDP_PASS);
+}
+
+/* Answers the plain request at `plain` (judged good) in place. */
+static __always_inline int reply(struct xdp_md *ctx, struct ntpx_headers *h,
+				 struct plain *plain, const struct ntpx_state *st,
+				 __u64 now, int partial)
+{
+	void *data, *end;
+	__u64 t3;
+	int stale, trim;
+
+	t3 = write_reply(h, plain, st, now, &stale);
+	/* Ethernet padding behind the request: the reply ends with its NTP
+	 * header. (Every packet pointer is invalid after this.) */
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	trim = (int)plain->reply_len - (int)(end - data);
+	if (trim < 0 && bpf_xdp_adjust_tail(ctx, trim)) {
+		count(NTPX_TRIM_FAILED);
+		count(NTPX_DROPPED);
+		count_in(&drops, NTPX_DROP_TRUNCATED);
+		return XDP_DROP;
+	}
+	count(NTPX_REPLIED);
+	if (partial)
+		count(NTPX_REPLIED_PARTIAL);
+	if (stale)
+		count(NTPX_REPLIED_STALE);
+	count_in(&service_hist, hist_bucket(t3 - now));
+	return XDP_TX;
+}
+
+SEC("xdp")
+int ntpx_xdp(struct xdp_md *ctx)
+{
+	/* The earliest software receive stamp we can get: take it first. */
+	__u64 now = bpf_ktime_get_tai_ns();
+	struct ntpx_headers h = {};
+	struct plain plain = {};
+	const struct ntpx_state *st = NULL;
+	__u32 zero = 0, fate, *slot;
+	int verdict, partial = 0;
+
+	count(NTPX_SEEN);
+	fate = classify(ctx, &h, &plain);
+	if (fate == NTPX_REDIRECTED)
+		return redirect(ctx, now);
+	if (fate != NTPX_PLAIN) {
+		count(fate);
+		return XDP_PASS;
+	}
+	verdict = judge_plain(&h, &plain, &partial);
+	if (verdict >= 0) {
+		count(NTPX_DROPPED);
+		count_in(&drops, (__u32)verdict);
+		return XDP_DROP;
+	}
+	slot = bpf_map_lookup_elem(&state_slot, &zero);
+	if (slot) {
+		__u32 i = *slot & 1;
+
+		st = bpf_map_lookup_elem(&server_state, &i);
+	}
+	if (!st || !st->reply_in_xdp)
+		return redirect(ctx, now);
+	return reply(ctx, &h, &plain, st, now, partial);
 }
 
 /* The kernel's spelling of the SPDX line above: GPL-compatible, as the

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT OR GPL-2.0 */
 /*
  * The contract between the XDP program (bpf/ntpx.bpf.c) and the Rust side
- * (src/server/program.rs reads the counters, src/sys/xsk/meta.rs the metadata).
- * Change both sides together.
+ * (src/server/program.rs reads the counters and writes the server state,
+ * src/sys/xsk/meta.rs reads the metadata). Change both sides together.
  */
 #ifndef NTPX_H
 #define NTPX_H
@@ -37,16 +37,84 @@ enum ntpx_counter {
 	NTPX_PASS_SERVER_REPLY,   /* mode 4: a reply to the host's own client */
 	NTPX_PASS_NO_SOCKET,      /* no AF_XDP socket on this queue */
 	NTPX_META_FAILED,         /* redirected without metadata */
-	NTPX_DROP_SHORT,          /* UDP payload < 48 bytes */
-	NTPX_DROP_MODE,           /* mode other than 3 (and 4, passed) */
-	NTPX_DROP_VERSION,        /* version 0 or > 4 */
-	NTPX_DROP_SRC_PORT_ZERO,  /* source port 0 */
-	NTPX_DROP_FRAGMENT,       /* the first fragment of a request: dropped so
-	                           * that the kernel never reassembles it */
+	NTPX_DROPPED,             /* judged here and dropped: the reason is
+	                           * counted in the `drops` map */
+	NTPX_REPLIED,             /* answered here (XDP_TX) */
+	NTPX_REPLIED_PARTIAL,     /* ... of which the request's UDP checksum
+	                           * was in the partial form (veth) */
+	NTPX_REPLIED_STALE,       /* ... of which with LI 3 because the server
+	                           * state was older than its bound */
+	NTPX_TRIM_FAILED,         /* a reply whose padding could not be cut
+	                           * (bpf_xdp_adjust_tail): dropped, counted
+	                           * under truncated */
 	NTPX_COUNTERS             /* number of counters */
 };
 
+/*
+ * Why a request judged in XDP got no reply: the index into the per-CPU
+ * `drops` map. The same reasons in the same order as the Rust side's
+ * DropReason (src/proto/drops.rs), so that the two sum slot by slot; a
+ * test checks the names. The program uses only some of them.
+ */
+enum ntpx_drop {
+	NTPX_DROP_TRUNCATED = 0,
+	NTPX_DROP_NOT_IP,
+	NTPX_DROP_NON_UNICAST,
+	NTPX_DROP_OTHER_HOST,
+	NTPX_DROP_BAD_SRC_MAC,
+	NTPX_DROP_BAD_IP_HEADER,
+	NTPX_DROP_BAD_IP_CHECKSUM,
+	NTPX_DROP_BAD_IP_LENGTH,
+	NTPX_DROP_FRAGMENT,
+	NTPX_DROP_SOURCE_ROUTE,
+	NTPX_DROP_BAD_IP_OPTIONS,
+	NTPX_DROP_NOT_UDP,
+	NTPX_DROP_NOT_OUR_ADDRESS,
+	NTPX_DROP_BAD_SOURCE,
+	NTPX_DROP_OWN_SOURCE,
+	NTPX_DROP_DIRECTED_BROADCAST,
+	NTPX_DROP_BAD_UDP_LENGTH,
+	NTPX_DROP_BAD_UDP_CHECKSUM,
+	NTPX_DROP_OTHER_PORT,
+	NTPX_DROP_SRC_PORT_ZERO,
+	NTPX_DROP_LOOP_PORT,
+	NTPX_DROP_NTP_TOO_SHORT,
+	NTPX_DROP_NTP_BAD_LENGTH,
+	NTPX_DROP_NTP_VERSION,
+	NTPX_DROP_NTP_MODE,
+	NTPX_DROP_NTP_MAC,
+	NTPX_DROP_NTP_NTS,
+	NTPX_DROP_NTP_BAD_EXTENSION,
+	NTPX_DROP_REASONS         /* size of the `drops` map */
+};
+
+/*
+ * The server state that replies sent from XDP carry: one entry of the
+ * `server_state` array map, rewritten by the control thread about once a
+ * second (src/server/program.rs, XdpProgram::publish_state). Host byte
+ * order throughout.
+ */
+struct ntpx_state {
+	__u64 written_tai_ns; /* CLOCK_TAI when written; 0: never written */
+	__u64 max_age_ns;     /* older than this: answer LI 3, stratum 0 */
+	__u64 ref_time;       /* reference time, NTP format */
+	__s64 tai_offset_s;   /* TAI - UTC, seconds */
+	__u32 root_delay;     /* NTP short format */
+	__u32 root_dispersion;/* NTP short format, aged here at 15 ppm */
+	__u8 ref_id[4];
+	__u8 leap;            /* 0-3; 3 = unsynchronised */
+	__u8 stratum;
+	__s8 precision;
+	__u8 reply_in_xdp;    /* 1: answer plain requests here (XDP_TX);
+	                       * 0: hand them to the AF_XDP workers */
+};
+
+/* Buckets of the service-time histogram (see hist_bucket() in reply.h). */
+#define NTPX_HIST_SUB_BITS 3
+#define NTPX_HIST_BUCKETS 256
+
 #define NTPX_MAX_ADDRS 16
+#define NTPX_MAX_OWN 64
 #define NTPX_MAX_QUEUES 256
 
 #endif

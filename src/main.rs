@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Args, Parser, Subcommand};
-use ntpx::server::config::{ConfigFile, Datapath, Settings};
+use ntpx::server::config::{ConfigFile, Datapath, Replies, Settings};
 use ntpx::server::state::Source;
 use ntpx::sys::xsk::BindMode;
 use std::net::IpAddr;
@@ -86,6 +86,10 @@ struct ServeArgs {
     /// XDP attach mode: auto, native or generic.
     #[arg(long)]
     xdp_mode: Option<String>,
+    /// Where plain requests are answered: xdp (in the XDP program), workers
+    /// (AF_XDP) or auto (xdp unless a veth's peer cannot take XDP_TX).
+    #[arg(long, value_enum)]
+    replies: Option<Replies>,
     /// AF_XDP bind mode.
     #[arg(long, value_parser = ntpx::sys::xsk::parse_bind_mode)]
     bind_mode: Option<BindMode>,
@@ -108,6 +112,10 @@ struct ServeArgs {
     /// Reference ID (1-4 ASCII characters, or an IPv4 address).
     #[arg(long)]
     ref_id: Option<String>,
+    /// Seconds after which a server state that was not refreshed (a hung
+    /// or stopped process) makes replies say LI 3 (2 to 3600; default 10).
+    #[arg(long, value_name = "SECONDS")]
+    max_state_age: Option<f64>,
     /// Seconds between stats lines (0 = off).
     #[arg(long)]
     stats_interval: Option<u64>,
@@ -240,6 +248,7 @@ impl ServeArgs {
         over!(s.cpus, self.cpus);
         over!(s.workers, self.workers);
         over!(s.xdp_mode, self.xdp_mode);
+        over!(s.replies, self.replies);
         over!(s.bind_mode, self.bind_mode);
         over!(s.frames, self.frames);
         over!(s.ring_size, self.ring_size);
@@ -253,6 +262,7 @@ impl ServeArgs {
         over!(c.source, self.clock);
         over!(c.stratum, self.stratum);
         over!(c.ref_id, self.ref_id);
+        over!(c.max_state_age_s, self.max_state_age);
         Ok(f)
     }
 }

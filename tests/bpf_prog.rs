@@ -19,6 +19,8 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpFragOffset, IpHeaders, IpNumber,
     Ipv4Header, PacketBuilder, PacketBuilderStep, UdpHeader,
 };
+use ntpx::proto::drops::DropReason;
+use ntpx::proto::respond::Responder;
 use ntpx::server::program::{ProgramConfig, XdpCounters, XdpProgram};
 use ntpx::sys::bpf::{
     AttachMode, ProgramError, TestRun, XDP_DROP, XDP_PASS, XDP_REDIRECT, XdpMode,
@@ -146,6 +148,16 @@ fn load_default() -> XdpProgram {
     load(&ProgramConfig::default())
 }
 
+/// A program that judges plain requests itself, as the server loads it:
+/// with the responder's view of this test host (replies in XDP stay off:
+/// the state map is never written).
+fn load_judging() -> XdpProgram {
+    let r = Responder::new(MAC_SERVER, vec![SERVER_V4.into()], vec![SERVER_V6.into()]);
+    let cfg = ProgramConfig::for_responder(&r);
+    assert!(cfg.judge.is_some());
+    load(&cfg)
+}
+
 /// Runs `frame` once, returns the result and what the counters did.
 fn run(prog: &XdpProgram, frame: &[u8]) -> (TestRun, XdpCounters) {
     let before = prog.counters().expect("read counters");
@@ -197,6 +209,23 @@ fn check_untouched(prog: &XdpProgram, frame: &[u8], verdict: u32, deltas: XdpCou
     assert_eq!(r.meta_len, 0);
     assert_eq!(r.meta, None);
     assert_eq!(r.frame(), frame);
+}
+
+/// Runs `frame` through a judging program: dropped, counted as `dropped`
+/// and under `reason` in the drops map, untouched.
+#[track_caller]
+fn check_dropped(prog: &XdpProgram, frame: &[u8], reason: DropReason) {
+    let reader = prog.counters_reader().expect("counters reader");
+    let before = reader.drops().expect("read drops");
+    check_untouched(prog, frame, XDP_DROP, counted!(dropped));
+    let after = reader.drops().expect("read drops");
+    let hit: Vec<DropReason> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| a.1 != b.1)
+        .map(|(_, a)| a.0)
+        .collect();
+    assert_eq!(hit, [reason]);
 }
 
 // ---------------------------------------------------------------------------
@@ -411,7 +440,7 @@ fn ipv4_fragments() {
     require_privileges!();
     let prog = load_default();
     let f = request4_with(|ip| ip.more_fragments = true);
-    check_untouched(&prog, &f, XDP_DROP, counted!(drop_fragment));
+    check_untouched(&prog, &f, XDP_PASS, counted!(pass_no_socket));
     let f = request4_with(|ip| ip.fragment_offset = IpFragOffset::try_new(8).unwrap());
     check_untouched(&prog, &f, XDP_PASS, counted!(pass_fragment));
     // The first fragment of something else goes to the kernel.
@@ -444,7 +473,7 @@ fn ipv6_fragments() {
     require_privileges!();
     let prog = load_default();
     let first = ipv6_fragment(&request6(), 0, true);
-    check_untouched(&prog, &first, XDP_DROP, counted!(drop_fragment));
+    check_untouched(&prog, &first, XDP_PASS, counted!(pass_no_socket));
     let later = ipv6_fragment(&request6(), 64, false);
     check_untouched(&prog, &later, XDP_PASS, counted!(pass_fragment));
     let mut other = ipv6_fragment(&request6(), 0, true);
@@ -463,6 +492,7 @@ fn destination_must_be_ours_when_configured() {
         port: NTP,
         v4: vec![Ipv4Addr::new(198, 51, 100, 7), Ipv4Addr::from(SERVER_V4)],
         v6: vec![Ipv6Addr::from(SERVER_V6)],
+        judge: None,
     };
     let prog = load(&cfg);
     check(&prog, &request4(), XDP_PASS, counted!(pass_no_socket));
@@ -516,6 +546,7 @@ fn all_sixteen_addresses_are_checked() {
         port: NTP,
         v4: v4.clone(),
         v6: v6.clone(),
+        judge: None,
     });
     for a in &v4 {
         check(
@@ -574,20 +605,21 @@ fn too_many_addresses_is_an_error() {
 // Malformed and junk requests
 // ---------------------------------------------------------------------------
 
+/// Short requests are not plain: the worker judges them.
 #[test]
-fn short_payload_is_dropped() {
+fn short_payload_goes_to_the_worker() {
     require_privileges!();
-    let prog = load_default();
+    let prog = load_judging();
     let f = udp4(SERVER_V4, CLIENT_PORT, NTP, &ntp(li_vn_mode(0, 4, 3), 47));
-    check(&prog, &f, XDP_DROP, counted!(drop_short));
+    check_untouched(&prog, &f, XDP_PASS, counted!(pass_no_socket));
     let f = udp6(SERVER_V6, CLIENT_PORT, NTP, &ntp(li_vn_mode(0, 4, 3), 47));
-    check(&prog, &f, XDP_DROP, counted!(drop_short));
+    check_untouched(&prog, &f, XDP_PASS, counted!(pass_no_socket));
     let f = udp4(SERVER_V4, CLIENT_PORT, NTP, &[]);
-    check(&prog, &f, XDP_DROP, counted!(drop_short));
+    check_untouched(&prog, &f, XDP_PASS, counted!(pass_no_socket));
     // Short by the UDP length even though the frame (padding) is long enough.
     let mut f = request4();
     set_u16(&mut f, UDP4 + 4, 8 + 47);
-    check(&prog, &f, XDP_DROP, counted!(drop_short));
+    check_untouched(&prog, &f, XDP_PASS, counted!(pass_no_socket));
 }
 
 /// A UDP length that disagrees with the frame goes to the worker (here:
@@ -646,10 +678,11 @@ fn ipv4_ihl() {
     assert_eq!(f[ETH_LEN], 0x4f);
     check(&prog, &f, XDP_PASS, counted!(pass_no_socket));
     // IHL 6 and mode 1: the NTP byte must be found after the options.
+    // IHL 6 and mode 4: the NTP byte is found after the options.
     let mut f = request4_with(|ip| set_options(ip, &[1, 1, 1, 1]));
     let ntp_at = ETH_LEN + 24 + 8;
-    f[ntp_at] = li_vn_mode(0, 4, 1);
-    check(&prog, &f, XDP_DROP, counted!(drop_mode));
+    f[ntp_at] = li_vn_mode(0, 4, 4);
+    check(&prog, &f, XDP_PASS, counted!(pass_server_reply));
     // IHL < 5 is malformed.
     for ihl in 0..5u8 {
         let mut f = request4();
@@ -666,7 +699,7 @@ fn ipv4_ihl() {
 #[test]
 fn modes_other_than_3_and_4_are_dropped() {
     require_privileges!();
-    let prog = load_default();
+    let prog = load_judging();
     for mode in [0, 1, 2, 5, 6, 7] {
         let f = udp4(
             SERVER_V4,
@@ -674,15 +707,19 @@ fn modes_other_than_3_and_4_are_dropped() {
             NTP,
             &ntp(li_vn_mode(0, 4, mode), 48),
         );
-        check(&prog, &f, XDP_DROP, counted!(drop_mode));
+        check_dropped(&prog, &f, DropReason::NtpMode);
         let f = udp6(
             SERVER_V6,
             CLIENT_PORT,
             NTP,
             &ntp(li_vn_mode(3, 3, mode), 48),
         );
-        check(&prog, &f, XDP_DROP, counted!(drop_mode));
+        check_dropped(&prog, &f, DropReason::NtpMode);
     }
+    // Without the responder's view the program judges nothing.
+    let prog = load_default();
+    let f = udp4(SERVER_V4, CLIENT_PORT, NTP, &ntp(li_vn_mode(0, 4, 6), 48));
+    check_untouched(&prog, &f, XDP_PASS, counted!(pass_no_socket));
 }
 
 #[test]
@@ -698,42 +735,40 @@ fn mode_4_server_reply_passes() {
 #[test]
 fn bad_versions_are_dropped() {
     require_privileges!();
-    let prog = load_default();
+    let prog = load_judging();
     for vn in [0, 5, 6, 7] {
         let f = udp4(SERVER_V4, CLIENT_PORT, NTP, &ntp(li_vn_mode(0, vn, 3), 48));
-        check(&prog, &f, XDP_DROP, counted!(drop_version));
+        check_dropped(&prog, &f, DropReason::NtpVersion);
     }
 }
 
 #[test]
 fn source_port_zero_is_dropped() {
     require_privileges!();
-    let prog = load_default();
-    check(
+    let prog = load_judging();
+    check_dropped(
         &prog,
         &udp4(SERVER_V4, 0, NTP, &request()),
-        XDP_DROP,
-        counted!(drop_src_port_zero),
+        DropReason::SrcPortZero,
     );
-    check(
+    check_dropped(
         &prog,
         &udp6(SERVER_V6, 0, NTP, &request()),
-        XDP_DROP,
-        counted!(drop_src_port_zero),
+        DropReason::SrcPortZero,
     );
-    // Checked before the length.
-    check(
+    // Not plain (short): the worker's.
+    check_untouched(
         &prog,
         &udp4(SERVER_V4, 0, NTP, &[0u8; 4]),
-        XDP_DROP,
-        counted!(drop_src_port_zero),
+        XDP_PASS,
+        counted!(pass_no_socket),
     );
 }
 
 #[test]
 fn counters_accumulate() {
     require_privileges!();
-    let prog = load_default();
+    let prog = load_judging();
     assert_eq!(prog.counters().unwrap(), XdpCounters::default());
     for _ in 0..3 {
         prog.test_run(&request4()).unwrap();
@@ -745,7 +780,7 @@ fn counters_accumulate() {
         XdpCounters {
             seen: 4,
             pass_no_socket: 3,
-            drop_src_port_zero: 1,
+            dropped: 1,
             ..Default::default()
         }
     );
@@ -915,7 +950,7 @@ fn clock_tai_ns() -> u64 {
 fn registered_socket_gets_redirect_and_metadata() {
     require_privileges!();
     in_netns(|| {
-        let prog = load_default();
+        let prog = load_judging();
         let xsk = Xsk::bind(ifindex("lo"));
         prog.register_socket(0, xsk.fd()).expect("register socket");
 
@@ -938,11 +973,10 @@ fn registered_socket_gets_redirect_and_metadata() {
         );
 
         // Junk still gets dropped, other traffic passed, with a socket.
-        check(
+        check_dropped(
             &prog,
             &udp4(SERVER_V4, 0, NTP, &request()),
-            XDP_DROP,
-            counted!(drop_src_port_zero),
+            DropReason::SrcPortZero,
         );
         check_untouched(
             &prog,

@@ -167,6 +167,15 @@ fn serve_and_query(test: &str, extra: &[&str], xdp: bool) {
     serve_and_query_on(test, extra, xdp, Topology::up);
 }
 
+/// The XDP program's counter `name` from the exit summary's
+/// `XDP program:` line (absent: 0).
+fn xdp_counter(out: &str, name: &str) -> u64 {
+    out.lines()
+        .find(|l| l.starts_with("XDP program:"))
+        .and_then(|l| number_after(l, &format!(" {name}=")))
+        .unwrap_or(0)
+}
+
 /// Real clients against ntpx on the topology `up` makes. Over XDP on a
 /// veth with the kernel's default offloads, every request arrives with a
 /// partial UDP checksum, and each one answered is counted as such; with
@@ -198,6 +207,16 @@ fn serve_and_query_on(test: &str, extra: &[&str], xdp: bool, up: fn() -> Topolog
     assert!(!out.contains("panicked"), "{out}");
     if xdp {
         let replies = number_after(&out, "replies ").expect("replies in the summary");
+        // Where they were answered: in XDP unless the workers were asked
+        // for (the peer runs a native XDP program, so `auto` picks XDP).
+        let in_xdp = xdp_counter(&out, "replied");
+        if extra.contains(&"workers") {
+            assert_eq!(in_xdp, 0, "--replies workers: no reply from XDP:\n{out}");
+            assert!(out.contains("answered by the AF_XDP workers"), "{out}");
+        } else {
+            assert_eq!(in_xdp, replies, "every reply sent from XDP:\n{out}");
+            assert!(out.contains("answered in XDP (XDP_TX)"), "{out}");
+        }
         let partial = number_after(&out, "partial UDP checksum (veth peer's offload): ");
         let offload = run_ok(topo.cli_cmd("ethtool").args(["-k", &topo.cli_if]))
             .lines()
@@ -237,6 +256,167 @@ fn xdp_generic_real_clients_v4_v6() {
         &["--xdp-mode", "generic"],
         true,
     );
+}
+
+/// The same clients, answered by the AF_XDP workers.
+#[test]
+fn xdp_native_workers_real_clients_v4_v6() {
+    serve_and_query(
+        "xdp_native_workers_real_clients_v4_v6",
+        &["--xdp-mode", "native", "--replies", "workers"],
+        true,
+    );
+}
+
+#[test]
+fn xdp_generic_workers_real_clients_v4_v6() {
+    serve_and_query(
+        "xdp_generic_workers_real_clients_v4_v6",
+        &["--xdp-mode", "generic", "--replies", "workers"],
+        true,
+    );
+}
+
+/// One NTP query from the client namespace with a socket of its own:
+/// `(LI, stratum, root dispersion)` of the reply.
+fn raw_query(topo: &Topology, server: &str) -> (u8, u8, u32) {
+    const CLIENT: &str = "import socket, sys\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.settimeout(3)\n\
+req = bytearray(48); req[0] = 0x23; req[40:48] = bytes(range(1, 9))\n\
+s.sendto(req, (sys.argv[1], 123))\n\
+d = s.recv(200)\n\
+print(d[0] >> 6, d[1], int.from_bytes(d[8:12], 'big'))\n";
+    let out = run_ok(topo.cli_cmd("python3").args(["-c", CLIENT, server]));
+    let v: Vec<u32> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
+    (v[0] as u8, v[1] as u8, v[2])
+}
+
+/// A stopped process (kill -STOP) leaves its XDP program answering: the
+/// header it last wrote ages, and past `--max-state-age` the replies say
+/// LI 3, stratum 0: never fresh-looking time from a frozen state. Once
+/// the process runs again, so does the state.
+#[test]
+fn a_stopped_server_answers_unsynchronised() {
+    let test = "a_stopped_server_answers_unsynchronised";
+    if !require_root(test) || !require_tool(test, "python3") {
+        return;
+    }
+    let topo = Topology::up();
+    peer_pass(&topo);
+    let mut server = Server::start(
+        &topo,
+        &["--iface", topo.srv_if.as_str(), "--max-state-age", "2"],
+    );
+    let v4 = topo.srv_v4.to_string();
+    let (li, stratum, disp) = raw_query(&topo, &v4);
+    assert_eq!((li, stratum), (0, 1), "a running server is synchronised");
+    server.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(3500));
+    let stopped = raw_query(&topo, &v4);
+    server.signal(libc::SIGCONT);
+    assert_eq!(
+        (stopped.0, stopped.1),
+        (3, 0),
+        "stopped for 3.5 s, bound 2 s: LI 3, stratum 0"
+    );
+    assert!(stopped.2 >= disp);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (li, stratum, _) = raw_query(&topo, &v4);
+    assert_eq!((li, stratum), (0, 1), "running again, refreshed");
+    let out = server.stop();
+    assert!(xdp_counter(&out, "replied_stale") >= 1, "{out}");
+    assert!(out.contains("answered in XDP (XDP_TX)"), "{out}");
+}
+
+/// Forced into XDP on a veth whose peer runs no XDP program, every reply
+/// is dropped by the kernel after the program returned: counted from the
+/// driver's own statistics as `xdp_tx_error`, so requests = replies + drops
+/// still holds, and the log says so.
+#[test]
+fn replies_the_driver_drops_are_counted() {
+    let test = "replies_the_driver_drops_are_counted";
+    if !require_root(test) || !require_tool(test, "python3") {
+        return;
+    }
+    const SEND: &str = "import socket, sys\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+for i in range(5):\n    s.sendto(bytes([0x23]) + bytes(39) + bytes([i + 1] * 8), (sys.argv[1], 123))\n";
+    let topo = Topology::up();
+    let mut server = Server::start(
+        &topo,
+        &[
+            "--iface",
+            topo.srv_if.as_str(),
+            "--xdp-mode",
+            "native",
+            "--replies",
+            "xdp",
+        ],
+    );
+    // A neighbour entry first, so that all five leave at once.
+    run_ok(
+        topo.cli_cmd("ping")
+            .args(["-c", "1", "-W", "2", &topo.srv_v4.to_string()]),
+    );
+    run_ok(
+        topo.cli_cmd("python3")
+            .args(["-c", SEND, &topo.srv_v4.to_string()]),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = server.stop();
+    assert!(
+        out.contains("not known to run a native XDP program"),
+        "{out}"
+    );
+    assert_eq!(xdp_counter(&out, "replied"), 5, "{out}");
+    assert!(out.contains("requests 5  replies 0  dropped 5"), "{out}");
+    assert!(out.contains("drop xdp_tx_error"), "{out}");
+    assert!(
+        out.contains("the driver dropped replies sent with XDP_TX"),
+        "{out}"
+    );
+}
+
+/// On a veth whose peer runs no XDP program the kernel drops XDP_TX
+/// frames (in the veth's `xdp_tx_errors`): `auto` answers with the
+/// workers, and moves the replies into XDP once the peer's program is
+/// there.
+#[test]
+fn auto_follows_the_veth_peer() {
+    let test = "auto_follows_the_veth_peer";
+    if !require_root(test) || !require_tool(test, "ntpdate") {
+        return;
+    }
+    let topo = Topology::up();
+    let mut server = Server::start(
+        &topo,
+        &["--iface", topo.srv_if.as_str(), "--xdp-mode", "native"],
+    );
+    let v4 = topo.srv_v4.to_string();
+    let v6 = topo.srv_v6.to_string();
+    assert_offset(
+        "ntpdate v4, no peer program",
+        query(&topo, "ntpdate", &["-q", &v4], &v4),
+    );
+    peer_pass(&topo);
+    // Rechecked every 2 s, published every second.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_offset(
+        "ntpdate v6, peer program",
+        query(&topo, "ntpdate", &["-q", &v6], &v6),
+    );
+    let out = server.stop();
+    assert!(out.contains("answered by the AF_XDP workers"), "{out}");
+    assert!(out.contains("reply path changed"), "{out}");
+    let replies = number_after(&out, "replies ").expect("replies in the summary");
+    let in_xdp = xdp_counter(&out, "replied");
+    assert!(
+        in_xdp > 0 && in_xdp < replies,
+        "some replies from each path:\n{out}"
+    );
+    let dropped = number_after(&out, "dropped ").expect("drops in the summary");
+    assert_eq!(dropped, 0, "{out}");
 }
 
 #[test]

@@ -366,8 +366,8 @@ fn cases(e: &Ends) -> Vec<Case> {
             ipv4_frame(&v, 0x7878, 32 / 8, &data[32..]),
         ],
         nonce: nonce4,
-        // The XDP program drops the first fragment, so that the kernel
-        // never reassembles the request.
+        // The XDP program hands the first fragment to the worker, which
+        // drops it, so that the kernel never reassembles the request.
         xdp: Drop("fragment"),
         socket: Drop("fragment"),
     });

@@ -88,7 +88,11 @@ fn run(test: &str, socket_datapath: bool) {
         args.extend(["--datapath", "socket", "--workers", "1"]);
     } else {
         peer_pass(&topo);
+        // The AF_XDP rings are what overflows here: replies in XDP would
+        // answer everything while the process is stopped.
         args.extend([
+            "--replies",
+            "workers",
             "--xdp-mode",
             "native",
             "--ring-size",

@@ -671,3 +671,18 @@ fn never_panics_and_never_grows_on_any_prefix_or_byte_flip() {
         }
     }
 }
+
+/// The first fragment of an IPv6 request (a fragment header where UDP
+/// would be) is a fragment, as over IPv4, not "not UDP".
+#[test]
+fn ipv6_first_fragment_is_a_fragment() {
+    let good = build_v6(40123, &ntp_request(0x23, 48));
+    let at = 14 + 40;
+    let mut f = good[..at].to_vec();
+    f[14 + 6] = 44;
+    let payload = u16::from_be_bytes([f[18], f[19]]) + 8;
+    f[18..20].copy_from_slice(&payload.to_be_bytes());
+    f.extend_from_slice(&[17, 0, 0, 1, 0, 0, 0x12, 0x34]);
+    f.extend_from_slice(&good[at..]);
+    assert_eq!(run(&mut f), Err(DropReason::Fragment));
+}

@@ -108,6 +108,10 @@ reasons! {
     /// The kernel could not hand it to the AF_XDP socket: no free frame on
     /// the fill ring (copy mode), or a frame larger than a UMEM frame.
     XskRxDropped => "xsk_rx_dropped",
+    /// A reply sent from the XDP program (`XDP_TX`) that the driver dropped
+    /// after the program returned (read from the driver's statistics; on a
+    /// veth: its peer runs no XDP program to receive it).
+    XdpTxError => "xdp_tx_error",
 }
 
 /// How many reasons there are (the length of a counter array).

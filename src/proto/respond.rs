@@ -25,6 +25,9 @@ use crate::proto::wire::udp::{self, ChecksumState, Udp};
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+/// IPv6's fragment header (next header 44).
+const PROTO_FRAGMENT: u8 = 44;
+
 /// TTL / hop limit of every reply.
 pub const REPLY_TTL: u8 = 64;
 
@@ -345,6 +348,11 @@ fn respond_v6(
     let udp_at = off + IPV6_HEADER_LEN;
     if udp_at + payload > frame.len() {
         return Err(DropReason::BadIpLength);
+    }
+    if ip.next_header() == PROTO_FRAGMENT {
+        // The first fragment of a request (the XDP program passes the
+        // others to the kernel): never answered, never reassembled.
+        return Err(DropReason::Fragment);
     }
     if ip.next_header() != PROTO_UDP {
         return Err(DropReason::NotUdp);

@@ -34,6 +34,8 @@ pub struct ServerFile {
     pub workers: Option<usize>,
     /// `auto`, `native` or `generic`.
     pub xdp_mode: Option<String>,
+    /// Where plain requests are answered: `xdp`, `workers` or `auto`.
+    pub replies: Option<Replies>,
     /// `auto`, `copy` or `zerocopy`.
     pub bind_mode: Option<BindMode>,
     /// UMEM frames per queue (default 4096).
@@ -53,6 +55,22 @@ pub struct ServerFile {
     pub stats_socket: Option<String>,
 }
 
+/// Where the XDP datapath answers plain requests (the others always go to
+/// the AF_XDP workers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Replies {
+    /// In the XDP program (`XDP_TX`): the fastest, where the link can take
+    /// `XDP_TX`.
+    Xdp,
+    /// In the AF_XDP workers.
+    Workers,
+    /// In XDP unless the interface is a veth whose peer has no XDP program
+    /// (there the kernel drops `XDP_TX` frames): checked at start and every
+    /// few seconds while serving.
+    Auto,
+}
+
 /// The `[clock]` table.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +86,8 @@ pub struct ClockFile {
     pub root_delay_ms: Option<f64>,
     /// Root dispersion (added to the kernel's max error) in milliseconds.
     pub root_dispersion_ms: Option<f64>,
+    /// Seconds after which an unrefreshed state answers LI 3 (default 10).
+    pub max_state_age_s: Option<f64>,
 }
 
 /// The whole file.
@@ -117,6 +137,8 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// XDP attach mode.
     pub xdp_mode: AttachMode,
+    /// Where plain requests are answered (XDP datapath).
+    pub replies: Replies,
     /// AF_XDP bind mode.
     pub bind_mode: BindMode,
     /// UMEM frames per queue.
@@ -302,6 +324,13 @@ impl Settings {
         if !(1..=15).contains(&stratum) {
             anyhow::bail!("stratum must be 1 to 15, not {stratum}");
         }
+        let max_age_s = c.max_state_age_s.unwrap_or(10.0);
+        if !(2.0..=3600.0).contains(&max_age_s) {
+            anyhow::bail!(
+                "max_state_age_s must be 2 to 3600 seconds (the state is refreshed every second), \
+                 not {max_age_s}"
+            );
+        }
         let ref_id = match &c.ref_id {
             Some(r) => parse_ref_id(r)?,
             None if source == Source::Local => *b"LOCL",
@@ -317,6 +346,7 @@ impl Settings {
             cpus: s.cpus.clone(),
             workers: s.workers,
             xdp_mode: parse_xdp_mode(s.xdp_mode.as_deref().unwrap_or("auto"))?,
+            replies: s.replies.unwrap_or(Replies::Auto),
             bind_mode: s.bind_mode.unwrap_or(BindMode::Auto),
             frames,
             ring_size,
@@ -334,6 +364,7 @@ impl Settings {
                     c.root_dispersion_ms.unwrap_or(0.0),
                     "root_dispersion_ms",
                 )?,
+                max_age_ns: (max_age_s * 1e9) as u64,
             },
         })
     }

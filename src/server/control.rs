@@ -4,12 +4,14 @@
 //! worker saw) to the workers' numbers.
 
 use super::config::Settings;
-use super::program::{CountersReader, XdpProgram};
+use super::path::ReplyPath;
+use super::program::{CountersReader, StateWriter, XdpState, hist_bucket_range};
 use super::state::SharedState;
 use super::stats::{Collector, KernelCounts, Totals};
 use super::stats_socket::StatsSocket;
 use crate::proto::drops::DropReason;
-use crate::sys::clock::{SystemClock, SystemKernelClock};
+use crate::sys::clock::{self, Clock, SystemClock, SystemKernelClock};
+use crate::sys::ethtool;
 use crate::sys::udp_server::SocketDrops;
 use crate::sys::xsk::XskStatsReader;
 use std::cell::Cell;
@@ -41,17 +43,55 @@ pub(super) struct Run<'a> {
 }
 
 /// What the kernel counted on the XDP datapath about requests no worker
-/// saw: the program's drops, and each AF_XDP socket's ring drops.
+/// saw: the program's replies (with their service times) and drops, and
+/// each AF_XDP socket's ring drops.
 pub(super) struct XdpKernelCounts {
     pub(super) program: CountersReader,
     pub(super) sockets: Vec<XskStatsReader>,
+    pub(super) driver: DriverTxErrors,
+}
+
+/// The driver's count of `XDP_TX` frames it dropped, since the start.
+#[derive(Clone)]
+pub(super) struct DriverTxErrors {
+    iface: String,
+    base: u64,
+}
+
+impl DriverTxErrors {
+    /// Starts counting on `iface` (what the driver counted before is not
+    /// ours).
+    pub(super) fn new(iface: &str) -> Self {
+        DriverTxErrors {
+            iface: iface.to_owned(),
+            base: ethtool::xdp_tx_errors(iface).unwrap_or(0),
+        }
+    }
+
+    /// Dropped since the start (0 if the driver cannot say).
+    pub(super) fn read(&self) -> u64 {
+        ethtool::xdp_tx_errors(&self.iface)
+            .unwrap_or(0)
+            .saturating_sub(self.base)
+    }
 }
 
 impl KernelCounts for XdpKernelCounts {
     fn add_to(&self, t: &mut Totals) {
         if let Ok(c) = self.program.read() {
-            for (reason, n) in c.request_drops() {
+            t.add_kernel_replies(c.replied, c.replied_partial);
+        }
+        if let Ok(drops) = self.program.drops() {
+            for (reason, n) in drops {
                 t.add_kernel(reason, n);
+            }
+        }
+        // After the replies: these are replies the driver dropped.
+        t.add_driver_tx_errors(self.driver.read());
+        if let Ok(buckets) = self.program.service_buckets() {
+            for (b, n) in buckets {
+                // The bucket's top: a service time is never understated.
+                t.add_service(hist_bucket_range(b).1, n);
             }
         }
         // In copy mode rx_dropped counts the frames lost for an empty fill
@@ -79,9 +119,42 @@ impl KernelCounts for SocketKernelCounts {
     }
 }
 
+/// The XDP program while it serves: the server state it answers with, and
+/// where plain requests are answered.
+pub(super) struct XdpLive {
+    pub(super) counters: CountersReader,
+    pub(super) writer: StateWriter,
+    pub(super) path: ReplyPath,
+    /// The driver's drops of `XDP_TX` frames, and the last count seen.
+    pub(super) driver: DriverTxErrors,
+    pub(super) driver_seen: u64,
+}
+
+impl XdpLive {
+    /// Writes the current snapshot and reply path into the program's state
+    /// map, stamped with the `CLOCK_TAI` time the snapshot was computed.
+    pub(super) fn publish(&mut self, state: &SharedState) {
+        let snap = state.load();
+        let age = clock::SystemClock
+            .now()
+            .signed_nanos_since(snap.computed)
+            .max(0) as u64;
+        let s = XdpState {
+            ntp: snap.ntp,
+            tai_offset_s: snap.tai_offset_s,
+            written_tai_ns: clock::tai_now_ns().saturating_sub(age),
+            max_age_ns: snap.max_age_ns,
+            reply_in_xdp: self.path.in_xdp(),
+        };
+        if let Err(e) = self.writer.publish(&s) {
+            tracing::warn!(error = %e, "could not update the XDP program's server state");
+        }
+    }
+}
+
 /// Refreshes the clock state every second and logs stats every
 /// `stats_interval` seconds, until a signal or the duration ends.
-pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, program: Option<&XdpProgram>) {
+pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<XdpLive>) {
     let Run {
         settings,
         opts,
@@ -118,16 +191,37 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, program: Option<&
             if let Err(e) = state.refresh(&SystemKernelClock, &SystemClock) {
                 tracing::warn!(error = %e, "adjtimex failed; keeping the previous clock state");
             }
+            if let Some(x) = xdp.as_mut() {
+                // Replies the driver dropped: say so, and make `auto` look
+                // again at once (a veth's peer may have lost its program).
+                let errors = x.driver.read();
+                let fresh = errors > x.driver_seen;
+                if fresh {
+                    tracing::warn!(
+                        dropped = errors - x.driver_seen,
+                        "the driver dropped replies sent with XDP_TX (xdp_tx_error)"
+                    );
+                    x.driver_seen = errors;
+                }
+                if x.path.recheck(fresh) {
+                    tracing::warn!(
+                        in_xdp = x.path.in_xdp(),
+                        "reply path changed: {}",
+                        x.path.why()
+                    );
+                }
+                x.publish(state);
+            }
             last_state = Instant::now();
         }
         let every = settings.stats_interval;
         if every > 0 && last_stats.elapsed() >= Duration::from_secs(every) {
             let now = counts.totals();
             let mut line = now.line(&prev, last_stats.elapsed().as_secs_f64());
-            if let Some(c) = program.and_then(|p| p.counters().ok()) {
+            if let Some(c) = xdp.as_ref().and_then(|x| x.counters.read().ok()) {
                 line.push_str(&format!(
-                    " | xdp redirected {} passed-no-socket {}",
-                    c.redirected, c.pass_no_socket
+                    " | xdp replied {} redirected {} passed-no-socket {}",
+                    c.replied, c.redirected, c.pass_no_socket
                 ));
             }
             tracing::info!("{line}");

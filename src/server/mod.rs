@@ -2,8 +2,9 @@
 //!
 //! - [`serve`]: start-up (addresses, program, sockets, workers) and
 //!   shutdown; [`control`]: the control loop (state refresh, stats lines);
-//! - [`program`]: the XDP steering program (`bpf/ntpx.bpf.c`) and its
-//!   counters;
+//! - [`program`]: the XDP program (`bpf/ntpx.bpf.c`): its counters, and
+//!   the server state it answers with; [`path`]: whether plain requests
+//!   are answered in XDP or in the workers;
 //! - [`worker`]: the pinned packet loops, one per AF_XDP queue
 //!   ([`worker::xsk_loop`]) or kernel-socket handle ([`worker::udp_loop`]);
 //! - [`config`]: the config file and flags, validated; [`state`]: what the
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod control;
+pub mod path;
 pub mod program;
 pub mod serve;
 pub mod state;

@@ -1,34 +1,56 @@
-//! The XDP steering program and its loader.
+//! The XDP program and its loader.
 //!
 //! # What the program does
 //!
 //! `bpf/ntpx.bpf.c` runs on every frame received by the interface it is
 //! attached to. It walks Ethernet (with up to two 802.1Q/802.1ad tags), IPv4
-//! (any IHL >= 5) or IPv6 (UDP directly after the fixed header) and UDP, and
-//! for UDP to the configured NTP port and to one of the server addresses
-//! (any address when none are configured) it looks at the first NTP byte:
+//! (any IHL >= 5) or IPv6 (UDP directly after the fixed header) and UDP.
+//! UDP to the configured NTP port and to one of the server addresses (any
+//! address when none are configured) is for the server:
 //!
-//! | frame                                       | verdict        | counter               |
-//! |---------------------------------------------|----------------|-----------------------|
-//! | first fragment of a request                 | `XDP_DROP`     | `drop_fragment`       |
-//! | source port 0                               | `XDP_DROP`     | `drop_src_port_zero`  |
-//! | UDP length > frame, or < 8 (worker drops)   | `XDP_REDIRECT` | `redirected`          |
-//! | UDP payload < 48 bytes                      | `XDP_DROP`     | `drop_short`          |
-//! | mode 4 (a reply to the host's own client)   | `XDP_PASS`     | `pass_server_reply`   |
-//! | mode other than 3                           | `XDP_DROP`     | `drop_mode`           |
-//! | version 0 or > 4                            | `XDP_DROP`     | `drop_version`        |
-//! | client request, no AF_XDP socket on queue   | `XDP_PASS`     | `pass_no_socket`      |
-//! | client request                              | `XDP_REDIRECT` | `redirected`          |
+//! | frame for the server                          | verdict        | counter               |
+//! |-----------------------------------------------|----------------|-----------------------|
+//! | mode 4 (a reply to the host's own client)     | `XDP_PASS`     | `pass_server_reply`   |
+//! | plain request, fails a check                  | `XDP_DROP`     | `dropped` + reason    |
+//! | plain request, replies in XDP on              | `XDP_TX`       | `replied`             |
+//! | any other request (IPv4 options, extension fields, fragments, odd lengths), or a good plain one with replies in XDP off | `XDP_REDIRECT` | `redirected` |
+//! | ... with no AF_XDP socket on the queue        | `XDP_PASS`     | `pass_no_socket`      |
 //!
-//! Everything else is passed to the kernel with a reason counter
-//! (`pass_not_ip`, `pass_not_udp`, `pass_other_port`, `pass_not_ours`,
-//! `pass_fragment` for fragments other than a request's first,
-//! `pass_truncated`). `seen` counts
-//! every frame. A redirected frame carries a [`Meta`](crate::sys::xsk::meta::Meta) (the `struct ntpx_meta`
+//! A *plain* request is IPv4 without options or IPv6 without extension
+//! headers, not a fragment, carrying exactly 48 bytes of NTP: what almost
+//! every client sends. The program judges it with every check of the Rust
+//! responder ([`crate::proto::respond`]), in the same order, and counts a
+//! drop under the same [`DropReason`] in its `drops` map; it
+//! writes the same reply bytes (`bpf/reply.h`; `tests/xdp_reply.rs` holds
+//! the two to that). Everything else for the server goes to the worker,
+//! which judges it with the Rust responder: nothing sent to the server's
+//! address and port is the kernel's to answer. Judging needs the
+//! responder's whole view of the host ([`Judge`]); without it every request
+//! goes to the workers.
+//!
+//! Everything not for the server is passed to the kernel with a reason
+//! counter (`pass_not_ip`, `pass_not_udp`, `pass_other_port`,
+//! `pass_not_ours`, `pass_fragment` for fragments other than a request's
+//! first, `pass_truncated`). `seen` counts every frame. A redirected frame
+//! carries a [`Meta`](crate::sys::xsk::meta::Meta) (the `struct ntpx_meta`
 //! of `bpf/ntpx.h`) directly in front of its Ethernet header, with the
 //! `bpf_ktime_get_tai_ns()` stamp taken when the program started on the
 //! frame; if the driver has no metadata room it is redirected without, and
 //! `meta_failed` is counted.
+//!
+//! # Replies in XDP
+//!
+//! Whether good plain requests are answered in XDP or redirected is part
+//! of the server state ([`XdpState`]) that the control thread writes into
+//! the `server_state` map about once a second with
+//! a [`StateWriter`], so it can change while serving. A reply's
+//! receive stamp (T2) is the program's first clock read, its transmit stamp
+//! (T3) the last before the UDP checksum; both are `CLOCK_TAI`, converted
+//! to UTC with the state's TAI offset. The state carries the time it was
+//! written: the program grows its root dispersion at 15 ppm with its age,
+//! and once it is older than its bound (a hung or stopped process) answers
+//! LI 3, stratum 0 (`replied_stale`). Each reply's RX→TX time goes into a
+//! log-linear histogram map ([`hist_bucket_range`]).
 //!
 //! # Loading and attaching
 //!
@@ -52,6 +74,9 @@ use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
+use crate::proto::drops::DropReason;
+use crate::proto::ntp::ServerState;
+use crate::proto::respond::Responder;
 use crate::sys::bpf::skel::ntpx::{NtpxSkelBuilder, OpenNtpxSkel};
 pub use crate::sys::bpf::{AttachMode, ProgramError, TestRun, XdpMode};
 use crate::sys::bpf::{
@@ -61,12 +86,26 @@ use crate::sys::bpf::{
 use libbpf_rs::MapHandle;
 use libbpf_rs::ProgramHandle;
 use libbpf_rs::skel::SkelBuilder;
+use libbpf_rs::{MapCore, MapFlags};
 
 /// `NTPX_MAX_ADDRS`: the most server addresses of one family.
 pub const MAX_ADDRS: usize = 16;
 pub use crate::sys::bpf::MAX_QUEUES;
+/// `NTPX_MAX_OWN`: the most own addresses (and subnet edges) of a family
+/// that the program can judge against.
+pub const MAX_OWN: usize = 64;
 /// `NTPX_COUNTERS`: number of counters.
 pub const COUNTERS: usize = 16;
+/// `NTPX_DROP_REASONS`: slots of the `drops` map, the first
+/// [`DropReason`]s in order.
+pub const DROP_REASONS: usize = 28;
+/// `NTPX_HIST_BUCKETS`: buckets of the service-time histogram.
+pub const HIST_BUCKETS: usize = 256;
+/// `NTPX_HIST_SUB_BITS`: each power of two splits into 2^this buckets.
+const HIST_SUB_BITS: u32 = 3;
+/// The longest bound on the server state's age that the program takes
+/// (its arithmetic is exact up to there).
+pub const MAX_STATE_AGE_NS: u64 = 3_600_000_000_000;
 
 /// What the program steers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +118,9 @@ pub struct ProgramConfig {
     ///
     /// When both lists are empty every destination address matches.
     pub v6: Vec<Ipv6Addr>,
+    /// What the program needs to judge plain requests itself; `None`: every
+    /// request goes to the workers.
+    pub judge: Option<Judge>,
 }
 
 impl Default for ProgramConfig {
@@ -87,8 +129,105 @@ impl Default for ProgramConfig {
             port: 123,
             v4: Vec::new(),
             v6: Vec::new(),
+            judge: None,
         }
     }
+}
+
+/// The responder's view of the host, for judging in XDP (the fields of
+/// [`Responder`] that the checks read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Judge {
+    /// The interface's MAC address.
+    pub mac: [u8; 6],
+    /// This host's IPv4 addresses, at most [`MAX_OWN`].
+    pub own_v4: Vec<Ipv4Addr>,
+    /// This host's IPv6 addresses, at most [`MAX_OWN`].
+    pub own_v6: Vec<Ipv6Addr>,
+    /// Network and broadcast addresses of its IPv4 prefixes, at most
+    /// [`MAX_OWN`].
+    pub subnet_edges: Vec<Ipv4Addr>,
+    /// Drop requests from the loop-prone ports.
+    pub drop_loop_ports: bool,
+    /// Accept a partial UDP checksum (veth).
+    pub accept_partial_checksum: bool,
+    /// Replies carry at least this poll exponent.
+    pub min_poll: i8,
+}
+
+impl ProgramConfig {
+    /// The program that judges exactly as `r` does. Judging is left to the
+    /// workers (`judge: None`) when the host has more own addresses than
+    /// the program holds ([`MAX_OWN`]) or no served address: the caller
+    /// can tell from [`ProgramConfig::judge`].
+    pub fn for_responder(r: &Responder) -> Self {
+        let fits = r.own_v4.len() <= MAX_OWN
+            && r.own_v6.len() <= MAX_OWN
+            && r.subnet_edges.len() <= MAX_OWN
+            && (!r.v4.is_empty() || !r.v6.is_empty());
+        ProgramConfig {
+            port: r.port,
+            v4: r.v4.clone(),
+            v6: r.v6.clone(),
+            judge: fits.then(|| Judge {
+                mac: r.mac,
+                own_v4: r.own_v4.clone(),
+                own_v6: r.own_v6.clone(),
+                subnet_edges: r.subnet_edges.clone(),
+                drop_loop_ports: r.drop_loop_ports,
+                accept_partial_checksum: r.accept_partial_checksum,
+                min_poll: r.policy.min_poll,
+            }),
+        }
+    }
+}
+
+/// The server state as the program reads it (`struct ntpx_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpState {
+    /// The header fields.
+    pub ntp: ServerState,
+    /// TAI − UTC in seconds.
+    pub tai_offset_s: i32,
+    /// `CLOCK_TAI` when this was written (0: never).
+    pub written_tai_ns: u64,
+    /// Older than this, replies say LI 3 (at most [`MAX_STATE_AGE_NS`]).
+    pub max_age_ns: u64,
+    /// Answer good plain requests in XDP (else redirect them).
+    pub reply_in_xdp: bool,
+}
+
+impl XdpState {
+    /// The map value: `struct ntpx_state`, host byte order.
+    fn to_bytes(self) -> [u8; 48] {
+        let n = &self.ntp;
+        let mut b = [0u8; 48];
+        b[0..8].copy_from_slice(&self.written_tai_ns.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.max_age_ns.min(MAX_STATE_AGE_NS).to_ne_bytes());
+        b[16..24].copy_from_slice(&n.ref_time.to_bits().to_ne_bytes());
+        b[24..32].copy_from_slice(&i64::from(self.tai_offset_s).to_ne_bytes());
+        b[32..36].copy_from_slice(&n.root_delay.to_bits().to_ne_bytes());
+        b[36..40].copy_from_slice(&n.root_dispersion.to_bits().to_ne_bytes());
+        b[40..44].copy_from_slice(&n.ref_id);
+        b[44] = n.leap as u8;
+        b[45] = n.stratum;
+        b[46] = n.precision as u8;
+        b[47] = u8::from(self.reply_in_xdp);
+        b
+    }
+}
+
+/// The values bucket `b` of the service-time histogram holds: `lo..=hi`
+/// nanoseconds (see `hist_bucket()` in `bpf/reply.h`).
+pub fn hist_bucket_range(b: usize) -> (u64, u64) {
+    let sub = 1u64 << HIST_SUB_BITS;
+    let b = b as u64;
+    if b < sub {
+        return (b, b);
+    }
+    let shift = b / sub - 1;
+    let lo = (sub + b % sub) << shift;
+    (lo, ((sub + b % sub + 1) << shift) - 1)
 }
 
 counter_struct! {
@@ -119,32 +258,17 @@ counter_struct! {
         pass_no_socket,
         /// Redirected without metadata.
         meta_failed,
-        /// UDP payload shorter than 48 bytes.
-        drop_short,
-        /// Mode other than 3 (and 4, passed).
-        drop_mode,
-        /// Version 0 or > 4.
-        drop_version,
-        /// Source port 0.
-        drop_src_port_zero,
-        /// The first fragment of a request (so that the kernel never
-        /// reassembles it).
-        drop_fragment,
-    }
-}
-
-impl XdpCounters {
-    /// The requests the program dropped itself, under the reasons the
-    /// workers use for the same requests.
-    pub fn request_drops(&self) -> [(crate::proto::drops::DropReason, u64); 5] {
-        use crate::proto::drops::DropReason;
-        [
-            (DropReason::NtpTooShort, self.drop_short),
-            (DropReason::NtpMode, self.drop_mode),
-            (DropReason::NtpVersion, self.drop_version),
-            (DropReason::SrcPortZero, self.drop_src_port_zero),
-            (DropReason::Fragment, self.drop_fragment),
-        ]
+        /// Judged here and dropped (the reasons are in the `drops` map).
+        dropped,
+        /// Answered here (`XDP_TX`).
+        replied,
+        /// ... of which the request's UDP checksum was partial (veth).
+        replied_partial,
+        /// ... of which with LI 3: the server state was too old.
+        replied_stale,
+        /// Replies dropped because their padding could not be cut
+        /// (counted under `truncated` too).
+        trim_failed,
     }
 }
 
@@ -157,6 +281,10 @@ pub struct XdpProgram {
     prog: ProgramHandle,
     xsks: MapHandle,
     counters: MapHandle,
+    drops: MapHandle,
+    hist: MapHandle,
+    state: MapHandle,
+    state_slot: MapHandle,
     attachment: LinkSlot,
 }
 
@@ -200,6 +328,42 @@ impl XdpProgram {
             }
         }
 
+        if let Some(j) = &cfg.judge {
+            for (family, n) in [
+                (4, j.own_v4.len()),
+                (6, j.own_v6.len()),
+                (4, j.subnet_edges.len()),
+            ] {
+                if n > MAX_OWN {
+                    return Err(ProgramError::TooManyAddresses {
+                        family,
+                        count: n,
+                        max: MAX_OWN,
+                    });
+                }
+            }
+            rodata.judge = 1;
+            rodata.our_mac = j.mac;
+            rodata.n_own_v4 = u32::try_from(j.own_v4.len()).unwrap_or(0);
+            rodata.n_own_v6 = u32::try_from(j.own_v6.len()).unwrap_or(0);
+            rodata.n_edges = u32::try_from(j.subnet_edges.len()).unwrap_or(0);
+            for (slot, addr) in rodata.own_v4_addrs.iter_mut().zip(&j.own_v4) {
+                *slot = u32::from_ne_bytes(addr.octets());
+            }
+            for (slot, addr) in rodata.subnet_edges.iter_mut().zip(&j.subnet_edges) {
+                *slot = u32::from_ne_bytes(addr.octets());
+            }
+            for (slot, addr) in rodata.own_v6_addrs.iter_mut().zip(&j.own_v6) {
+                let o = addr.octets();
+                for (word, chunk) in slot.iter_mut().zip(o.chunks_exact(4)) {
+                    *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                }
+            }
+            rodata.drop_loop_ports = u8::from(j.drop_loop_ports);
+            rodata.accept_partial_checksum = u8::from(j.accept_partial_checksum);
+            rodata.min_poll = j.min_poll;
+        }
+
         let skel = load_logged(open, "ntpx_xdp")?;
         let prog = ProgramHandle::try_from(&skel.progs.ntpx_xdp)
             .map_err(|e| ProgramError::libbpf("take the XDP program's fd", e))?;
@@ -207,6 +371,14 @@ impl XdpProgram {
             .map_err(|e| ProgramError::libbpf("take the xsks map's fd", e))?;
         let counters = MapHandle::try_from(&skel.maps.counters)
             .map_err(|e| ProgramError::libbpf("take the counters map's fd", e))?;
+        let drops = MapHandle::try_from(&skel.maps.drops)
+            .map_err(|e| ProgramError::libbpf("take the drops map's fd", e))?;
+        let hist = MapHandle::try_from(&skel.maps.service_hist)
+            .map_err(|e| ProgramError::libbpf("take the service_hist map's fd", e))?;
+        let state = MapHandle::try_from(&skel.maps.server_state)
+            .map_err(|e| ProgramError::libbpf("take the server_state map's fd", e))?;
+        let state_slot = MapHandle::try_from(&skel.maps.state_slot)
+            .map_err(|e| ProgramError::libbpf("take the state_slot map's fd", e))?;
         // The handles hold duplicated fds; the libbpf object can go.
         drop(skel);
 
@@ -214,6 +386,10 @@ impl XdpProgram {
             prog,
             xsks,
             counters,
+            drops,
+            hist,
+            state,
+            state_slot,
             attachment: LinkSlot::default(),
         })
     }
@@ -257,12 +433,32 @@ impl XdpProgram {
         sum_percpu(&self.counters).map(XdpCounters::from_array)
     }
 
-    /// A reader of the counters for another thread, on a descriptor of its
-    /// own.
+    /// A reader of the counters, drops and histogram for another thread,
+    /// on descriptors of its own.
     pub fn counters_reader(&self) -> Result<CountersReader, ProgramError> {
-        MapHandle::try_from(&self.counters)
-            .map(CountersReader)
-            .map_err(|e| ProgramError::libbpf("duplicate the counters map's fd", e))
+        let dup = |m: &MapHandle| {
+            MapHandle::try_from(m)
+                .map_err(|e| ProgramError::libbpf("duplicate a counters map's fd", e))
+        };
+        Ok(CountersReader {
+            counters: dup(&self.counters)?,
+            drops: dup(&self.drops)?,
+            hist: dup(&self.hist)?,
+        })
+    }
+
+    /// The writer of the server state (one at a time: each flips the
+    /// current slot).
+    pub fn state_writer(&self) -> Result<StateWriter, ProgramError> {
+        let dup = |m: &MapHandle| {
+            MapHandle::try_from(m)
+                .map_err(|e| ProgramError::libbpf("duplicate a server state map's fd", e))
+        };
+        Ok(StateWriter {
+            slots: dup(&self.state)?,
+            current: dup(&self.state_slot)?,
+            next: 1,
+        })
     }
 
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (receive
@@ -277,15 +473,60 @@ impl XdpProgram {
 
 /// Reads the program's counters (see [`XdpProgram::counters_reader`]).
 #[derive(Debug)]
-pub struct CountersReader(MapHandle);
+pub struct CountersReader {
+    counters: MapHandle,
+    drops: MapHandle,
+    hist: MapHandle,
+}
 
 impl CountersReader {
     /// The counters, summed over CPUs.
     pub fn read(&self) -> Result<XdpCounters, ProgramError> {
-        sum_percpu(&self.0).map(XdpCounters::from_array)
+        sum_percpu(&self.counters).map(XdpCounters::from_array)
+    }
+
+    /// The requests judged and dropped in XDP, by reason, summed over CPUs.
+    pub fn drops(&self) -> Result<Vec<(DropReason, u64)>, ProgramError> {
+        let counts: [u64; DROP_REASONS] = sum_percpu(&self.drops)?;
+        Ok(DropReason::ALL.iter().copied().zip(counts).collect())
+    }
+
+    /// The replies' RX→TX service times: `(bucket, count)` for every
+    /// non-empty bucket (read with [`hist_bucket_range`]).
+    pub fn service_buckets(&self) -> Result<Vec<(usize, u64)>, ProgramError> {
+        let counts: [u64; HIST_BUCKETS] = sum_percpu(&self.hist)?;
+        Ok(counts
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, n)| n > 0)
+            .collect())
     }
 }
 
+/// Writes the server state that replies from XDP carry (see
+/// [`XdpProgram::state_writer`]).
+#[derive(Debug)]
+pub struct StateWriter {
+    slots: MapHandle,
+    current: MapHandle,
+    next: u32,
+}
+
+impl StateWriter {
+    /// Replaces the state: writes the slot the program is not reading, then
+    /// points it there, so that it never sees a half-written state.
+    pub fn publish(&mut self, s: &XdpState) -> Result<(), ProgramError> {
+        let slot = self.next;
+        self.slots
+            .update(&slot.to_ne_bytes(), &s.to_bytes(), MapFlags::ANY)
+            .map_err(|e| ProgramError::libbpf("write the server state", e))?;
+        self.current
+            .update(&0u32.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| ProgramError::libbpf("switch the server state", e))?;
+        self.next = slot ^ 1;
+        Ok(())
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +549,29 @@ mod tests {
     fn matches_header() {
         let names = c_enum_names(HEADER, "ntpx_counter", "NTPX_");
         assert_eq!(names, XdpCounters::NAMES);
+        // The drop reasons: DropReason's first DROP_REASONS, in order.
+        let drops: Vec<String> = HEADER
+            .split("enum ntpx_drop {")
+            .nth(1)
+            .and_then(|s| s.split("};").next())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().split([',', ' ', '=']).next())
+            .filter(|n| n.starts_with("NTPX_DROP_") && *n != "NTPX_DROP_REASONS")
+            .map(|n| n.trim_start_matches("NTPX_DROP_").to_ascii_lowercase())
+            .collect();
+        let labels: Vec<&str> = DropReason::ALL[..DROP_REASONS]
+            .iter()
+            .map(|r| r.label())
+            .collect();
+        assert_eq!(drops, labels);
+        for (name, value) in [
+            ("NTPX_MAX_OWN", MAX_OWN),
+            ("NTPX_HIST_BUCKETS", HIST_BUCKETS),
+            ("NTPX_HIST_SUB_BITS", HIST_SUB_BITS as usize),
+        ] {
+            assert_eq!(define(name), Some(value.to_string().as_str()), "{name}");
+        }
         assert_eq!(
             define("NTPX_MAX_ADDRS"),
             Some(MAX_ADDRS.to_string().as_str())
@@ -320,10 +584,70 @@ mod tests {
             define("NTPX_META_MAGIC"),
             Some(format!("{META_MAGIC:#x}u").as_str())
         );
-        assert_eq!(
-            size_of::<skel::ntpx::types::rodata>(),
-            2 + 2 + 4 + 4 + 4 * MAX_ADDRS + 16 * MAX_ADDRS
-        );
+        assert_eq!(size_of::<skel::ntpx::types::ntpx_state>(), 48);
+    }
+
+    #[test]
+    fn state_bytes_follow_the_c_layout() {
+        use crate::proto::ntp::{Leap, NtpShort, NtpTimestamp};
+        let s = XdpState {
+            ntp: ServerState {
+                leap: Leap::Delete,
+                stratum: 3,
+                precision: -20,
+                root_delay: NtpShort::from_bits(0x1122_3344),
+                root_dispersion: NtpShort::from_bits(0x5566_7788),
+                ref_id: *b"GPS\0",
+                ref_time: NtpTimestamp::from_bits(0x0102_0304_0506_0708),
+            },
+            tai_offset_s: -37,
+            written_tai_ns: 9,
+            max_age_ns: u64::MAX,
+            reply_in_xdp: true,
+        };
+        let b = s.to_bytes();
+        let u64_at = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap());
+        let u32_at = |i: usize| u32::from_ne_bytes(b[i..i + 4].try_into().unwrap());
+        let st = skel::ntpx::types::ntpx_state::default();
+        let base = std::ptr::addr_of!(st) as usize;
+        let off = |p: *const u8| p as usize - base;
+        assert_eq!(off(std::ptr::addr_of!(st.written_tai_ns).cast()), 0);
+        assert_eq!(u64_at(0), 9);
+        assert_eq!(off(std::ptr::addr_of!(st.max_age_ns).cast()), 8);
+        assert_eq!(u64_at(8), MAX_STATE_AGE_NS, "the bound is capped");
+        assert_eq!(off(std::ptr::addr_of!(st.ref_time).cast()), 16);
+        assert_eq!(u64_at(16), 0x0102_0304_0506_0708);
+        assert_eq!(off(std::ptr::addr_of!(st.tai_offset_s).cast()), 24);
+        assert_eq!(u64_at(24) as i64, -37);
+        assert_eq!(off(std::ptr::addr_of!(st.root_delay).cast()), 32);
+        assert_eq!(u32_at(32), 0x1122_3344);
+        assert_eq!(off(std::ptr::addr_of!(st.root_dispersion).cast()), 36);
+        assert_eq!(u32_at(36), 0x5566_7788);
+        assert_eq!(off(std::ptr::addr_of!(st.ref_id).cast()), 40);
+        assert_eq!(&b[40..44], b"GPS\0");
+        assert_eq!(off(std::ptr::addr_of!(st.leap)), 44);
+        assert_eq!(b[44..48], [2, 3, (-20i8) as u8, 1]);
+        assert_eq!(off(std::ptr::addr_of!(st.reply_in_xdp)), 47);
+    }
+
+    #[test]
+    fn histogram_buckets_tile_the_line() {
+        // Contiguous, each starting where the last ended, up to 2^32 ns.
+        let mut next = 0;
+        for b in 0..HIST_BUCKETS {
+            let (lo, hi) = hist_bucket_range(b);
+            if lo >= 1 << 32 {
+                break;
+            }
+            assert_eq!(lo, next, "bucket {b}");
+            assert!(hi >= lo);
+            // At most 1/8 wide: a service time is off by at most 12.5 %.
+            assert!((hi - lo) * 8 <= lo.max(8), "bucket {b}: {lo}..={hi}");
+            next = hi + 1;
+        }
+        assert_eq!(next, 1 << 32);
+        assert_eq!(hist_bucket_range(8), (8, 8));
+        assert_eq!(hist_bucket_range(16), (16, 17));
     }
 
     #[test]
@@ -334,8 +658,8 @@ mod tests {
         }
         let c = XdpCounters::from_array(values);
         assert_eq!(c.seen, 1);
-        assert_eq!(c.drop_src_port_zero, COUNTERS as u64 - 1);
-        assert_eq!(c.drop_fragment, COUNTERS as u64);
+        assert_eq!(c.replied_stale, COUNTERS as u64 - 1);
+        assert_eq!(c.trim_failed, COUNTERS as u64);
         assert_eq!(c.to_array(), values);
         assert_eq!(c.fields()[2], ("pass_not_ip", 3));
         assert_eq!(c.since(&c), XdpCounters::default());

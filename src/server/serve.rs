@@ -3,10 +3,13 @@
 //! down cleanly: stop redirecting, join the workers, detach the program.
 //! Meanwhile the stats socket (`crate::server::stats_socket`) answers `ntpx stats`.
 
-use super::control::{Run, SocketKernelCounts, XdpKernelCounts, control_loop};
+use super::control::{
+    DriverTxErrors, Run, SocketKernelCounts, XdpKernelCounts, XdpLive, control_loop,
+};
+use super::path::ReplyPath;
 use crate::proto::respond::Responder;
-use crate::server::config::{Datapath, Settings};
-use crate::server::program::{MAX_ADDRS, ProgramConfig, XdpProgram};
+use crate::server::config::{Datapath, Replies, Settings};
+use crate::server::program::{MAX_ADDRS, MAX_OWN, ProgramConfig, XdpMode, XdpProgram};
 use crate::server::state::SharedState;
 use crate::server::stats::{Collector, Published, Totals};
 use crate::server::stats_socket::StatsSocket;
@@ -167,13 +170,14 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         stats_socket: Cell::new(stats_socket),
     };
     match settings.datapath {
-        Datapath::Xdp => run_xdp(&run, ctx),
+        Datapath::Xdp => run_xdp(&run, &responder, ctx),
         Datapath::Socket => run_socket(&run, ctx),
     }
 }
 
 fn run_xdp(
     run: &Run,
+    responder: &Responder,
     ctx: impl Fn(Arc<Published>, Option<usize>) -> WorkerCtx<SystemClock>,
 ) -> anyhow::Result<Totals> {
     let settings = run.settings;
@@ -194,11 +198,15 @@ fn run_xdp(
             available - 1
         );
     }
-    let mut program = XdpProgram::load(&ProgramConfig {
-        port: settings.port,
-        v4: settings.v4.clone(),
-        v6: settings.v6.clone(),
-    })?;
+    let program_cfg = ProgramConfig::for_responder(responder);
+    let judging = program_cfg.judge.is_some();
+    if !judging && settings.replies == Replies::Xdp {
+        bail!(
+            "replies = xdp, but {iface}'s host has more own addresses than the XDP program can \
+             judge against ({MAX_OWN} of a family): use replies = workers"
+        );
+    }
+    let mut program = XdpProgram::load(&program_cfg)?;
     let qopts = QueueOptions {
         frames: settings.frames,
         ring_size: settings.ring_size,
@@ -213,12 +221,37 @@ fn run_xdp(
         program.register_socket(q, xsk.fd())?;
         sockets.push(xsk);
     }
+    // The state first (replies still go to the workers), then the program
+    // on the interface, then the reply path, which may depend on the mode.
+    // Before any reply can leave from XDP: what the driver counted earlier
+    // is not ours.
+    let driver = DriverTxErrors::new(iface);
+    let mut live = XdpLive {
+        counters: program.counters_reader()?,
+        writer: program.state_writer()?,
+        path: ReplyPath::new(Replies::Workers, judging, iface, index, XdpMode::Generic),
+        driver: driver.clone(),
+        driver_seen: 0,
+    };
+    live.publish(run.state);
     let mode = program.attach(index, settings.xdp_mode)?;
+    live.path = ReplyPath::new(settings.replies, judging, iface, index, mode);
+    live.publish(run.state);
     tracing::info!(
         interface = iface, %mode, queues = ?queues,
         zerocopy = sockets.iter().all(XskQueue::is_zerocopy),
         addresses = ?addresses(settings), port = settings.port,
         "serving NTP over AF_XDP"
+    );
+    tracing::info!(
+        in_xdp = live.path.in_xdp(),
+        "plain requests answered {}: {}",
+        if live.path.in_xdp() {
+            "in XDP (XDP_TX)"
+        } else {
+            "by the AF_XDP workers"
+        },
+        live.path.why()
     );
     let kernel = XdpKernelCounts {
         program: program.counters_reader()?,
@@ -227,6 +260,7 @@ fn run_xdp(
             .map(XskQueue::stats_reader)
             .collect::<Result<_, _>>()
             .context("duplicating an AF_XDP socket for its counters")?,
+        driver,
     };
     let mut published = Vec::new();
     let mut handles = Vec::new();
@@ -241,7 +275,7 @@ fn run_xdp(
         handles.push(h);
     }
     let counts = Arc::new(Collector::new(published, Some(Box::new(kernel))));
-    control_loop(run, &counts, Some(&program));
+    control_loop(run, &counts, Some(live));
     run.running.store(false, Ordering::Relaxed);
     // Stop redirecting before the sockets close.
     let _ = program.detach();

@@ -35,6 +35,11 @@ pub struct StateConfig {
     /// Dispersion added to the kernel's maximum error (or used alone with
     /// the local source).
     pub root_dispersion: NtpShort,
+    /// Past this age (nanoseconds since it was computed) a state no longer
+    /// vouches for the time: replies say LI 3. The control thread
+    /// recomputes it every second, so only a hung or stopped process gets
+    /// there.
+    pub max_age_ns: u64,
 }
 
 /// What the workers read: the NTP state and the TAI offset they need to
@@ -45,6 +50,21 @@ pub struct Snapshot {
     pub ntp: ServerState,
     /// TAI − UTC in seconds.
     pub tai_offset_s: i32,
+    /// When it was computed.
+    pub computed: NtpTimestamp,
+    /// See [`StateConfig::max_age_ns`].
+    pub max_age_ns: u64,
+}
+
+impl Snapshot {
+    /// The header fields for a reply at `now_unix_ns`: aged since the
+    /// snapshot was computed ([`ServerState::aged`]).
+    #[inline]
+    pub fn header_at(&self, now_unix_ns: u64) -> ServerState {
+        let age = NtpTimestamp::from_unix_nanos(now_unix_ns).signed_nanos_since(self.computed);
+        self.ntp
+            .aged(u64::try_from(age).unwrap_or(0), self.max_age_ns)
+    }
 }
 
 /// Computes the snapshot from config, the kernel's discipline and now.
@@ -81,6 +101,8 @@ pub fn compute(cfg: &StateConfig, precision: i8, d: &Discipline, now: NtpTimesta
     Snapshot {
         ntp,
         tai_offset_s: d.tai_offset_s,
+        computed: now,
+        max_age_ns: cfg.max_age_ns,
     }
 }
 
@@ -141,6 +163,7 @@ mod tests {
             ref_id: [198, 18, 0, 9],
             root_delay: NtpShort::from_bits(0x100),
             root_dispersion: NtpShort::from_bits(0x10000),
+            max_age_ns: 10_000_000_000,
         }
     }
 
@@ -179,6 +202,24 @@ mod tests {
         // 1 s configured + 0.5 s maxerror.
         assert_eq!(s.ntp.root_dispersion.to_bits(), 0x18000);
         assert_eq!(s.ntp.root_delay.to_bits(), 0x100);
+    }
+
+    #[test]
+    fn snapshots_age_and_expire() {
+        let t0 = 1_700_000_000_000_000_000u64;
+        let s = compute(
+            &cfg(Source::Local),
+            -24,
+            &disc(true, Leap::None),
+            NtpTimestamp::from_unix_nanos(t0),
+        );
+        assert_eq!(s.header_at(t0), s.ntp);
+        // A clock read a little before the snapshot's own time: no aging.
+        assert_eq!(s.header_at(t0 - 1000), s.ntp);
+        let later = s.header_at(t0 + 5_000_000_000);
+        assert!(later.root_dispersion.to_bits() > s.ntp.root_dispersion.to_bits());
+        assert_eq!(later.leap, Leap::None);
+        assert_eq!(s.header_at(t0 + 10_000_001_000).leap, Leap::Unsynchronized);
     }
 
     #[test]

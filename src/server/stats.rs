@@ -291,6 +291,31 @@ impl Totals {
         self.drops[reason as usize] += n;
     }
 
+    /// Counts `n` requests answered before any worker saw them (in the
+    /// XDP program), `partial` of them with a partial UDP checksum: requests
+    /// and replies.
+    pub fn add_kernel_replies(&mut self, n: u64, partial: u64) {
+        self.rx += n;
+        self.tx += n;
+        self.partial_checksum += partial;
+    }
+
+    /// Counts `n` replies that the driver dropped after the XDP program
+    /// sent them: not sent after all, and dropped.
+    pub fn add_driver_tx_errors(&mut self, n: u64) {
+        let n = n.min(self.tx);
+        self.tx -= n;
+        self.drops[DropReason::XdpTxError as usize] += n;
+    }
+
+    /// Adds `n` service times of `ns` each (clamped to the histogram's
+    /// range).
+    pub fn add_service(&mut self, ns: u64, n: u64) {
+        let v = ns.clamp(self.service.low(), self.service.high());
+        // In range by the clamp, so this cannot fail.
+        let _ = self.service.record_n(v, n);
+    }
+
     /// All drops.
     pub fn dropped(&self) -> u64 {
         self.drops.iter().sum()

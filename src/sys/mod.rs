@@ -10,6 +10,8 @@
 //!   their shared `recvmmsg` batch;
 //! - [`clock`]: clock reads and the kernel's discipline state;
 //! - [`netif`]: an interface's index, MAC, addresses and queues;
+//!   [`ethtool`]: its driver's statistics;
+//! - [`rtnl`]: whether a veth's peer runs XDP (rtnetlink);
 //! - [`procnet`]: which processes hold a UDP port; [`cpu`]: pinning.
 //!
 //! Every `unsafe fn` here states its contract under `# Safety`, every
@@ -20,9 +22,11 @@ pub mod bpf;
 pub mod clock;
 pub mod cmsg;
 pub mod cpu;
+pub mod ethtool;
 mod mmsg;
 pub mod netif;
 pub mod procnet;
+pub mod rtnl;
 mod sockopt;
 pub mod udp_client;
 pub mod udp_server;

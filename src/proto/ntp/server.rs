@@ -31,7 +31,29 @@ pub struct ServerState {
     pub ref_time: NtpTimestamp,
 }
 
+/// How fast the root dispersion grows between updates: 15 ppm (RFC 5905's
+/// PHI), as parts per million.
+pub const DISPERSION_PPM: u64 = 15;
+
 impl ServerState {
+    /// This state `age_ns` after it was computed: the root dispersion grown
+    /// at [`DISPERSION_PPM`]; past `max_age_ns` the state no longer vouches
+    /// for the time and replies say LI 3 (stratum 0), whatever it said.
+    /// The XDP program does the same sums (`write_reply()` in
+    /// `bpf/reply.h`), so both paths age alike.
+    pub fn aged(mut self, age_ns: u64, max_age_ns: u64) -> ServerState {
+        if age_ns > max_age_ns {
+            self.leap = Leap::Unsynchronized;
+            return self;
+        }
+        // Bounded so that the products cannot overflow (about 6.7 days).
+        let age = age_ns.min(1 << 49);
+        let grown = age * DISPERSION_PPM / 1_000_000 * 65_536 / 1_000_000_000;
+        let disp = u64::from(self.root_dispersion.to_bits()) + grown;
+        self.root_dispersion = NtpShort::from_bits(u32::try_from(disp).unwrap_or(u32::MAX));
+        self
+    }
+
     /// The state of a server that has no time to give: LI 3, stratum 0.
     pub const fn unsynchronized(precision: i8) -> Self {
         ServerState {
@@ -246,6 +268,21 @@ mod tests {
             ref_id: *b"GPS\0",
             ref_time: NtpTimestamp::from_bits(0xe000_0000_0000_0000),
         }
+    }
+
+    #[test]
+    fn aging_grows_dispersion_then_gives_up() {
+        let s = synced();
+        assert_eq!(s.aged(0, 10_000_000_000), s);
+        // Just under one unit (2^-16 s = 15.26 µs) after ~1 s at 15 ppm.
+        assert_eq!(s.aged(1_000_000_000, 10_000_000_000), s);
+        let after_100s = s.aged(100_000_000_000, 1_000_000_000_000);
+        // 100 s × 15 ppm = 1.5 ms = 98.3 units.
+        assert_eq!(after_100s.root_dispersion.to_bits(), 0x10 + 98);
+        assert_eq!(after_100s.leap, Leap::None);
+        let stale = s.aged(11_000_000_000, 10_000_000_000);
+        assert_eq!(stale.leap, Leap::Unsynchronized);
+        assert_eq!(stale.root_dispersion, s.root_dispersion);
     }
 
     #[test]

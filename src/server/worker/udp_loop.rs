@@ -39,6 +39,9 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
         stats.rx(n as u64);
         let snap = ctx.state.load();
         let batch_now = ctx.clock.now_unix_nanos();
+        // The header as of this batch: aged, or LI 3 if the control
+        // thread stopped refreshing it.
+        let header = snap.header_at(batch_now);
         let mut k = 0;
         for i in 0..n {
             let r = sock.received(i);
@@ -76,7 +79,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             if ntp::write_reply(
                 &mut sock.buf_mut(i)[..],
                 &req,
-                &snap.ntp,
+                &header,
                 &cfg.policy,
                 rx,
                 now,

@@ -39,6 +39,9 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
         // Receive time for a frame without the program's stamp: now, the
         // earliest we know of it.
         let batch_now = ctx.clock.now_unix_nanos();
+        // The header as of this batch: aged, or LI 3 if the control
+        // thread stopped refreshing it.
+        let header = snap.header_at(batch_now);
         let done = q.reply(|frame| {
             let sw = frame.take_meta().map_or(0, |m| m.rx_sw_tai_ns);
             // No hardware stamp: `rx_hw_ns` is on the NIC clock's timescale,
@@ -53,7 +56,7 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
             match respond(
                 frame.bytes_mut(),
                 cfg,
-                &snap.ntp,
+                &header,
                 NtpTimestamp::from_unix_nanos(rx_ns),
                 now,
                 rng.u64(..),

@@ -38,6 +38,16 @@ impl Clock for SystemClock {
     }
 }
 
+/// `CLOCK_TAI` now, in nanoseconds: the clock of the XDP program's stamps
+/// (`bpf_ktime_get_tai_ns`). 0 if it cannot be read.
+pub fn tai_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_TAI).map_or(0, |t| {
+        (t.tv_sec() as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(t.tv_nsec() as u64)
+    })
+}
+
 /// Converts a `CLOCK_TAI` reading (what `bpf_ktime_get_tai_ns` returns) to
 /// UTC Unix nanoseconds, given the kernel's TAI−UTC offset in seconds.
 #[inline]
