@@ -320,7 +320,14 @@ int ntpx_xdp(struct xdp_md *ctx)
 
 		st = bpf_map_lookup_elem(&server_state, &i);
 	}
-	if (!st || !st->reply_in_xdp)
+	/*
+	 * In generic mode a request with a partial checksum comes in an skb
+	 * marked CHECKSUM_PARTIAL, and XDP_TX sends that same skb, mark
+	 * included: whoever finishes the checksum on the way out (a NIC the
+	 * peer forwards to) would spoil the full one written here. The
+	 * workers' copy-mode transmit builds a fresh skb.
+	 */
+	if (!st || !st->reply_in_xdp || (partial && st->partial_to_workers))
 		return redirect(ctx, now);
 	return reply(ctx, &h, &plain, st, now, partial);
 }

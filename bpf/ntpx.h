@@ -107,6 +107,9 @@ struct ntpx_state {
 	__s8 precision;
 	__u8 reply_in_xdp;    /* 1: answer plain requests here (XDP_TX);
 	                       * 0: hand them to the AF_XDP workers */
+	__u8 partial_to_workers; /* 1 (generic mode): a request whose UDP
+	                          * checksum is partial goes to the workers */
+	__u8 pad[7];
 };
 
 /* Buckets of the service-time histogram (see hist_bucket() in reply.h). */

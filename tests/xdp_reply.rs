@@ -6,9 +6,10 @@
 //! reason the program can drop under) go once each through the XDP program
 //! (`BPF_PROG_TEST_RUN`) and through [`respond`]. For every frame:
 //!
-//! - `XDP_TX` ⇔ the responder answers, with the same bytes apart from the
-//!   receive and transmit timestamps (T2, T3) and the UDP checksum that
-//!   covers them; T2 and T3 are in order, near now, and the checksum holds;
+//! - `XDP_TX` ⇔ the responder answers, with the same bytes, when it reads
+//!   the program's T2 and T3 and draws the program's random bits below the
+//!   precision; T2 and T3 are in order, near now, and the UDP checksum
+//!   holds (checked by etherparse);
 //! - `XDP_DROP` ⇔ the responder drops it under the same reason, which the
 //!   program counted in its `drops` map;
 //! - passed to the kernel (not for the server, or a mode 4 reply) ⇒ the
@@ -83,6 +84,10 @@ struct Bench {
     reader: ntpx::server::program::CountersReader,
     responder: Responder,
     state: ServerState,
+    /// TAI − UTC that the program converts with (this machine's kernel
+    /// says 0; the program must not care).
+    tai_offset_s: i32,
+    partial_to_workers: bool,
 }
 
 impl Bench {
@@ -97,6 +102,8 @@ impl Bench {
             reader,
             responder,
             state: state(),
+            tai_offset_s: 37,
+            partial_to_workers: false,
         };
         b.publish(tai_now_ns(), 10_000_000_000);
         b
@@ -106,10 +113,11 @@ impl Bench {
         self.writer
             .publish(&XdpState {
                 ntp: self.state,
-                tai_offset_s: 0,
+                tai_offset_s: self.tai_offset_s,
                 written_tai_ns,
                 max_age_ns,
                 reply_in_xdp: true,
+                partial_to_workers: self.partial_to_workers,
             })
             .unwrap();
     }
@@ -126,7 +134,9 @@ impl Bench {
 /// What one frame did in the program.
 #[derive(Debug)]
 enum Fate {
-    Tx(Vec<u8>, u64, u64),
+    /// The reply, the CLOCK_TAI reads around the run, and whether the
+    /// program counted the request's checksum as partial.
+    Tx(Vec<u8>, u64, u64, bool),
     Drop(DropReason),
     Worker,
     Kernel(&'static str),
@@ -148,7 +158,7 @@ fn run_xdp(b: &Bench, frame: &[u8]) -> Fate {
     match r.verdict {
         XDP_TX => {
             assert!(c.replied == 1 && c.dropped == 0, "{nonzero:?}");
-            Fate::Tx(r.frame().to_vec(), before, after)
+            Fate::Tx(r.frame().to_vec(), before, after, c.replied_partial == 1)
         }
         XDP_DROP => {
             assert_eq!(nonzero, [("dropped", 1)], "drop counters");
@@ -205,33 +215,42 @@ fn udp_checksum_ok(frame: &[u8]) -> bool {
 fn compare(b: &Bench, frame: &[u8]) -> Fate {
     let fate = run_xdp(b, frame);
     let mut buf = frame.to_vec();
+    // The responder reads the same clock values (T2, T3) and draws the
+    // same random bits below the precision as the program did: its reply
+    // must then be the program's, byte for byte.
     let rust = |buf: &mut Vec<u8>, t2: NtpTimestamp, t3: NtpTimestamp| {
-        respond(buf, &b.responder, &b.state, t2, || t3, 0)
+        let noise = (t3.to_bits() << 32) | (t2.to_bits() & 0xffff_ffff);
+        respond(buf, &b.responder, &b.state, t2, || t3, noise)
     };
     match &fate {
-        Fate::Tx(out, before, after) => {
+        Fate::Tx(out, before, after, partial) => {
             let at = ntp_at(out.len());
             let (t2, t3) = (ts(&out[at + 32..at + 40]), ts(&out[at + 40..at + 48]));
             let reply = rust(&mut buf, t2, t3).unwrap_or_else(|r| {
                 panic!("XDP answered what the responder drops ({r:?}): {frame:02x?}")
             });
             assert_eq!(reply.len, out.len(), "reply length");
-            // Same bytes, but for T2, T3 (fuzzed below the precision) and
-            // the UDP checksum over them.
-            let udp_sum = out.len() - 56 + 6;
-            let mut mine = out.clone();
-            let theirs = &mut buf[..reply.len];
-            for r in [at + 32..at + 48, udp_sum..udp_sum + 2] {
-                mine[r.clone()].fill(0);
-                theirs[r].fill(0);
-            }
-            assert_eq!(mine, theirs, "reply bytes differ from the responder's");
+            assert_eq!(
+                reply.partial_checksum, *partial,
+                "partial checksum counted alike"
+            );
+            assert!(
+                !(*partial && b.partial_to_workers),
+                "partial answered in XDP"
+            );
+            assert_eq!(
+                out[..],
+                buf[..reply.len],
+                "reply bytes differ from the responder's"
+            );
             assert!(udp_checksum_ok(out), "UDP checksum of the XDP reply");
             // In order, and between the clock reads around the run (give
             // or take the random bits below the precision).
+            // TAI, converted with the state's offset.
             let slack = 1i64 << (32 + i32::from(PRECISION));
-            let lo = NtpTimestamp::from_unix_nanos(*before).wrapping_add_units(-slack);
-            let hi = NtpTimestamp::from_unix_nanos(*after).wrapping_add_units(slack);
+            let utc = |tai| NtpTimestamp::from_unix_nanos(tai_to_unix_nanos(tai, b.tai_offset_s));
+            let lo = utc(*before).wrapping_add_units(-slack);
+            let hi = utc(*after).wrapping_add_units(slack);
             assert!(
                 !lo.is_after(t2) && t3.is_after(t2) && !t3.is_after(hi),
                 "{lo:?} {t2:?} {t3:?} {hi:?}"
@@ -252,9 +271,61 @@ fn compare(b: &Bench, frame: &[u8]) -> Fate {
                 "XDP passed to the kernel ({why}) a frame the responder answers: {frame:02x?}"
             );
         }
-        Fate::Worker => {}
+        Fate::Worker => {
+            // Only what the program may not judge goes to the workers: a
+            // plain request judged by the responder never does (but for a
+            // partial checksum when those go to the workers).
+            if let Some(partial) = plain(b, frame) {
+                assert!(
+                    partial && b.partial_to_workers,
+                    "a plain request went to the workers: {frame:02x?}"
+                );
+            }
+        }
     }
     fate
+}
+
+/// `Some(partial checksum?)` if `frame` is a plain request for the server
+/// that the program must judge itself (its own reading of the rule, with
+/// etherparse): IPv4 without options or IPv6 with UDP next, not a
+/// fragment, IP and UDP lengths agreeing on 48 bytes of NTP, to a served
+/// address and port, not mode 4, and good enough that the responder
+/// answers it.
+fn plain(b: &Bench, frame: &[u8]) -> Option<bool> {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let udp = match p.transport? {
+        TransportSlice::Udp(u) => u,
+        _ => return None,
+    };
+    let ours = match p.net? {
+        NetSlice::Ipv4(ip) => {
+            let h = ip.header();
+            h.ihl() == 5
+                && !h.is_fragmenting_payload()
+                && h.total_len() == 76
+                && b.responder.v4.contains(&h.destination_addr())
+        }
+        NetSlice::Ipv6(ip) => {
+            ip.extensions().is_empty()
+                && ip.header().payload_length() == 56
+                && b.responder.v6.contains(&ip.header().destination_addr())
+        }
+        _ => false,
+    };
+    let payload = udp.payload();
+    if !ours || udp.length() != 56 || udp.destination_port() != 123 || payload.len() != 48 {
+        return None;
+    }
+    if payload[0] & 7 == 4 {
+        return None;
+    }
+    let mut buf = frame.to_vec();
+    let now = NtpTimestamp::from_unix_nanos(tai_now_ns());
+    respond(&mut buf, &b.responder, &b.state, now, || now, 0)
+        .ok()
+        .map(|r| r.partial_checksum)
 }
 
 // ---- frames ----
@@ -467,28 +538,85 @@ fn crafted() -> Vec<(DropReason, Vec<u8>)> {
     out
 }
 
+type Tally = BTreeMap<String, u64>;
+
+/// One frame through both sides, counted under its fate; keeps the state
+/// young (no aging in these comparisons) every 200 frames.
+fn go(b: &mut Bench, frame: &[u8], tally: &mut Tally) {
+    let n: u64 = tally.values().sum();
+    if n.is_multiple_of(200) {
+        b.publish(tai_now_ns(), 10_000_000_000);
+    }
+    let key = match compare(b, frame) {
+        Fate::Tx(.., true) => "xdp_tx partial".to_string(),
+        Fate::Tx(..) => "xdp_tx".to_string(),
+        Fate::Drop(r) => format!("drop {}", r.label()),
+        Fate::Worker => "worker".to_string(),
+        Fate::Kernel(why) => format!("kernel {why}"),
+    };
+    *tally.entry(key).or_default() += 1;
+}
+
+/// Every single-byte mutation of every base (checksums broken, and fixed),
+/// every truncation, `random` random variations and a tenth as many
+/// frames of noise.
+fn mutations(b: &mut Bench, bases: &[Vec<u8>], random: usize, tally: &mut Tally) {
+    for base in bases {
+        for i in 0..base.len() {
+            for x in [0x01u8, 0x80, 0xff] {
+                let mut f = base.clone();
+                f[i] ^= x;
+                go(b, &f, tally);
+                fix_checksums(&mut f);
+                go(b, &f, tally);
+            }
+        }
+        for len in 60..base.len() {
+            go(b, &base[..len], tally);
+        }
+    }
+    let mut rng = fastrand::Rng::with_seed(0x6e74_7078);
+    for _ in 0..random {
+        let mut f = bases[rng.usize(..bases.len())].clone();
+        for _ in 0..rng.usize(1..5) {
+            let i = rng.usize(..f.len());
+            f[i] = rng.u8(..);
+        }
+        match rng.u8(..8) {
+            0 => f.truncate(rng.usize(60..=f.len())),
+            1 => f.extend((0..rng.usize(1..40)).map(|_| rng.u8(..))),
+            _ => {}
+        }
+        if rng.bool() {
+            fix_checksums(&mut f);
+        }
+        go(b, &f, tally);
+    }
+    for _ in 0..random / 10 {
+        let f: Vec<u8> = (0..rng.usize(60..200)).map(|_| rng.u8(..)).collect();
+        go(b, &f, tally);
+    }
+}
+
+/// `frame` (untagged) with its UDP checksum in the partial form a veth
+/// peer's offload leaves: the folded pseudo-header sum only.
+fn partial(mut f: Vec<u8>) -> Vec<u8> {
+    let (u, pseudo) = if f[12..14] == [0x08, 0x00] {
+        (34, sum16(sum16(17 + 56, &f[26..30]), &f[30..34]))
+    } else {
+        (54, sum16(17 + 56, &f[22..54]))
+    };
+    f[u + 6..u + 8].copy_from_slice(&fold(pseudo).to_be_bytes());
+    f
+}
+
 #[test]
 fn replies_in_xdp_match_the_rust_responder() {
     if !common::require_root("replies_in_xdp_match_the_rust_responder") {
         return;
     }
     let mut b = Bench::new(responder());
-    let mut tally: BTreeMap<String, u64> = BTreeMap::new();
-    let mut n = 0u64;
-    let mut go = |b: &mut Bench, frame: &[u8], tally: &mut BTreeMap<String, u64>| {
-        n += 1;
-        if n.is_multiple_of(200) {
-            // Keep the state young: no aging in this comparison.
-            b.publish(tai_now_ns(), 10_000_000_000);
-        }
-        let key = match compare(b, frame) {
-            Fate::Tx(..) => "xdp_tx".to_string(),
-            Fate::Drop(r) => format!("drop {}", r.label()),
-            Fate::Worker => "worker".to_string(),
-            Fate::Kernel(why) => format!("kernel {why}"),
-        };
-        *tally.entry(key).or_default() += 1;
-    };
+    let mut tally = Tally::new();
 
     // Every captured request is answered in XDP.
     for (name, f) in captured() {
@@ -505,52 +633,21 @@ fn replies_in_xdp_match_the_rust_responder() {
         }
         *tally.entry(format!("drop {}", reason.label())).or_default() += 1;
     }
-    // Every single-byte mutation of every base, checksums broken and fixed.
-    for base in bases() {
-        for i in 0..base.len() {
-            for x in [0x01u8, 0x80, 0xff] {
-                let mut f = base.clone();
-                f[i] ^= x;
-                go(&mut b, &f, &mut tally);
-                fix_checksums(&mut f);
-                go(&mut b, &f, &mut tally);
-            }
-        }
-        // Cut short at every length, and grown with padding.
-        for len in 60..base.len() {
-            go(&mut b, &base[..len], &mut tally);
-        }
-    }
-    // Random frames: a base with a few random bytes, sometimes resized.
-    let mut rng = fastrand::Rng::with_seed(0x6e74_7078);
-    let bases = bases();
-    for _ in 0..4000 {
-        let mut f = bases[rng.usize(..bases.len())].clone();
-        for _ in 0..rng.usize(1..5) {
-            let i = rng.usize(..f.len());
-            f[i] = rng.u8(..);
-        }
-        match rng.u8(..8) {
-            0 => f.truncate(rng.usize(60..=f.len())),
-            1 => f.extend((0..rng.usize(1..40)).map(|_| rng.u8(..))),
-            _ => {}
-        }
-        if rng.bool() {
-            fix_checksums(&mut f);
-        }
-        go(&mut b, &f, &mut tally);
-    }
-    // And frames of pure noise.
-    for _ in 0..1000 {
-        let f: Vec<u8> = (0..rng.usize(60..200)).map(|_| rng.u8(..)).collect();
-        go(&mut b, &f, &mut tally);
-    }
+    let mut bases = bases();
+    let req = ntp_request(0x23, 48);
+    bases.push(partial(build4(&[], CLI4, 40200, &req)));
+    bases.push(partial(build6(&[], v6(CLI6), 40201, &req)));
+    mutations(&mut b, &bases, 4000, &mut tally);
 
     let total: u64 = tally.values().sum();
     eprintln!("{total} frames: {tally:#?}");
     assert!(total >= 10_000, "at least ten thousand frames, got {total}");
     assert!(
         tally.get("xdp_tx").copied().unwrap_or(0) >= 500,
+        "{tally:?}"
+    );
+    assert!(
+        tally.get("xdp_tx partial").copied().unwrap_or(0) >= 10,
         "{tally:?}"
     );
     for r in [
@@ -580,6 +677,52 @@ fn replies_in_xdp_match_the_rust_responder() {
         tally.get("worker").copied().unwrap_or(0) >= 100,
         "{tally:?}"
     );
+}
+
+/// The other settings of the responder, each of which the program must
+/// follow too: partial checksums refused, loop ports allowed, a minimum
+/// poll, a reference time in the future (clamped to T3), and (as in
+/// generic mode) requests with partial checksums sent to the workers.
+#[test]
+fn other_settings_match_the_rust_responder_too() {
+    if !common::require_root("other_settings_match_the_rust_responder_too") {
+        return;
+    }
+    let req = ntp_request(0x23, 48);
+    let mut bases = bases();
+    bases.push(partial(build4(&[], CLI4, 40200, &req)));
+    bases.push(partial(build6(&[], v6(CLI6), 40201, &req)));
+    for p in [7, 19, 37] {
+        bases.push(build4(&[], CLI4, p, &req));
+    }
+    let mut poll = ntp_request(0x23, 48);
+    poll[2] = 3;
+    bases.push(build6(&[], v6(CLI6), 40202, &poll));
+
+    for (accept_partial, to_workers) in [(false, false), (true, true)] {
+        let mut r = responder();
+        r.accept_partial_checksum = accept_partial;
+        r.drop_loop_ports = false;
+        r.policy.min_poll = 6;
+        let mut b = Bench::new(r);
+        b.partial_to_workers = to_workers;
+        b.tai_offset_s = 0;
+        b.state.ref_time =
+            NtpTimestamp::from_unix_nanos(tai_now_ns()).wrapping_add_units(3600i64 << 32);
+        b.publish(tai_now_ns(), 10_000_000_000);
+        let mut tally = Tally::new();
+        mutations(&mut b, &bases, 1000, &mut tally);
+        eprintln!("partial accepted {accept_partial}, to workers {to_workers}: {tally:#?}");
+        let count = |k: &str| tally.get(k).copied().unwrap_or(0);
+        assert!(count("xdp_tx") >= 500, "{tally:?}");
+        assert_eq!(count("xdp_tx partial"), 0, "{tally:?}");
+        if accept_partial {
+            assert!(count("worker") >= 20, "{tally:?}");
+        } else {
+            assert!(count("drop bad_udp_checksum") >= 100, "{tally:?}");
+        }
+        assert_eq!(count("drop loop_port"), 0, "{tally:?}");
+    }
 }
 
 #[test]
@@ -649,6 +792,7 @@ fn replies_can_be_switched_to_the_workers() {
             written_tai_ns: tai_now_ns(),
             max_age_ns: 10_000_000_000,
             reply_in_xdp: false,
+            partial_to_workers: false,
         })
         .unwrap();
     assert!(matches!(run_xdp(&b, &frame), Fate::Worker));

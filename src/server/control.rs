@@ -16,8 +16,9 @@ use crate::sys::udp_server::SocketDrops;
 use crate::sys::xsk::XskStatsReader;
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 /// Runtime options that are not part of the config file.
@@ -52,27 +53,38 @@ pub(super) struct XdpKernelCounts {
 }
 
 /// The driver's count of `XDP_TX` frames it dropped, since the start.
-#[derive(Clone)]
 pub(super) struct DriverTxErrors {
     iface: String,
-    base: u64,
+    /// The driver's count when we started (what it counted before is not
+    /// ours); taken at the first good read.
+    base: OnceLock<u64>,
+    /// The highest count read so far: a failed read repeats it, so the
+    /// totals never go back.
+    last: AtomicU64,
 }
 
 impl DriverTxErrors {
-    /// Starts counting on `iface` (what the driver counted before is not
-    /// ours).
+    /// Starts counting on `iface`.
     pub(super) fn new(iface: &str) -> Self {
-        DriverTxErrors {
+        let d = DriverTxErrors {
             iface: iface.to_owned(),
-            base: ethtool::xdp_tx_errors(iface).unwrap_or(0),
-        }
+            base: OnceLock::new(),
+            last: AtomicU64::new(0),
+        };
+        d.read();
+        d
     }
 
-    /// Dropped since the start (0 if the driver cannot say).
+    /// Dropped since the start.
     pub(super) fn read(&self) -> u64 {
-        ethtool::xdp_tx_errors(&self.iface)
-            .unwrap_or(0)
-            .saturating_sub(self.base)
+        match ethtool::xdp_tx_errors(&self.iface) {
+            Ok(now) => {
+                let base = *self.base.get_or_init(|| now);
+                let n = now.saturating_sub(base);
+                self.last.fetch_max(n, Ordering::Relaxed).max(n)
+            }
+            Err(_) => self.last.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -139,12 +151,18 @@ impl XdpLive {
             .now()
             .signed_nanos_since(snap.computed)
             .max(0) as u64;
+        let tai = clock::tai_now_ns();
+        if tai == 0 {
+            // Written as "never": the program answers LI 3 until it works.
+            tracing::warn!("cannot read CLOCK_TAI: replies from XDP say unsynchronised");
+        }
         let s = XdpState {
             ntp: snap.ntp,
             tai_offset_s: snap.tai_offset_s,
-            written_tai_ns: clock::tai_now_ns().saturating_sub(age),
+            written_tai_ns: tai.saturating_sub(age),
             max_age_ns: snap.max_age_ns,
             reply_in_xdp: self.path.in_xdp(),
+            partial_to_workers: self.path.partial_to_workers(),
         };
         if let Err(e) = self.writer.publish(&s) {
             tracing::warn!(error = %e, "could not update the XDP program's server state");

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 /// How often `auto` asks again about a veth's peer.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(2);
+/// How long `auto` stays with the workers after the driver dropped
+/// replies sent from XDP, before it trusts the peer's program again.
+pub const HOLD_OFF: Duration = Duration::from_secs(30);
 
 /// The choice and what it rests on.
 #[derive(Debug)]
@@ -30,9 +33,13 @@ pub struct ReplyPath {
     ifindex: u32,
     /// A veth attached in native mode: the peer decides.
     native_veth: bool,
+    /// Attached in generic mode.
+    generic: bool,
     in_xdp: bool,
     why: String,
     checked: Instant,
+    /// No XDP before this (after driver drops).
+    hold_until: Option<Instant>,
 }
 
 impl ReplyPath {
@@ -43,9 +50,11 @@ impl ReplyPath {
             judging,
             ifindex,
             native_veth: mode == XdpMode::Native && netif::is_veth(iface),
+            generic: mode == XdpMode::Generic,
             in_xdp: false,
             why: String::new(),
             checked: Instant::now(),
+            hold_until: None,
         };
         (p.in_xdp, p.why) = p.decide();
         p
@@ -56,19 +65,41 @@ impl ReplyPath {
         self.in_xdp
     }
 
+    /// In generic mode, requests with a partial UDP checksum go to the
+    /// workers (see `XdpState::partial_to_workers`).
+    pub fn partial_to_workers(&self) -> bool {
+        self.generic
+    }
+
     /// Why, for the log.
     pub fn why(&self) -> &str {
         &self.why
     }
 
-    /// In `auto` on a native veth, asks again every [`RECHECK_EVERY`], or
-    /// at once when `now` (the driver dropped `XDP_TX` frames); returns
-    /// true when the choice changed.
-    pub fn recheck(&mut self, now: bool) -> bool {
+    /// In `auto` on a native veth, asks again every [`RECHECK_EVERY`];
+    /// returns true when the choice changed. `driver_dropped` (the driver
+    /// dropped `XDP_TX` frames since the last call) moves the replies to
+    /// the workers at once, for [`HOLD_OFF`] at least: the peer may run a
+    /// program and still not take them (it is down, say).
+    pub fn recheck(&mut self, driver_dropped: bool) -> bool {
         if self.replies != Replies::Auto || !self.native_veth || !self.judging {
             return false;
         }
-        if !now && self.checked.elapsed() < RECHECK_EVERY {
+        if driver_dropped {
+            self.hold_until = Some(Instant::now() + HOLD_OFF);
+            let changed = self.in_xdp;
+            self.in_xdp = false;
+            self.why = format!(
+                "auto: the driver dropped replies sent with XDP_TX; the AF_XDP workers answer \
+                 for {} s before XDP is tried again",
+                HOLD_OFF.as_secs()
+            );
+            return changed;
+        }
+        if self.hold_until.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        if self.checked.elapsed() < RECHECK_EVERY {
             return false;
         }
         self.checked = Instant::now();

@@ -182,6 +182,9 @@ impl ProgramConfig {
     }
 }
 
+/// Bytes of `struct ntpx_state`.
+const STATE_LEN: usize = 56;
+
 /// The server state as the program reads it (`struct ntpx_state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XdpState {
@@ -195,13 +198,18 @@ pub struct XdpState {
     pub max_age_ns: u64,
     /// Answer good plain requests in XDP (else redirect them).
     pub reply_in_xdp: bool,
+    /// Send requests whose UDP checksum is partial to the workers even so:
+    /// in generic mode, where `XDP_TX` sends the request's own skb with
+    /// its `CHECKSUM_PARTIAL` mark, which a later hop would apply to the
+    /// full checksum written in XDP.
+    pub partial_to_workers: bool,
 }
 
 impl XdpState {
     /// The map value: `struct ntpx_state`, host byte order.
-    fn to_bytes(self) -> [u8; 48] {
+    fn to_bytes(self) -> [u8; STATE_LEN] {
         let n = &self.ntp;
-        let mut b = [0u8; 48];
+        let mut b = [0u8; STATE_LEN];
         b[0..8].copy_from_slice(&self.written_tai_ns.to_ne_bytes());
         b[8..16].copy_from_slice(&self.max_age_ns.min(MAX_STATE_AGE_NS).to_ne_bytes());
         b[16..24].copy_from_slice(&n.ref_time.to_bits().to_ne_bytes());
@@ -213,6 +221,7 @@ impl XdpState {
         b[45] = n.stratum;
         b[46] = n.precision as u8;
         b[47] = u8::from(self.reply_in_xdp);
+        b[48] = u8::from(self.partial_to_workers);
         b
     }
 }
@@ -447,17 +456,25 @@ impl XdpProgram {
         })
     }
 
-    /// The writer of the server state (one at a time: each flips the
-    /// current slot).
+    /// The writer of the server state. One at a time: each writes the slot
+    /// that was not current when it was made, then flips.
     pub fn state_writer(&self) -> Result<StateWriter, ProgramError> {
         let dup = |m: &MapHandle| {
             MapHandle::try_from(m)
                 .map_err(|e| ProgramError::libbpf("duplicate a server state map's fd", e))
         };
+        // Write the slot the program is not reading now.
+        let current = self
+            .state_slot
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| v.get(..4)?.try_into().ok().map(u32::from_ne_bytes))
+            .unwrap_or(0);
         Ok(StateWriter {
             slots: dup(&self.state)?,
             current: dup(&self.state_slot)?,
-            next: 1,
+            next: (current & 1) ^ 1,
         })
     }
 
@@ -584,7 +601,7 @@ mod tests {
             define("NTPX_META_MAGIC"),
             Some(format!("{META_MAGIC:#x}u").as_str())
         );
-        assert_eq!(size_of::<skel::ntpx::types::ntpx_state>(), 48);
+        assert_eq!(size_of::<skel::ntpx::types::ntpx_state>(), STATE_LEN);
     }
 
     #[test]
@@ -604,6 +621,7 @@ mod tests {
             written_tai_ns: 9,
             max_age_ns: u64::MAX,
             reply_in_xdp: true,
+            partial_to_workers: true,
         };
         let b = s.to_bytes();
         let u64_at = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap());
@@ -628,6 +646,8 @@ mod tests {
         assert_eq!(off(std::ptr::addr_of!(st.leap)), 44);
         assert_eq!(b[44..48], [2, 3, (-20i8) as u8, 1]);
         assert_eq!(off(std::ptr::addr_of!(st.reply_in_xdp)), 47);
+        assert_eq!(off(std::ptr::addr_of!(st.partial_to_workers)), 48);
+        assert_eq!(b[48], 1);
     }
 
     #[test]

@@ -226,11 +226,12 @@ fn run_xdp(
     // Before any reply can leave from XDP: what the driver counted earlier
     // is not ours.
     let driver = DriverTxErrors::new(iface);
+    let driver_live = DriverTxErrors::new(iface);
     let mut live = XdpLive {
         counters: program.counters_reader()?,
         writer: program.state_writer()?,
         path: ReplyPath::new(Replies::Workers, judging, iface, index, XdpMode::Generic),
-        driver: driver.clone(),
+        driver: driver_live,
         driver_seen: 0,
     };
     live.publish(run.state);

@@ -27,54 +27,166 @@ pub fn stats(iface: &str) -> io::Result<Vec<(String, u64)>> {
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         None,
     )?;
+    // A driver's count can change between the calls (channels added):
+    // the kernel then writes its new count (the guard page stops it), or
+    // reports it; ask again.
+    for _ in 0..3 {
+        if let Some(stats) = stats_once(&sock, iface)? {
+            return Ok(stats);
+        }
+    }
+    Err(io::Error::other(format!(
+        "{iface}: the driver's statistics kept changing"
+    )))
+}
+
+/// One try: `None` if the count changed underway.
+fn stats_once(sock: &OwnedFd, iface: &str) -> io::Result<Option<Vec<(String, u64)>>> {
     // struct ethtool_sset_info { u32 cmd, reserved; u64 sset_mask; u32 data[1]; }
-    let mut info = [0u64; 3];
-    info[0] = u64::from(ETHTOOL_GSSET_INFO).to_le();
-    info[1] = 1u64 << ETH_SS_STATS;
-    ethtool(&sock, iface, &mut info)?;
-    let n = if info[1] & (1 << ETH_SS_STATS) == 0 {
+    let mut info = Guarded::new(3)?;
+    set_u32s(info.words(), &[ETHTOOL_GSSET_INFO, 0]);
+    info.words()[1] = 1u64 << ETH_SS_STATS;
+    ethtool(sock, iface, &mut info)?;
+    let n = if info.words()[1] & (1 << ETH_SS_STATS) == 0 {
         0
     } else {
-        (info[2] as u32) as usize
+        u32_at(info.words(), 4) as usize
     };
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     if n > MAX_STATS {
         return Err(io::Error::other(format!("{iface}: {n} driver statistics")));
     }
     // struct ethtool_gstrings { u32 cmd, string_set, len; u8 data[]; }:
-    // 12 bytes of header, then the names; u64 words keep it aligned.
-    let mut names = vec![0u64; (12 + n * ETH_GSTRING_LEN).div_ceil(8)];
-    set_u32s(&mut names, &[ETHTOOL_GSTRINGS, ETH_SS_STATS, n as u32]);
-    ethtool(&sock, iface, &mut names)?;
+    // 12 bytes of header, then the names.
+    let mut names = Guarded::new((12 + n * ETH_GSTRING_LEN).div_ceil(8))?;
+    set_u32s(names.words(), &[ETHTOOL_GSTRINGS, ETH_SS_STATS, n as u32]);
+    ethtool(sock, iface, &mut names)?;
     // struct ethtool_stats { u32 cmd, n_stats; u64 data[]; }
-    let mut values = vec![0u64; 1 + n];
-    set_u32s(&mut values, &[ETHTOOL_GSTATS, n as u32]);
-    ethtool(&sock, iface, &mut values)?;
-    let bytes: Vec<u8> = names.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let got = (u32_at(&values, 1) as usize).min(n);
-    Ok((0..got)
-        .map(|i| {
-            let raw = &bytes[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN];
-            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-            (
-                String::from_utf8_lossy(&raw[..end]).into_owned(),
-                values[1 + i],
-            )
-        })
-        .collect())
+    let mut values = Guarded::new(1 + n)?;
+    set_u32s(values.words(), &[ETHTOOL_GSTATS, n as u32]);
+    ethtool(sock, iface, &mut values)?;
+    if u32_at(names.words(), 2) as usize != n || u32_at(values.words(), 1) as usize != n {
+        return Ok(None);
+    }
+    let bytes: Vec<u8> = names.words().iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let values = values.words();
+    Ok(Some(
+        (0..n)
+            .map(|i| {
+                let raw = &bytes[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN];
+                let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+                (
+                    String::from_utf8_lossy(&raw[..end]).into_owned(),
+                    values[1 + i],
+                )
+            })
+            .collect(),
+    ))
 }
 
-/// Frames sent with `XDP_TX` that the driver of `iface` dropped: the sum
-/// of its statistics named like `xdp_tx_err` (veth: `rx_queue_N_xdp_tx_errors`;
-/// mlx5: `rx_xdp_tx_err`). 0 for a driver that counts none.
+/// Frames sent with `XDP_TX` that the driver of `iface` dropped, from its
+/// statistics named like `xdp_tx_err` (veth: `rx_queue_N_xdp_tx_errors`;
+/// mlx5: `rx_xdp_tx_err`, and per channel `rxN_xdp_tx_err`): the total
+/// where the driver has one (a name without digits), else the sum over
+/// its queues. 0 for a driver that counts none.
 pub fn xdp_tx_errors(iface: &str) -> io::Result<u64> {
-    Ok(stats(iface)?
-        .into_iter()
-        .filter(|(name, _)| name.contains("xdp_tx_err"))
-        .map(|(_, v)| v)
-        .fold(0, u64::wrapping_add))
+    let (mut total, mut queues) = (None::<u64>, 0u64);
+    for (name, v) in stats(iface)? {
+        if !name.contains("xdp_tx_err") {
+            continue;
+        }
+        if name.bytes().any(|b| b.is_ascii_digit()) {
+            queues = queues.wrapping_add(v);
+        } else {
+            total = Some(total.unwrap_or(0).wrapping_add(v));
+        }
+    }
+    Ok(total.unwrap_or(queues))
+}
+
+/// A buffer of u64 words that ends where an inaccessible page begins.
+///
+/// The kernel writes a driver's *current* number of names or values,
+/// whatever count the request carried: if it grew since we asked, the
+/// write runs into the guard page, the kernel's copy faults and the ioctl
+/// fails with `EFAULT`, instead of overwriting our memory.
+struct Guarded {
+    map: std::ptr::NonNull<libc::c_void>,
+    map_len: usize,
+    /// Bytes before the guard page.
+    body: usize,
+    words: usize,
+}
+
+impl Guarded {
+    fn new(words: usize) -> io::Result<Self> {
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|p| usize::try_from(p).ok())
+            .unwrap_or(4096);
+        let body = (words * 8).div_ceil(page).max(1) * page;
+        let map_len = body + page;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is
+        // touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let map = std::ptr::NonNull::new(p).ok_or_else(io::Error::last_os_error)?;
+        // Unmapped by Drop from here on, also on the error below.
+        let g = Guarded {
+            map,
+            map_len,
+            body,
+            words,
+        };
+        // SAFETY: the last page of the mapping just made (`body` is inside
+        // it); nothing refers to it.
+        let rc = unsafe { libc::mprotect(p.cast::<u8>().add(body).cast(), page, libc::PROT_NONE) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(g)
+    }
+
+    /// The words, ending right at the guard page (zeroed at first).
+    fn words(&mut self) -> &mut [u64] {
+        // SAFETY: the `words` u64s end at `body`, the start of the guard
+        // page, and start inside the mapping (`body` >= words * 8); that
+        // part is readable and writable, 8-aligned (a page-aligned end,
+        // whole words), and lives as long as `self`; `&mut self` makes
+        // this the only reference.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map
+                    .as_ptr()
+                    .cast::<u8>()
+                    .add(self.body - self.words * 8)
+                    .cast::<u64>(),
+                self.words,
+            )
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; no reference
+        // into it outlives `self` (`words` borrows `self`).
+        unsafe { libc::munmap(self.map.as_ptr(), self.map_len) };
+    }
 }
 
 /// Writes native-endian u32 fields at the start of a u64 buffer.
@@ -98,23 +210,9 @@ fn u32_at(buf: &[u64], i: usize) -> u32 {
 }
 
 /// One `SIOCETHTOOL` request on `iface` with the command struct in `buf`
-/// (one of the three above; refused unless `buf` holds every element its
-/// count field asks the kernel to write).
-fn ethtool(sock: &OwnedFd, iface: &str, buf: &mut [u64]) -> io::Result<()> {
-    let bytes = buf.len() * 8;
-    let needed = match u32_at(buf, 0) {
-        // One set asked for: the header and one u32.
-        ETHTOOL_GSSET_INFO if buf.len() >= 2 && buf[1].count_ones() == 1 => 20,
-        ETHTOOL_GSTRINGS => 12 + u32_at(buf, 2) as usize * ETH_GSTRING_LEN,
-        ETHTOOL_GSTATS => 8 + u32_at(buf, 1) as usize * 8,
-        _ => usize::MAX,
-    };
-    if needed > bytes {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "ethtool request larger than its buffer",
-        ));
-    }
+/// (one of the three above). A kernel that writes more than `buf` holds
+/// hits its guard page: `EFAULT`.
+fn ethtool(sock: &OwnedFd, iface: &str, buf: &mut Guarded) -> io::Result<()> {
     // SAFETY: ifreq is plain old data; all zeros is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     let name = iface.as_bytes();
@@ -127,11 +225,13 @@ fn ethtool(sock: &OwnedFd, iface: &str, buf: &mut [u64]) -> io::Result<()> {
     for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
         *d = *s as libc::c_char;
     }
-    ifr.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
-    // SAFETY: `ifr` names the interface and points at `buf`, which holds
-    // the command's struct; the kernel writes at most the elements its
-    // count field names, and `buf` was checked above to hold them. `buf`
-    // outlives the call; `sock` is an open socket.
+    ifr.ifr_ifru.ifru_data = buf.words().as_mut_ptr().cast();
+    // SAFETY: `ifr` names the interface and points at `buf`'s words, which
+    // hold the command's struct. Whatever the kernel writes lands in those
+    // words or faults on the guard page right behind them (the kernel
+    // checks its user copies: EFAULT, never a stray write), so no memory
+    // but `buf`'s own can change. `buf` outlives the call; `sock` is an
+    // open socket.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -148,6 +248,19 @@ mod tests {
         let mut b = [0u64; 2];
         set_u32s(&mut b, &[1, 2, 3]);
         assert_eq!((u32_at(&b, 0), u32_at(&b, 1), u32_at(&b, 2)), (1, 2, 3));
+    }
+
+    #[test]
+    fn guarded_words_end_at_the_guard_page() {
+        for words in [1, 3, 512, 513, 2000] {
+            let mut g = Guarded::new(words).unwrap();
+            let w = g.words();
+            assert_eq!(w.len(), words);
+            assert!(w.iter().all(|&x| x == 0));
+            w[words - 1] = 7;
+            let end = w.as_ptr() as usize + words * 8;
+            assert_eq!(end % 4096, 0, "ends on a page boundary");
+        }
     }
 
     #[test]
