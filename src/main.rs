@@ -102,6 +102,14 @@ struct ServeArgs {
     /// Busy-poll budget (0 = off).
     #[arg(long)]
     busy_poll: Option<u32>,
+    /// Microseconds an idle AF_XDP worker keeps polling its ring before it
+    /// sleeps (default 50; 0: sleep at once).
+    #[arg(long, value_name = "US")]
+    spin_us: Option<u64>,
+    /// Drop replies that would leave more than this many microseconds after
+    /// their request arrived, counted as late (default 500; 0: off).
+    #[arg(long, value_name = "US")]
+    max_residence_us: Option<u64>,
     /// Clock state source: kernel (adjtimex) or local (always synchronised;
     /// isolated test networks only).
     #[arg(long, value_parser = parse_source)]
@@ -253,6 +261,8 @@ impl ServeArgs {
         over!(s.frames, self.frames);
         over!(s.ring_size, self.ring_size);
         over!(s.busy_poll, self.busy_poll);
+        over!(s.spin_us, self.spin_us);
+        over!(s.max_residence_us, self.max_residence_us);
         over!(s.stats_interval, self.stats_interval);
         over!(s.stats_socket, self.stats_socket);
         if self.no_stats_socket {

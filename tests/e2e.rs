@@ -398,6 +398,46 @@ for i in range(5):\n    s.sendto(bytes([0x23]) + bytes(39) + bytes([i + 1] * 8),
     );
 }
 
+/// A reply that would leave later than `--max-residence-us` after its
+/// request arrived is dropped and counted as `late`: with a bound of 1 µs,
+/// which no worker can meet, every request is counted so and none is
+/// answered.
+#[test]
+fn late_replies_are_dropped_and_counted() {
+    let test = "late_replies_are_dropped_and_counted";
+    if !require_root(test) || !require_tool(test, "python3") {
+        return;
+    }
+    const SEND: &str = "import socket, sys\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+for i in range(5):\n    s.sendto(bytes([0x23]) + bytes(39) + bytes([i + 1] * 8), (sys.argv[1], 123))\n";
+    let topo = Topology::up();
+    peer_pass(&topo);
+    let mut server = Server::start(
+        &topo,
+        &[
+            "--iface",
+            topo.srv_if.as_str(),
+            "--replies",
+            "workers",
+            "--max-residence-us",
+            "1",
+        ],
+    );
+    run_ok(
+        topo.cli_cmd("ping")
+            .args(["-c", "1", "-W", "2", &topo.srv_v4.to_string()]),
+    );
+    run_ok(
+        topo.cli_cmd("python3")
+            .args(["-c", SEND, &topo.srv_v4.to_string()]),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = server.stop();
+    assert!(out.contains("requests 5  replies 0  dropped 5"), "{out}");
+    assert_eq!(number_after(&out, "drop late"), Some(5), "{out}");
+}
+
 /// On a veth whose peer runs no XDP program the kernel drops XDP_TX
 /// frames (in the veth's `xdp_tx_errors`): `auto` answers with the
 /// workers, and moves the replies into XDP once the peer's program is

@@ -112,6 +112,10 @@ reasons! {
     /// after the program returned (read from the driver's statistics; on a
     /// veth: its peer runs no XDP program to receive it).
     XdpTxError => "xdp_tx_error",
+    /// The reply would have left more than the configured bound
+    /// (`max_residence_us`) after its request arrived: the worker fell
+    /// behind. Dropped, because a client takes a late T3 at its word.
+    Late => "late",
 }
 
 /// How many reasons there are (the length of a counter array).

@@ -44,6 +44,10 @@ pub struct ServerFile {
     pub ring_size: Option<u32>,
     /// Busy-poll budget, 0 = off.
     pub busy_poll: Option<u32>,
+    /// Microseconds an idle AF_XDP worker polls before it sleeps.
+    pub spin_us: Option<u64>,
+    /// Drop replies whose residence would exceed this (µs); 0 = off.
+    pub max_residence_us: Option<u64>,
     /// Drop requests from ports 7, 13, 17, 19, 37 (default true).
     pub drop_loop_ports: Option<bool>,
     /// Minimum poll exponent put in replies.
@@ -147,6 +151,10 @@ pub struct Settings {
     pub ring_size: u32,
     /// Busy-poll budget.
     pub busy_poll: u32,
+    /// Idle AF_XDP workers poll this long before sleeping (µs).
+    pub spin_us: u64,
+    /// Replies with a longer residence are dropped as late (µs; 0: off).
+    pub max_residence_us: u64,
     /// Drop loop-prone source ports.
     pub drop_loop_ports: bool,
     /// Minimum poll in replies.
@@ -158,6 +166,11 @@ pub struct Settings {
     /// Clock state config.
     pub clock: StateConfig,
 }
+
+/// How long an idle AF_XDP worker polls its ring before sleeping (µs).
+pub const DEFAULT_SPIN_US: u64 = 50;
+/// The default bound on a reply's residence, T3 − T2 (µs).
+pub const DEFAULT_MAX_RESIDENCE_US: u64 = 500;
 
 /// The most socket-datapath workers (they share one socket: more than
 /// the CPUs only adds contention).
@@ -316,6 +329,16 @@ impl Settings {
                 MIN_POLL_RANGE.end()
             ),
         };
+        let spin_us = s.spin_us.unwrap_or(DEFAULT_SPIN_US);
+        if spin_us > 1_000_000 {
+            anyhow::bail!("spin_us must be 0 to 1000000 (one second), not {spin_us}");
+        }
+        let max_residence_us = s.max_residence_us.unwrap_or(DEFAULT_MAX_RESIDENCE_US);
+        if max_residence_us > 10_000_000 {
+            anyhow::bail!(
+                "max_residence_us must be 0 (off) to 10000000 (ten seconds), not {max_residence_us}"
+            );
+        }
         let c = &f.clock;
         let source = c.source.unwrap_or(Source::Kernel);
         let stratum = c
@@ -351,6 +374,8 @@ impl Settings {
             frames,
             ring_size,
             busy_poll: s.busy_poll.unwrap_or(0),
+            spin_us,
+            max_residence_us,
             drop_loop_ports: s.drop_loop_ports.unwrap_or(true),
             min_poll,
             stats_interval: s.stats_interval.unwrap_or(10),

@@ -159,6 +159,8 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         published,
         clock: SystemClock,
         cpu,
+        max_residence_ns: settings.max_residence_us.saturating_mul(1000),
+        spin: Duration::from_micros(settings.spin_us),
     };
     let run = Run {
         settings: &settings,

@@ -30,4 +30,10 @@ pub struct WorkerCtx<C: Clock> {
     pub clock: C,
     /// CPU to pin to, if any.
     pub cpu: Option<usize>,
+    /// Replies whose residence (T3 − T2) would exceed this are dropped as
+    /// late; 0: no bound.
+    pub max_residence_ns: u64,
+    /// How long an idle AF_XDP worker keeps polling its ring before it
+    /// sleeps.
+    pub spin: std::time::Duration,
 }

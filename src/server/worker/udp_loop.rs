@@ -87,6 +87,11 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             )
             .is_some()
             {
+                // Wrong time is worse than none (see the AF_XDP loop).
+                if ctx.max_residence_ns > 0 && tx_ns.saturating_sub(rx_ns) > ctx.max_residence_ns {
+                    stats.drop(DropReason::Late, 1);
+                    continue;
+                }
                 stats.service_ns(tx_ns.saturating_sub(rx_ns));
                 replies[k] = (i, ntp::HEADER_LEN);
                 k += 1;

@@ -9,7 +9,7 @@ use crate::server::stats::WorkerStats;
 use crate::sys::clock::{self, Clock};
 use crate::sys::xsk::{Verdict, XskQueue};
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long an idle worker sleeps in poll() before re-checking shutdown.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
@@ -23,17 +23,28 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
     let mut stats = WorkerStats::new(ctx.published.clone());
     let mut rng = fastrand::Rng::new();
     let cfg = &*ctx.responder;
+    // When the RX ring last ran dry: the worker polls it for `ctx.spin`
+    // before it sleeps, so that the next request does not wait for a
+    // wake-up (tens of microseconds to milliseconds).
+    let mut idle_since: Option<Instant> = None;
     while ctx.running.load(Relaxed) {
         q.recycle();
         let n = q.receive();
         if n == 0 {
             if q.tx_pending() {
                 q.kick();
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < ctx.spin {
+                std::hint::spin_loop();
             } else {
                 q.wait(IDLE_WAIT);
+                idle_since = None;
             }
             continue;
         }
+        idle_since = None;
         stats.rx(n as u64);
         let snap = ctx.state.load();
         // Receive time for a frame without the program's stamp: now, the
@@ -63,6 +74,16 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
             ) {
                 // The reply is never longer than the request, so the
                 // shrink cannot fail.
+                // Wrong time is worse than none: a reply that would leave
+                // more than the bound after its request arrived (the
+                // worker fell behind, or woke late) is dropped.
+                Ok(_)
+                    if ctx.max_residence_ns > 0
+                        && tx_ns.saturating_sub(rx_ns) > ctx.max_residence_ns =>
+                {
+                    stats.drop(DropReason::Late, 1);
+                    Verdict::Release
+                }
                 Ok(reply) if frame.set_len(reply.len) => {
                     stats.service_ns(tx_ns.saturating_sub(rx_ns));
                     if reply.partial_checksum {
