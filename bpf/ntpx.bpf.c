@@ -67,6 +67,8 @@ const volatile __u8 drop_loop_ports = 1;
 const volatile __u8 accept_partial_checksum = 0;
 /* Replies carry at least this poll exponent. */
 const volatile __s8 min_poll = -128;
+/* A reply whose T3 - T2 would pass this is dropped (NTPX_LATE); 0: none. */
+const volatile __u64 max_residence_ns = 0;
 
 /* ---- maps ---- */
 
@@ -269,6 +271,11 @@ static __always_inline int reply(struct xdp_md *ctx, struct ntpx_headers *h,
 	int stale, trim;
 
 	t3 = write_reply(h, plain, st, now, &stale);
+	/* Wrong time is worse than none, as in the workers. */
+	if (max_residence_ns && t3 - now > max_residence_ns) {
+		count(NTPX_LATE);
+		return XDP_DROP;
+	}
 	/* Ethernet padding behind the request: the reply ends with its NTP
 	 * header. (Every packet pointer is invalid after this.) */
 	data = (void *)(long)ctx->data;

@@ -47,6 +47,9 @@ enum ntpx_counter {
 	NTPX_TRIM_FAILED,         /* a reply whose padding could not be cut
 	                           * (bpf_xdp_adjust_tail): dropped, counted
 	                           * under truncated */
+	NTPX_LATE,                /* a reply whose T3 - T2 passed the bound
+	                           * (the CPU was taken away meanwhile):
+	                           * dropped, DropReason::Late on the Rust side */
 	NTPX_COUNTERS             /* number of counters */
 };
 

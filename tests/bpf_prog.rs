@@ -784,7 +784,7 @@ fn counters_accumulate() {
             ..Default::default()
         }
     );
-    assert_eq!(c.fields().len(), 16);
+    assert_eq!(c.fields().len(), 17);
 }
 
 #[test]

@@ -92,8 +92,15 @@ struct Bench {
 
 impl Bench {
     fn new(responder: Responder) -> Bench {
-        let prog = XdpProgram::load(&ProgramConfig::for_responder(&responder))
-            .unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
+        Bench::with(responder, |_| {})
+    }
+
+    /// A bench whose program config `tweak` adjusts.
+    fn with(responder: Responder, tweak: impl FnOnce(&mut ProgramConfig)) -> Bench {
+        let mut cfg = ProgramConfig::for_responder(&responder);
+        tweak(&mut cfg);
+        let prog =
+            XdpProgram::load(&cfg).unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
         let writer = prog.state_writer().unwrap();
         let reader = prog.counters_reader().unwrap();
         let mut b = Bench {
@@ -775,6 +782,29 @@ fn an_old_state_ages_and_then_says_unsynchronised() {
         "stale replies are counted: {:?}",
         XdpCounters::fields(&c)
     );
+}
+
+/// A reply whose T3 − T2 would pass the residence bound is dropped and
+/// counted as late, as in the workers (with a bound of 1 ns, every one).
+#[test]
+fn a_reply_past_the_residence_bound_is_dropped() {
+    if !common::require_root("a_reply_past_the_residence_bound_is_dropped") {
+        return;
+    }
+    let b = Bench::with(responder(), |c| {
+        c.judge.as_mut().unwrap().max_residence_ns = 1;
+    });
+    let frame = build4(&[], CLI4, 40123, &ntp_request(0x23, 48));
+    let c0 = b.prog.counters().unwrap();
+    let r = b.prog.test_run(&frame).unwrap();
+    let c = b.prog.counters().unwrap().since(&c0);
+    assert_eq!(r.verdict, XDP_DROP);
+    assert_eq!((c.seen, c.late, c.replied, c.dropped), (1, 1, 0, 0));
+    // With the default bound (500 µs) the same request is answered.
+    let b = Bench::with(responder(), |c| {
+        c.judge.as_mut().unwrap().max_residence_ns = 500_000;
+    });
+    assert!(matches!(run_xdp(&b, &frame), Fate::Tx(..)));
 }
 
 #[test]

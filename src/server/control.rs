@@ -92,6 +92,7 @@ impl KernelCounts for XdpKernelCounts {
     fn add_to(&self, t: &mut Totals) {
         if let Ok(c) = self.program.read() {
             t.add_kernel_replies(c.replied, c.replied_partial);
+            t.add_kernel(DropReason::Late, c.late);
         }
         if let Ok(drops) = self.program.drops() {
             for (reason, n) in drops {

@@ -95,7 +95,7 @@ pub use crate::sys::bpf::MAX_QUEUES;
 /// that the program can judge against.
 pub const MAX_OWN: usize = 64;
 /// `NTPX_COUNTERS`: number of counters.
-pub const COUNTERS: usize = 16;
+pub const COUNTERS: usize = 17;
 /// `NTPX_DROP_REASONS`: slots of the `drops` map, the first
 /// [`DropReason`]s in order.
 pub const DROP_REASONS: usize = 28;
@@ -153,6 +153,8 @@ pub struct Judge {
     pub accept_partial_checksum: bool,
     /// Replies carry at least this poll exponent.
     pub min_poll: i8,
+    /// Drop a reply whose T3 − T2 would pass this (ns); 0: no bound.
+    pub max_residence_ns: u64,
 }
 
 impl ProgramConfig {
@@ -177,6 +179,7 @@ impl ProgramConfig {
                 drop_loop_ports: r.drop_loop_ports,
                 accept_partial_checksum: r.accept_partial_checksum,
                 min_poll: r.policy.min_poll,
+                max_residence_ns: 0,
             }),
         }
     }
@@ -278,6 +281,8 @@ counter_struct! {
         /// Replies dropped because their padding could not be cut
         /// (counted under `truncated` too).
         trim_failed,
+        /// Replies dropped because their T3 − T2 passed the bound.
+        late,
     }
 }
 
@@ -371,6 +376,7 @@ impl XdpProgram {
             rodata.drop_loop_ports = u8::from(j.drop_loop_ports);
             rodata.accept_partial_checksum = u8::from(j.accept_partial_checksum);
             rodata.min_poll = j.min_poll;
+            rodata.max_residence_ns = j.max_residence_ns;
         }
 
         let skel = load_logged(open, "ntpx_xdp")?;
@@ -678,8 +684,8 @@ mod tests {
         }
         let c = XdpCounters::from_array(values);
         assert_eq!(c.seen, 1);
-        assert_eq!(c.replied_stale, COUNTERS as u64 - 1);
-        assert_eq!(c.trim_failed, COUNTERS as u64);
+        assert_eq!(c.trim_failed, COUNTERS as u64 - 1);
+        assert_eq!(c.late, COUNTERS as u64);
         assert_eq!(c.to_array(), values);
         assert_eq!(c.fields()[2], ("pass_not_ip", 3));
         assert_eq!(c.since(&c), XdpCounters::default());

@@ -200,7 +200,10 @@ fn run_xdp(
             available - 1
         );
     }
-    let program_cfg = ProgramConfig::for_responder(responder);
+    let mut program_cfg = ProgramConfig::for_responder(responder);
+    if let Some(j) = program_cfg.judge.as_mut() {
+        j.max_residence_ns = settings.max_residence_us.saturating_mul(1000);
+    }
     let judging = program_cfg.judge.is_some();
     if !judging && settings.replies == Replies::Xdp {
         bail!(
