@@ -8,8 +8,11 @@
 //!   ▼
 //!  XDP program  bpf/ntpx.bpf.c, loaded by server::program (sys::bpf)
 //!   │ not NTP, or not for us ──► kernel stack
-//!   │ junk ──► dropped, counted
-//!   │ request: software stamp (TAI) in front of the frame
+//!   │ plain request (bpf/reply.h): judged with proto::respond's checks
+//!   │   junk ──► dropped, counted under its reason
+//!   │   good ──► reply written in place, T2/T3 read in XDP ──► XDP_TX ──► client
+//!   │            (server::path decides; the state comes from server::control)
+//!   │ any other request: software stamp (TAI) in front of the frame
 //!   ▼
 //!  AF_XDP RX ring n  sys::xsk
 //!   ▼
