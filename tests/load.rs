@@ -17,17 +17,17 @@ use std::time::{Duration, Instant};
 
 /// Runs `ntpx load --json` in the client namespace and parses its summary.
 fn load(topo: &Topology, server: &str, extra: &[&str]) -> Summary {
+    // One CPU unless the test picks them (`--cpus` adds up: given twice, the
+    // lists would be joined).
+    let cpus: &[&str] = if extra.contains(&"--cpus") {
+        &[]
+    } else {
+        &["--cpus", "0"]
+    };
     let out = run_with_timeout(
         topo.cli_cmd(NTPX)
-            .args([
-                "load",
-                server,
-                "--iface",
-                &topo.cli_if,
-                "--json",
-                "--cpus",
-                "0",
-            ])
+            .args(["load", server, "--iface", &topo.cli_if, "--json"])
+            .args(cpus)
             .args(extra),
         60,
     );
@@ -104,6 +104,65 @@ fn load_against_ntpx_xdp_many_sources() {
         .and_then(|r| r.rsplit(' ').next())
         .and_then(|n| n.parse::<u64>().ok());
     assert!(runs.is_some_and(|n| n >= 2001), "{out}");
+}
+
+/// Two queues on each end, a worker per queue and a generator thread per
+/// queue: both paths answer every request on both queues. (Thread q on
+/// CPU q: a veth hands an XDP_TX frame to its peer's queue numbered like
+/// the CPU that sends it, which is the CPU that sent the request.)
+#[test]
+fn two_queues_both_paths() {
+    if !require_root("two_queues_both_paths") {
+        return;
+    }
+    for replies in ["workers", "xdp"] {
+        let topo = Topology::up_multiqueue(2);
+        let mut srv = Server::start(
+            &topo,
+            &[
+                "--iface",
+                &topo.srv_if,
+                "--no-stats-socket",
+                "--replies",
+                replies,
+            ],
+        );
+        let s = load(
+            &topo,
+            "198.18.0.1",
+            &[
+                "--rate",
+                "4k",
+                "--duration",
+                "1s",
+                "--queues",
+                "0,1",
+                "--cpus",
+                "0,1",
+            ],
+        );
+        assert_all_good(&s, 4000);
+        let out = srv.stop();
+        assert!(out.contains("queues=[0, 1]"), "{out}");
+        let total = s.total.sent + 1; // + the MAC probe
+        assert!(
+            out.contains(&format!("requests {total}  replies {total}")),
+            "{replies}: {out}"
+        );
+        if replies == "workers" {
+            // Each queue's worker sent replies: a worker kicks its TX ring
+            // only with replies on it, and the kernel then counts the ring
+            // empty once it has sent them.
+            for q in 0..2 {
+                let empty = out
+                    .lines()
+                    .find(|l| l.starts_with(&format!("AF_XDP queue {q}:")))
+                    .and_then(|l| l.split("tx_ring_empty=").nth(1))
+                    .and_then(|n| n.trim().parse::<u64>().ok());
+                assert!(empty.is_some_and(|n| n > 0), "queue {q}:\n{out}");
+            }
+        }
+    }
 }
 
 #[test]

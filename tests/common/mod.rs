@@ -317,16 +317,23 @@ impl Topology {
     /// Like [`Topology::up`], with `srv_queues` RX/TX queues on the server
     /// veth (the client end keeps one, so only server queue 0 gets frames).
     pub fn up_with_queues(srv_queues: u32) -> Topology {
-        Self::up_with(srv_queues, true)
+        Self::up_with(srv_queues, 1, true)
+    }
+
+    /// Like [`Topology::up`], with `queues` RX/TX queues on both ends: a
+    /// frame sent from the client's TX queue q lands on the server's RX
+    /// queue q.
+    pub fn up_multiqueue(queues: u32) -> Topology {
+        Self::up_with(queues, queues, true)
     }
 
     /// Like [`Topology::up`], with TX checksum offload off on both ends:
     /// full checksums, as a real NIC delivers them.
     pub fn up_full_checksums() -> Topology {
-        Self::up_with(1, false)
+        Self::up_with(1, 1, false)
     }
 
-    fn up_with(srv_queues: u32, csum_offload: bool) -> Topology {
+    fn up_with(srv_queues: u32, cli_queues: u32, csum_offload: bool) -> Topology {
         let n = TOPOLOGY_COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!(
             "{}{}",
@@ -349,6 +356,7 @@ impl Topology {
             Command::new(netns_script())
                 .args(["up", &topo.name])
                 .env("NTPX_SRV_QUEUES", srv_queues.to_string())
+                .env("NTPX_CLI_QUEUES", cli_queues.to_string())
                 .env("NTPX_TX_CSUM", if csum_offload { "on" } else { "off" }),
         );
         topo
