@@ -312,6 +312,18 @@ print(d[0] >> 6, d[1], int.from_bytes(d[8:12], 'big'))\n";
     (v[0] as u8, v[1] as u8, v[2])
 }
 
+/// Five NTP requests to the server's IPv4 address from the client
+/// namespace, without waiting for replies; a neighbour entry first (one
+/// ping), so that all five leave at once.
+fn send_five(topo: &Topology) {
+    const SEND: &str = "import socket, sys\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+for i in range(5):\n    s.sendto(bytes([0x23]) + bytes(39) + bytes([i + 1] * 8), (sys.argv[1], 123))\n";
+    let server = topo.srv_v4.to_string();
+    run_ok(topo.cli_cmd("ping").args(["-c", "1", "-W", "2", &server]));
+    run_ok(topo.cli_cmd("python3").args(["-c", SEND, &server]));
+}
+
 /// A stopped process (kill -STOP) leaves its XDP program answering: the
 /// header it last wrote ages, and past `--max-state-age` the replies say
 /// LI 3, stratum 0: never fresh-looking time from a frozen state. Once
@@ -359,9 +371,6 @@ fn replies_the_driver_drops_are_counted() {
     if !require_root(test) || !require_tool(test, "python3") {
         return;
     }
-    const SEND: &str = "import socket, sys\n\
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-for i in range(5):\n    s.sendto(bytes([0x23]) + bytes(39) + bytes([i + 1] * 8), (sys.argv[1], 123))\n";
     let topo = Topology::up();
     let mut server = Server::start(
         &topo,
@@ -374,15 +383,7 @@ for i in range(5):\n    s.sendto(bytes([0x23]) + bytes(39) + bytes([i + 1] * 8),
             "xdp",
         ],
     );
-    // A neighbour entry first, so that all five leave at once.
-    run_ok(
-        topo.cli_cmd("ping")
-            .args(["-c", "1", "-W", "2", &topo.srv_v4.to_string()]),
-    );
-    run_ok(
-        topo.cli_cmd("python3")
-            .args(["-c", SEND, &topo.srv_v4.to_string()]),
-    );
+    send_five(&topo);
     std::thread::sleep(Duration::from_millis(1500));
     let out = server.stop();
     assert!(
@@ -408,9 +409,6 @@ fn late_replies_are_dropped_and_counted() {
     if !require_root(test) || !require_tool(test, "python3") {
         return;
     }
-    const SEND: &str = "import socket, sys\n\
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-for i in range(5):\n    s.sendto(bytes([0x23]) + bytes(39) + bytes([i + 1] * 8), (sys.argv[1], 123))\n";
     let topo = Topology::up();
     peer_pass(&topo);
     let mut server = Server::start(
@@ -424,14 +422,7 @@ for i in range(5):\n    s.sendto(bytes([0x23]) + bytes(39) + bytes([i + 1] * 8),
             "1",
         ],
     );
-    run_ok(
-        topo.cli_cmd("ping")
-            .args(["-c", "1", "-W", "2", &topo.srv_v4.to_string()]),
-    );
-    run_ok(
-        topo.cli_cmd("python3")
-            .args(["-c", SEND, &topo.srv_v4.to_string()]),
-    );
+    send_five(&topo);
     std::thread::sleep(Duration::from_millis(1000));
     let out = server.stop();
     assert!(out.contains("requests 5  replies 0  dropped 5"), "{out}");

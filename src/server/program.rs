@@ -331,16 +331,8 @@ impl XdpProgram {
         // Lengths were checked against MAX_ADDRS (16) above.
         rodata.n_v4 = u32::try_from(cfg.v4.len()).unwrap_or(0);
         rodata.n_v6 = u32::try_from(cfg.v6.len()).unwrap_or(0);
-        for (slot, addr) in rodata.v4_addrs.iter_mut().zip(&cfg.v4) {
-            // Network order in memory: the octets as they are on the wire.
-            *slot = u32::from_ne_bytes(addr.octets());
-        }
-        for (slot, addr) in rodata.v6_addrs.iter_mut().zip(&cfg.v6) {
-            let o = addr.octets();
-            for (word, chunk) in slot.iter_mut().zip(o.chunks_exact(4)) {
-                *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            }
-        }
+        put_v4(&mut rodata.v4_addrs, &cfg.v4);
+        put_v6(&mut rodata.v6_addrs, &cfg.v6);
 
         if let Some(j) = &cfg.judge {
             for (family, n) in [
@@ -361,18 +353,9 @@ impl XdpProgram {
             rodata.n_own_v4 = u32::try_from(j.own_v4.len()).unwrap_or(0);
             rodata.n_own_v6 = u32::try_from(j.own_v6.len()).unwrap_or(0);
             rodata.n_edges = u32::try_from(j.subnet_edges.len()).unwrap_or(0);
-            for (slot, addr) in rodata.own_v4_addrs.iter_mut().zip(&j.own_v4) {
-                *slot = u32::from_ne_bytes(addr.octets());
-            }
-            for (slot, addr) in rodata.subnet_edges.iter_mut().zip(&j.subnet_edges) {
-                *slot = u32::from_ne_bytes(addr.octets());
-            }
-            for (slot, addr) in rodata.own_v6_addrs.iter_mut().zip(&j.own_v6) {
-                let o = addr.octets();
-                for (word, chunk) in slot.iter_mut().zip(o.chunks_exact(4)) {
-                    *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                }
-            }
+            put_v4(&mut rodata.own_v4_addrs, &j.own_v4);
+            put_v4(&mut rodata.subnet_edges, &j.subnet_edges);
+            put_v6(&mut rodata.own_v6_addrs, &j.own_v6);
             rodata.drop_loop_ports = u8::from(j.drop_loop_ports);
             rodata.accept_partial_checksum = u8::from(j.accept_partial_checksum);
             rodata.min_poll = j.min_poll;
@@ -382,18 +365,15 @@ impl XdpProgram {
         let skel = load_logged(open, "ntpx_xdp")?;
         let prog = ProgramHandle::try_from(&skel.progs.ntpx_xdp)
             .map_err(|e| ProgramError::libbpf("take the XDP program's fd", e))?;
-        let xsks = MapHandle::try_from(&skel.maps.xsks)
-            .map_err(|e| ProgramError::libbpf("take the xsks map's fd", e))?;
-        let counters = MapHandle::try_from(&skel.maps.counters)
-            .map_err(|e| ProgramError::libbpf("take the counters map's fd", e))?;
-        let drops = MapHandle::try_from(&skel.maps.drops)
-            .map_err(|e| ProgramError::libbpf("take the drops map's fd", e))?;
-        let hist = MapHandle::try_from(&skel.maps.service_hist)
-            .map_err(|e| ProgramError::libbpf("take the service_hist map's fd", e))?;
-        let state = MapHandle::try_from(&skel.maps.server_state)
-            .map_err(|e| ProgramError::libbpf("take the server_state map's fd", e))?;
-        let state_slot = MapHandle::try_from(&skel.maps.state_slot)
-            .map_err(|e| ProgramError::libbpf("take the state_slot map's fd", e))?;
+        let take = |map: &libbpf_rs::Map<'_>, what: &'static str| {
+            MapHandle::try_from(map).map_err(|e| ProgramError::libbpf(what, e))
+        };
+        let xsks = take(&skel.maps.xsks, "take the xsks map's fd")?;
+        let counters = take(&skel.maps.counters, "take the counters map's fd")?;
+        let drops = take(&skel.maps.drops, "take the drops map's fd")?;
+        let hist = take(&skel.maps.service_hist, "take the service_hist map's fd")?;
+        let state = take(&skel.maps.server_state, "take the server_state map's fd")?;
+        let state_slot = take(&skel.maps.state_slot, "take the state_slot map's fd")?;
         // The handles hold duplicated fds; the libbpf object can go.
         drop(skel);
 
@@ -491,6 +471,25 @@ impl XdpProgram {
     /// the frame (the redirect itself is not carried out).
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRun, ProgramError> {
         test_run(&self.prog, frame)
+    }
+}
+
+/// IPv4 addresses into `.rodata` slots, network order in memory: the
+/// octets as they are on the wire, compared word for word with the packet.
+fn put_v4(slots: &mut [u32], addrs: &[Ipv4Addr]) {
+    for (slot, addr) in slots.iter_mut().zip(addrs) {
+        *slot = u32::from_ne_bytes(addr.octets());
+    }
+}
+
+/// IPv6 addresses into `.rodata` slots of four 32-bit words each, network
+/// order in memory.
+fn put_v6(slots: &mut [[u32; 4]], addrs: &[Ipv6Addr]) {
+    for (slot, addr) in slots.iter_mut().zip(addrs) {
+        let o = addr.octets();
+        for (word, chunk) in slot.iter_mut().zip(o.chunks_exact(4)) {
+            *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
     }
 }
 
