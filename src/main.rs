@@ -110,13 +110,18 @@ struct ServeArgs {
     /// their request arrived, counted as late (default 500; 0: off).
     #[arg(long, value_name = "US")]
     max_residence_us: Option<u64>,
-    /// Clock state source: kernel (adjtimex) or local (always synchronised;
-    /// isolated test networks only).
+    /// Clock state source: kernel (adjtimex), chrony (chronyd's tracking
+    /// report, the kernel while chronyd is silent) or local (always
+    /// synchronised; isolated test networks only).
     #[arg(long, value_parser = parse_source)]
     clock: Option<Source>,
     /// Stratum to advertise when synchronised.
     #[arg(long)]
     stratum: Option<u8>,
+    /// chronyd's command socket (with --clock chrony; default
+    /// /run/chrony/chronyd.sock).
+    #[arg(long, value_name = "PATH")]
+    chrony_socket: Option<String>,
     /// Reference ID (1-4 ASCII characters, or an IPv4 address).
     #[arg(long)]
     ref_id: Option<String>,
@@ -227,7 +232,8 @@ fn parse_source(s: &str) -> Result<Source, String> {
     match s {
         "kernel" => Ok(Source::Kernel),
         "local" => Ok(Source::Local),
-        _ => Err(format!("expected kernel or local, not {s:?}")),
+        "chrony" => Ok(Source::Chrony),
+        _ => Err(format!("expected kernel, chrony or local, not {s:?}")),
     }
 }
 
@@ -273,6 +279,7 @@ impl ServeArgs {
         over!(c.stratum, self.stratum);
         over!(c.ref_id, self.ref_id);
         over!(c.max_state_age_s, self.max_state_age);
+        over!(c.chrony_socket, self.chrony_socket);
         Ok(f)
     }
 }

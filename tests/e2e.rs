@@ -298,18 +298,71 @@ fn xdp_generic_workers_real_clients_v4_v6() {
 }
 
 /// One NTP query from the client namespace with a socket of its own:
-/// `(LI, stratum, root dispersion)` of the reply.
-fn raw_query(topo: &Topology, server: &str) -> (u8, u8, u32) {
+/// `(LI, stratum, root dispersion, reference ID)` of the reply.
+fn raw_query(topo: &Topology, server: &str) -> (u8, u8, u32, u32) {
     const CLIENT: &str = "import socket, sys\n\
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
 s.settimeout(3)\n\
 req = bytearray(48); req[0] = 0x23; req[40:48] = bytes(range(1, 9))\n\
 s.sendto(req, (sys.argv[1], 123))\n\
 d = s.recv(200)\n\
-print(d[0] >> 6, d[1], int.from_bytes(d[8:12], 'big'))\n";
+print(d[0] >> 6, d[1], int.from_bytes(d[8:12], 'big'), int.from_bytes(d[12:16], 'big'))\n";
     let out = run_ok(topo.cli_cmd("python3").args(["-c", CLIENT, server]));
     let v: Vec<u32> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
-    (v[0] as u8, v[1] as u8, v[2])
+    (v[0] as u8, v[1] as u8, v[2], v[3])
+}
+
+/// A chronyd that never touches the clock (`-x`), serving no NTP (`port
+/// 0`), with its command socket in a private directory: `local stratum 3`
+/// makes it synchronised at once. Killed on drop.
+struct CmdChronyd {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl CmdChronyd {
+    fn start(dir: &Path) -> CmdChronyd {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let conf = dir.join("chrony.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "local stratum 3\nbindcmdaddress {0}/chronyd.sock\ncmdport 0\nport 0\npidfile {0}/chronyd.pid\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("chronyd")
+            .args(["-x", "-d", "-u", "root", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chronyd");
+        let sock = dir.join("chronyd.sock");
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(sock.exists(), "chronyd made no command socket");
+        CmdChronyd {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+impl Drop for CmdChronyd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.join("chronyd.sock"));
+    }
 }
 
 /// Five NTP requests to the server's IPv4 address from the client
@@ -341,7 +394,7 @@ fn a_stopped_server_answers_unsynchronised() {
         &["--iface", topo.srv_if.as_str(), "--max-state-age", "2"],
     );
     let v4 = topo.srv_v4.to_string();
-    let (li, stratum, disp) = raw_query(&topo, &v4);
+    let (li, stratum, disp, _) = raw_query(&topo, &v4);
     assert_eq!((li, stratum), (0, 1), "a running server is synchronised");
     server.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(3500));
@@ -354,7 +407,7 @@ fn a_stopped_server_answers_unsynchronised() {
     );
     assert!(stopped.2 >= disp);
     std::thread::sleep(Duration::from_millis(1500));
-    let (li, stratum, _) = raw_query(&topo, &v4);
+    let (li, stratum, _, _) = raw_query(&topo, &v4);
     assert_eq!((li, stratum), (0, 1), "running again, refreshed");
     let out = server.stop();
     assert!(xdp_counter(&out, "replied_stale") >= 1, "{out}");
@@ -397,6 +450,63 @@ fn replies_the_driver_drops_are_counted() {
         out.contains("the driver dropped replies sent with XDP_TX"),
         "{out}"
     );
+}
+
+/// `--clock chrony`: the header follows a real chronyd's tracking report
+/// (its stratum and reference ID: `local stratum 3`, 127.127.1.1); when
+/// chronyd stops, the kernel's state (this machine's says unsynchronised:
+/// LI 3); when it is back, chronyd's again. Both reply paths serve the same
+/// state. Deadlines are generous; the times are printed, not asserted.
+#[test]
+fn the_header_follows_chronyd() {
+    let test = "the_header_follows_chronyd";
+    if !require_root(test) || !require_tool(test, "python3") || !require_tool(test, "chronyd") {
+        return;
+    }
+    let dir = tempdir("follow-chronyd");
+    let sock = dir.join("chronyd.sock").display().to_string();
+    let topo = Topology::up();
+    peer_pass(&topo);
+    let mut chronyd = Some(CmdChronyd::start(&dir));
+    let mut server = Server::start(
+        &topo,
+        &[
+            "--iface",
+            topo.srv_if.as_str(),
+            "--clock",
+            "chrony",
+            "--chrony-socket",
+            &sock,
+        ],
+    );
+    let v4 = topo.srv_v4.to_string();
+    let until = |what: &str, want: fn((u8, u8, u32, u32)) -> bool| {
+        let start = std::time::Instant::now();
+        loop {
+            let got = raw_query(&topo, &v4);
+            if want(got) {
+                eprintln!("{what}: after {:?}", start.elapsed());
+                return got;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{what}: still {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let got = until("chronyd's state", |(li, st, _, _)| li == 0 && st == 3);
+    assert_eq!(got.3, 0x7f7f_0101, "chronyd's reference ID");
+    chronyd.take();
+    until("the kernel's state", |(li, st, _, _)| li == 3 && st == 0);
+    chronyd = Some(CmdChronyd::start(&dir));
+    until("chronyd's state again", |(li, st, _, _)| li == 0 && st == 3);
+    let out = server.stop();
+    drop(chronyd);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.contains("reports from chronyd"), "{out}");
+    assert!(out.contains("chronyd does not answer"), "{out}");
+    assert!(xdp_counter(&out, "replied") >= 3, "{out}");
 }
 
 /// A reply that would leave later than `--max-residence-us` after its

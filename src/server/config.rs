@@ -79,7 +79,8 @@ pub enum Replies {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClockFile {
-    /// `kernel` (default) or `local`.
+    /// `kernel`, `chrony` or `local` (default: `chrony` where chronyd's
+    /// command socket exists, else `kernel`).
     pub source: Option<Source>,
     /// Stratum when synchronised (default 2 for kernel, 1 for local).
     pub stratum: Option<u8>,
@@ -92,6 +93,8 @@ pub struct ClockFile {
     pub root_dispersion_ms: Option<f64>,
     /// Seconds after which an unrefreshed state answers LI 3 (default 10).
     pub max_state_age_s: Option<f64>,
+    /// chronyd's command socket (source = "chrony").
+    pub chrony_socket: Option<String>,
 }
 
 /// The whole file.
@@ -165,6 +168,8 @@ pub struct Settings {
     pub stats_socket: Option<PathBuf>,
     /// Clock state config.
     pub clock: StateConfig,
+    /// chronyd's command socket, read with `source = "chrony"`.
+    pub chrony_socket: PathBuf,
 }
 
 /// How long an idle AF_XDP worker polls its ring before sleeping (µs).
@@ -340,7 +345,18 @@ impl Settings {
             );
         }
         let c = &f.clock;
-        let source = c.source.unwrap_or(Source::Kernel);
+        let chrony_socket = PathBuf::from(
+            c.chrony_socket
+                .as_deref()
+                .unwrap_or(crate::sys::clock::chrony::DEFAULT_SOCKET),
+        );
+        // Follow chronyd where it runs (its command socket is there), else
+        // the kernel.
+        let source = c.source.unwrap_or(if chrony_socket.exists() {
+            Source::Chrony
+        } else {
+            Source::Kernel
+        });
         let stratum = c
             .stratum
             .unwrap_or(if source == Source::Local { 1 } else { 2 });
@@ -391,6 +407,7 @@ impl Settings {
                 )?,
                 max_age_ns: (max_age_s * 1e9) as u64,
             },
+            chrony_socket,
         })
     }
 }

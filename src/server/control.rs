@@ -6,10 +6,11 @@
 use super::config::Settings;
 use super::path::ReplyPath;
 use super::program::{CountersReader, StateWriter, XdpState, hist_bucket_range};
-use super::state::SharedState;
+use super::state::{SharedState, Source, Upstream};
 use super::stats::{Collector, KernelCounts, Totals};
 use super::stats_socket::StatsSocket;
 use crate::proto::drops::DropReason;
+use crate::sys::clock::chrony::ChronyClient;
 use crate::sys::clock::{self, Clock, SystemClock, SystemKernelClock};
 use crate::sys::ethtool;
 use crate::sys::udp_server::SocketDrops;
@@ -171,6 +172,17 @@ impl XdpLive {
     }
 }
 
+/// The exit summary's line about the upstream daemon (`source = "chrony"`).
+pub(super) fn upstream_summary(run: &Run) -> String {
+    if run.settings.clock.source != Source::Chrony {
+        return String::new();
+    }
+    let (ok, fallbacks) = run.state.upstream_counts();
+    format!(
+        "clock state: {ok} reports from chronyd, {fallbacks} from the kernel while chronyd was silent\n"
+    )
+}
+
 /// Refreshes the clock state every second and logs stats every
 /// `stats_interval` seconds, until a signal or the duration ends.
 pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<XdpLive>) {
@@ -197,7 +209,14 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
         }
     });
     let start = Instant::now();
-    let mut last_state = Instant::now();
+    // chronyd's command socket, with `source = "chrony"` (made again after
+    // a failure, e.g. /run not yet writable).
+    let mut chrony: Option<ChronyClient> = None;
+    // The first refresh at once: with `source = "chrony"` the state made at
+    // start holds only the kernel's view.
+    let mut last_state = Instant::now()
+        .checked_sub(Duration::from_secs(1))
+        .unwrap_or_else(Instant::now);
     let mut last_stats = Instant::now();
     let mut prev = counts.totals();
     while !term.load(Ordering::Relaxed) {
@@ -207,7 +226,14 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
         std::thread::sleep(Duration::from_millis(50));
         counts.merge_histograms();
         if last_state.elapsed() >= Duration::from_secs(1) {
-            if let Err(e) = state.refresh(&SystemKernelClock, &SystemClock) {
+            if settings.clock.source == Source::Chrony && chrony.is_none() {
+                chrony = ChronyClient::new(&settings.chrony_socket, std::path::Path::new("/run"))
+                    .or_else(|_| ChronyClient::new(&settings.chrony_socket, &std::env::temp_dir()))
+                    .map_err(|e| tracing::warn!(error = %e, "cannot make a socket to ask chronyd"))
+                    .ok();
+            }
+            let upstream = chrony.as_mut().map(|c| c as &mut dyn Upstream);
+            if let Err(e) = state.refresh_from(&SystemKernelClock, &SystemClock, upstream) {
                 tracing::warn!(error = %e, "adjtimex failed; keeping the previous clock state");
             }
             if let Some(x) = xdp.as_mut() {

@@ -5,6 +5,7 @@
 
 use super::control::{
     DriverTxErrors, Run, SocketKernelCounts, XdpKernelCounts, XdpLive, control_loop,
+    upstream_summary,
 };
 use super::path::ReplyPath;
 use crate::proto::respond::Responder;
@@ -297,6 +298,7 @@ fn run_xdp(
     }
     let totals = counts.totals();
     let mut out = totals.summary();
+    out.push_str(&upstream_summary(run));
     if let Ok(c) = program.counters() {
         out.push_str("XDP program:");
         for (name, v) in c.fields() {
@@ -367,7 +369,7 @@ fn run_socket(
         }
     }
     let totals = counts.totals();
-    println!("{}", totals.summary());
+    println!("{}{}", totals.summary(), upstream_summary(run));
     Ok(totals)
 }
 

@@ -3,9 +3,11 @@
 //! without locks.
 
 use crate::proto::ntp::{Leap, NtpShort, NtpTimestamp, ServerState};
+use crate::sys::clock::chrony::{ChronyClient, Tracking};
 use crate::sys::clock::{Clock, Discipline, KernelClock};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Where the server's time quality comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -19,6 +21,24 @@ pub enum Source {
     /// kernel says, like chrony's `local` directive. For isolated test
     /// networks only: never on a public address.
     Local,
+    /// chronyd's tracking report from its command socket: its leap status,
+    /// stratum, reference ID and time, root delay and dispersion, as
+    /// chronyd itself would serve them. While chronyd does not answer, the
+    /// kernel's discipline (as `kernel`), counted as a fallback.
+    Chrony,
+}
+
+/// Where the state of an upstream daemon comes from (chronyd's command
+/// socket; a fake in tests).
+pub trait Upstream {
+    /// The daemon's tracking report now.
+    fn tracking(&mut self) -> std::io::Result<Tracking>;
+}
+
+impl Upstream for ChronyClient {
+    fn tracking(&mut self) -> std::io::Result<Tracking> {
+        ChronyClient::tracking(self)
+    }
 }
 
 /// The configured part of the state.
@@ -67,11 +87,39 @@ impl Snapshot {
     }
 }
 
-/// Computes the snapshot from config, the kernel's discipline and now.
-pub fn compute(cfg: &StateConfig, precision: i8, d: &Discipline, now: NtpTimestamp) -> Snapshot {
-    let ntp = match cfg.source {
-        Source::Kernel if !d.synchronized => ServerState::unsynchronized(precision),
-        Source::Kernel => {
+/// Computes the snapshot from config, the kernel's discipline, the
+/// upstream daemon's report (if it gave one) and now.
+pub fn compute(
+    cfg: &StateConfig,
+    precision: i8,
+    d: &Discipline,
+    upstream: Option<&Tracking>,
+    now: NtpTimestamp,
+) -> Snapshot {
+    let ntp = match (cfg.source, upstream) {
+        (Source::Chrony, Some(t)) if t.leap == Leap::Unsynchronized => {
+            ServerState::unsynchronized(precision)
+        }
+        (Source::Chrony, Some(t)) => {
+            let since_update = now.signed_nanos_since(t.ref_time).max(0) as u64;
+            ServerState {
+                leap: t.leap,
+                stratum: t.stratum.clamp(1, 15),
+                precision,
+                root_delay: t.root_delay_short(),
+                root_dispersion: t.root_dispersion_after(since_update),
+                ref_id: t.ref_id,
+                ref_time: if t.ref_time.is_after(now) {
+                    now
+                } else {
+                    t.ref_time
+                },
+            }
+        }
+        (Source::Kernel | Source::Chrony, _) if !d.synchronized => {
+            ServerState::unsynchronized(precision)
+        }
+        (Source::Kernel | Source::Chrony, _) => {
             let maxerror_ns = u64::try_from(d.maxerror_us)
                 .unwrap_or(0)
                 .saturating_mul(1000);
@@ -88,7 +136,7 @@ pub fn compute(cfg: &StateConfig, precision: i8, d: &Discipline, now: NtpTimesta
                 ref_time: now,
             }
         }
-        Source::Local => ServerState {
+        (Source::Local, _) => ServerState {
             leap: Leap::None,
             stratum: cfg.stratum,
             precision,
@@ -112,6 +160,10 @@ pub struct SharedState {
     current: ArcSwap<Snapshot>,
     cfg: StateConfig,
     precision: i8,
+    /// Refreshes from the upstream daemon's report, and those that fell
+    /// back to the kernel because it did not answer.
+    from_upstream: AtomicU64,
+    fallbacks: AtomicU64,
 }
 
 impl SharedState {
@@ -122,20 +174,53 @@ impl SharedState {
         kernel: &impl KernelClock,
         clock: &impl Clock,
     ) -> std::io::Result<Self> {
-        let first = compute(&cfg, precision, &kernel.discipline()?, clock.now());
+        let first = compute(&cfg, precision, &kernel.discipline()?, None, clock.now());
         Ok(SharedState {
             current: ArcSwap::from_pointee(first),
             cfg,
             precision,
+            from_upstream: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
         })
     }
 
     /// Recomputes from the kernel (control thread, once a second).
     pub fn refresh(&self, kernel: &impl KernelClock, clock: &impl Clock) -> std::io::Result<()> {
+        self.refresh_from(kernel, clock, None)
+    }
+
+    /// Recomputes from the upstream daemon when the source is `chrony`
+    /// and it answers, else from the kernel.
+    pub fn refresh_from(
+        &self,
+        kernel: &impl KernelClock,
+        clock: &impl Clock,
+        upstream: Option<&mut dyn Upstream>,
+    ) -> std::io::Result<()> {
+        let report = match (self.cfg.source, upstream) {
+            (Source::Chrony, Some(u)) => match u.tracking() {
+                Ok(t) => {
+                    self.from_upstream.fetch_add(1, Relaxed);
+                    Some(t)
+                }
+                Err(e) => {
+                    if self.fallbacks.fetch_add(1, Relaxed) == 0 {
+                        tracing::warn!(error = %e, "chronyd does not answer: following the kernel's clock state until it does");
+                    }
+                    None
+                }
+            },
+            (Source::Chrony, None) => {
+                self.fallbacks.fetch_add(1, Relaxed);
+                None
+            }
+            _ => None,
+        };
         let next = compute(
             &self.cfg,
             self.precision,
             &kernel.discipline()?,
+            report.as_ref(),
             clock.now(),
         );
         if **self.current.load() != next {
@@ -149,6 +234,14 @@ impl SharedState {
     #[inline]
     pub fn load(&self) -> Snapshot {
         **self.current.load()
+    }
+
+    /// `(refreshes from the upstream daemon, fallbacks to the kernel)`.
+    pub fn upstream_counts(&self) -> (u64, u64) {
+        (
+            self.from_upstream.load(Relaxed),
+            self.fallbacks.load(Relaxed),
+        )
     }
 }
 
@@ -182,6 +275,7 @@ mod tests {
             &cfg(Source::Kernel),
             -24,
             &disc(false, Leap::None),
+            None,
             NtpTimestamp::ZERO,
         );
         assert_eq!(s.ntp.leap, Leap::Unsynchronized);
@@ -195,6 +289,7 @@ mod tests {
             &cfg(Source::Kernel),
             -24,
             &disc(true, Leap::Insert),
+            None,
             NtpTimestamp::ZERO,
         );
         assert_eq!(s.ntp.leap, Leap::Insert);
@@ -211,6 +306,7 @@ mod tests {
             &cfg(Source::Local),
             -24,
             &disc(true, Leap::None),
+            None,
             NtpTimestamp::from_unix_nanos(t0),
         );
         assert_eq!(s.header_at(t0), s.ntp);
@@ -222,12 +318,77 @@ mod tests {
         assert_eq!(s.header_at(t0 + 10_000_001_000).leap, Leap::Unsynchronized);
     }
 
+    struct FakeChrony(Option<Tracking>);
+    impl Upstream for FakeChrony {
+        fn tracking(&mut self) -> std::io::Result<Tracking> {
+            self.0.ok_or_else(|| std::io::Error::other("silent"))
+        }
+    }
+
+    #[test]
+    fn chrony_report_makes_the_header_and_the_kernel_is_the_fallback() {
+        let t0 = 1_700_000_000_000_000_000u64;
+        let clock = FakeClock(t0);
+        // The kernel (fake) says synchronised, TAI offset 37.
+        let k = FakeKernel(std::cell::Cell::new(true));
+        let s = SharedState::new(cfg(Source::Chrony), -24, &k, &clock).unwrap();
+        let report = Tracking {
+            ref_id: [192, 0, 2, 123],
+            stratum: 3,
+            leap: Leap::Delete,
+            ref_time: NtpTimestamp::from_unix_nanos(t0 - 10_000_000_000),
+            root_delay: 0.002,
+            root_dispersion: 0.0005,
+        };
+        s.refresh_from(&k, &clock, Some(&mut FakeChrony(Some(report))))
+            .unwrap();
+        let n = s.load().ntp;
+        assert_eq!(
+            (n.leap, n.stratum, n.ref_id),
+            (Leap::Delete, 3, [192, 0, 2, 123])
+        );
+        assert_eq!(n.ref_time, report.ref_time);
+        assert_eq!(n.root_delay, report.root_delay_short());
+        // Aged for the 10 s since chronyd's last update.
+        assert_eq!(
+            n.root_dispersion,
+            report.root_dispersion_after(10_000_000_000)
+        );
+        assert_eq!(s.load().tai_offset_s, 37);
+        // chronyd unsynchronised: LI 3, stratum 0.
+        let unsync = Tracking {
+            leap: Leap::Unsynchronized,
+            ..report
+        };
+        s.refresh_from(&k, &clock, Some(&mut FakeChrony(Some(unsync))))
+            .unwrap();
+        assert_eq!(s.load().ntp, ServerState::unsynchronized(-24));
+        // chronyd silent: the kernel's state (synchronised, configured
+        // stratum), counted; then the kernel says unsynchronised: LI 3.
+        s.refresh_from(&k, &clock, Some(&mut FakeChrony(None)))
+            .unwrap();
+        assert_eq!((s.load().ntp.leap, s.load().ntp.stratum), (Leap::None, 2));
+        k.0.set(false);
+        s.refresh_from(&k, &clock, Some(&mut FakeChrony(None)))
+            .unwrap();
+        assert_eq!(s.load().ntp.leap, Leap::Unsynchronized);
+        assert_eq!(s.upstream_counts(), (2, 2));
+    }
+
+    struct FakeClock(u64);
+    impl Clock for FakeClock {
+        fn now_unix_nanos(&self) -> u64 {
+            self.0
+        }
+    }
+
     #[test]
     fn local_ignores_the_kernel() {
         let s = compute(
             &cfg(Source::Local),
             -24,
             &disc(false, Leap::Delete),
+            None,
             NtpTimestamp::ZERO,
         );
         assert_eq!(s.ntp.leap, Leap::None);

@@ -884,17 +884,17 @@ impl Server {
         } else {
             vec!["--stats-socket", &stats_socket]
         };
+        // A synchronised stratum-1 clock (this machine's kernel says
+        // unsynchronised), unless the test picks the source.
+        let clock: &[&str] = if extra.contains(&"--clock") {
+            &[]
+        } else {
+            &["--clock", "local", "--stratum", "1", "--ref-id", "XDPT"]
+        };
         let child = topo
             .srv_cmd(NTPX)
-            .args([
-                "serve",
-                "--clock",
-                "local",
-                "--stratum",
-                "1",
-                "--ref-id",
-                "XDPT",
-            ])
+            .arg("serve")
+            .args(clock)
             .args(quiet)
             .args(bound)
             .args(&own_socket)

@@ -6,6 +6,7 @@
 //! state logic can be tested with fakes. The hardware-timestamp paths to
 //! come plug in the same way.
 
+pub mod chrony;
 pub mod kernel;
 
 pub use kernel::{Discipline, KernelClock, SystemKernelClock};
