@@ -177,9 +177,10 @@ pub(super) fn upstream_summary(run: &Run) -> String {
     if run.settings.clock.source != Source::Chrony {
         return String::new();
     }
-    let (ok, fallbacks) = run.state.upstream_counts();
+    let (ok, held, fallbacks) = run.state.upstream_counts();
     format!(
-        "clock state: {ok} reports from chronyd, {fallbacks} from the kernel while chronyd was silent\n"
+        "clock state: {ok} reports from chronyd, {held} held over a missed one, \
+         {fallbacks} from the kernel while chronyd was silent\n"
     )
 }
 

@@ -163,8 +163,15 @@ pub struct SharedState {
     /// Refreshes from the upstream daemon's report, and those that fell
     /// back to the kernel because it did not answer.
     from_upstream: AtomicU64,
+    held: AtomicU64,
     fallbacks: AtomicU64,
+    /// The last report and when it came (control thread only).
+    last_report: std::sync::Mutex<Option<(Tracking, NtpTimestamp)>>,
 }
+
+/// How long a chronyd report stands in for missing ones before the kernel
+/// takes over: one lost query must not change what the replies say.
+pub const HOLD_REPORT_NS: i64 = 5_000_000_000;
 
 impl SharedState {
     /// Creates the state and computes its first value.
@@ -180,7 +187,9 @@ impl SharedState {
             cfg,
             precision,
             from_upstream: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            last_report: std::sync::Mutex::new(None),
         })
     }
 
@@ -197,22 +206,32 @@ impl SharedState {
         clock: &impl Clock,
         upstream: Option<&mut dyn Upstream>,
     ) -> std::io::Result<()> {
+        let now = clock.now();
         let report = match (self.cfg.source, upstream) {
-            (Source::Chrony, Some(u)) => match u.tracking() {
-                Ok(t) => {
-                    self.from_upstream.fetch_add(1, Relaxed);
-                    Some(t)
-                }
-                Err(e) => {
-                    if self.fallbacks.fetch_add(1, Relaxed) == 0 {
-                        tracing::warn!(error = %e, "chronyd does not answer: following the kernel's clock state until it does");
+            (Source::Chrony, u) => {
+                let mut last = self.last_report.lock().unwrap_or_else(|e| e.into_inner());
+                match u.map(|u| u.tracking()) {
+                    Some(Ok(t)) => {
+                        self.from_upstream.fetch_add(1, Relaxed);
+                        *last = Some((t, now));
+                        Some(t)
                     }
-                    None
+                    failed => {
+                        let held = last
+                            .filter(|(_, at)| now.signed_nanos_since(*at) <= HOLD_REPORT_NS)
+                            .map(|(t, _)| t);
+                        if held.is_some() {
+                            self.held.fetch_add(1, Relaxed);
+                        } else if self.fallbacks.fetch_add(1, Relaxed) == 0 {
+                            let why = match failed {
+                                Some(Err(e)) => e.to_string(),
+                                _ => "no socket to ask it".to_owned(),
+                            };
+                            tracing::warn!(error = %why, "chronyd does not answer: following the kernel's clock state until it does");
+                        }
+                        held
+                    }
                 }
-            },
-            (Source::Chrony, None) => {
-                self.fallbacks.fetch_add(1, Relaxed);
-                None
             }
             _ => None,
         };
@@ -221,7 +240,7 @@ impl SharedState {
             self.precision,
             &kernel.discipline()?,
             report.as_ref(),
-            clock.now(),
+            now,
         );
         if **self.current.load() != next {
             self.current.store(Arc::new(next));
@@ -236,10 +255,12 @@ impl SharedState {
         **self.current.load()
     }
 
-    /// `(refreshes from the upstream daemon, fallbacks to the kernel)`.
-    pub fn upstream_counts(&self) -> (u64, u64) {
+    /// `(refreshes from the upstream daemon's reports, refreshes that held
+    /// its last report over a missed one, fallbacks to the kernel)`.
+    pub fn upstream_counts(&self) -> (u64, u64, u64) {
         (
             self.from_upstream.load(Relaxed),
+            self.held.load(Relaxed),
             self.fallbacks.load(Relaxed),
         )
     }
@@ -363,16 +384,27 @@ mod tests {
         s.refresh_from(&k, &clock, Some(&mut FakeChrony(Some(unsync))))
             .unwrap();
         assert_eq!(s.load().ntp, ServerState::unsynchronized(-24));
-        // chronyd silent: the kernel's state (synchronised, configured
-        // stratum), counted; then the kernel says unsynchronised: LI 3.
+        // One missed report: the last one stands in (unsynchronised here).
         s.refresh_from(&k, &clock, Some(&mut FakeChrony(None)))
+            .unwrap();
+        assert_eq!(s.load().ntp, ServerState::unsynchronized(-24));
+        s.refresh_from(&k, &clock, Some(&mut FakeChrony(Some(report))))
+            .unwrap();
+        let later = FakeClock(t0 + 4_000_000_000);
+        s.refresh_from(&k, &later, Some(&mut FakeChrony(None)))
+            .unwrap();
+        assert_eq!((s.load().ntp.leap, s.load().ntp.stratum), (Leap::Delete, 3));
+        // Silent for longer than the hold: the kernel's state
+        // (synchronised, configured stratum), counted; then the kernel
+        // says unsynchronised: LI 3.
+        let much_later = FakeClock(t0 + 6_000_000_000);
+        s.refresh_from(&k, &much_later, Some(&mut FakeChrony(None)))
             .unwrap();
         assert_eq!((s.load().ntp.leap, s.load().ntp.stratum), (Leap::None, 2));
         k.0.set(false);
-        s.refresh_from(&k, &clock, Some(&mut FakeChrony(None)))
-            .unwrap();
+        s.refresh_from(&k, &much_later, None).unwrap();
         assert_eq!(s.load().ntp.leap, Leap::Unsynchronized);
-        assert_eq!(s.upstream_counts(), (2, 2));
+        assert_eq!(s.upstream_counts(), (3, 2, 2));
     }
 
     struct FakeClock(u64);
