@@ -95,6 +95,11 @@ pub struct ClockFile {
     pub max_state_age_s: Option<f64>,
     /// chronyd's command socket (source = "chrony").
     pub chrony_socket: Option<String>,
+    /// Replies say LI 3 when the root distance passes this (ms; default
+    /// 3000).
+    pub max_root_distance_ms: Option<f64>,
+    /// Seconds between refreshes of the clock state (default 1).
+    pub refresh_s: Option<f64>,
 }
 
 /// The whole file.
@@ -170,6 +175,8 @@ pub struct Settings {
     pub clock: StateConfig,
     /// chronyd's command socket, read with `source = "chrony"`.
     pub chrony_socket: PathBuf,
+    /// How often the control thread refreshes the clock state.
+    pub refresh: std::time::Duration,
 }
 
 /// How long an idle AF_XDP worker polls its ring before sleeping (µs).
@@ -370,6 +377,19 @@ impl Settings {
                  not {max_age_s}"
             );
         }
+        let refresh_s = c.refresh_s.unwrap_or(1.0);
+        if !(0.1..=60.0).contains(&refresh_s) || refresh_s * 2.0 > max_age_s {
+            anyhow::bail!(
+                "refresh_s must be 0.1 to 60 seconds and at most half of max_state_age_s \
+                 ({max_age_s}), not {refresh_s}"
+            );
+        }
+        let max_root_distance_ms = c.max_root_distance_ms.unwrap_or(3000.0);
+        if !(1.0..=16_000.0).contains(&max_root_distance_ms) {
+            anyhow::bail!(
+                "max_root_distance_ms must be 1 to 16000 (NTP's 16 s), not {max_root_distance_ms}"
+            );
+        }
         let ref_id = match &c.ref_id {
             Some(r) => parse_ref_id(r)?,
             None if source == Source::Local => *b"LOCL",
@@ -406,8 +426,10 @@ impl Settings {
                     "root_dispersion_ms",
                 )?,
                 max_age_ns: (max_age_s * 1e9) as u64,
+                max_root_distance_ns: (max_root_distance_ms * 1e6) as u64,
             },
             chrony_socket,
+            refresh: std::time::Duration::from_secs_f64(refresh_s),
         })
     }
 }

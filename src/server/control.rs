@@ -1,5 +1,5 @@
 //! The control thread's loop while the workers serve: refreshes the
-//! clock state every second, logs a stats line every `stats_interval`,
+//! clock state every `refresh_s` (a second), logs a stats line every `stats_interval`,
 //! serves the stats socket, and adds what the kernel counted (requests no
 //! worker saw) to the workers' numbers.
 
@@ -216,7 +216,7 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
     // The first refresh at once: with `source = "chrony"` the state made at
     // start holds only the kernel's view.
     let mut last_state = Instant::now()
-        .checked_sub(Duration::from_secs(1))
+        .checked_sub(settings.refresh)
         .unwrap_or_else(Instant::now);
     let mut last_stats = Instant::now();
     let mut prev = counts.totals();
@@ -226,7 +226,7 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
         }
         std::thread::sleep(Duration::from_millis(50));
         counts.merge_histograms();
-        if last_state.elapsed() >= Duration::from_secs(1) {
+        if last_state.elapsed() >= settings.refresh {
             if settings.clock.source == Source::Chrony && chrony.is_none() {
                 chrony = ChronyClient::new(&settings.chrony_socket, std::path::Path::new("/run"))
                     .or_else(|_| ChronyClient::new(&settings.chrony_socket, &std::env::temp_dir()))

@@ -60,6 +60,9 @@ pub struct StateConfig {
     /// recomputes it every second, so only a hung or stopped process gets
     /// there.
     pub max_age_ns: u64,
+    /// A state whose root distance ([`root_distance_ns`]) passes this no
+    /// longer vouches for the time either: replies say LI 3.
+    pub max_root_distance_ns: u64,
 }
 
 /// What the workers read: the NTP state and the TAI offset they need to
@@ -74,6 +77,11 @@ pub struct Snapshot {
     pub computed: NtpTimestamp,
     /// See [`StateConfig::max_age_ns`].
     pub max_age_ns: u64,
+}
+
+/// RFC 5905's root distance: half the root delay plus the root dispersion.
+pub fn root_distance_ns(s: &ServerState) -> u64 {
+    s.root_delay.to_nanos() / 2 + s.root_dispersion.to_nanos()
 }
 
 impl Snapshot {
@@ -146,6 +154,13 @@ pub fn compute(
             ref_time: now,
         },
     };
+    // An error bound this wide is no time to serve: unsynchronised.
+    let ntp =
+        if ntp.leap != Leap::Unsynchronized && root_distance_ns(&ntp) > cfg.max_root_distance_ns {
+            ServerState::unsynchronized(precision)
+        } else {
+            ntp
+        };
     Snapshot {
         ntp,
         tai_offset_s: d.tai_offset_s,
@@ -278,6 +293,7 @@ mod tests {
             root_delay: NtpShort::from_bits(0x100),
             root_dispersion: NtpShort::from_bits(0x10000),
             max_age_ns: 10_000_000_000,
+            max_root_distance_ns: 3_000_000_000,
         }
     }
 
@@ -412,6 +428,19 @@ mod tests {
         fn now_unix_nanos(&self) -> u64 {
             self.0
         }
+    }
+
+    #[test]
+    fn a_root_distance_past_the_bound_is_unsynchronised() {
+        let mut c = cfg(Source::Kernel);
+        // 1 s configured + 0.5 s maxerror = 1.5 s dispersion, + half the
+        // root delay (0x100 units = 3.9 ms).
+        c.max_root_distance_ns = 1_400_000_000;
+        let s = compute(&c, -24, &disc(true, Leap::None), None, NtpTimestamp::ZERO);
+        assert_eq!(s.ntp, ServerState::unsynchronized(-24));
+        c.max_root_distance_ns = 1_600_000_000;
+        let s = compute(&c, -24, &disc(true, Leap::None), None, NtpTimestamp::ZERO);
+        assert_eq!((s.ntp.leap, s.ntp.stratum), (Leap::None, 2));
     }
 
     #[test]
