@@ -67,6 +67,8 @@ const volatile __u8 drop_loop_ports = 1;
 const volatile __u8 accept_partial_checksum = 0;
 /* Replies carry at least this poll exponent. */
 const volatile __s8 min_poll = -128;
+/* 1: while the state says unsynchronised, drop instead of answering LI 3. */
+const volatile __u8 drop_unsync = 0;
 /* A reply whose T3 - T2 would pass this is dropped (NTPX_LATE); 0: none. */
 const volatile __u64 max_residence_ns = 0;
 
@@ -270,6 +272,11 @@ static __always_inline int reply(struct xdp_md *ctx, struct ntpx_headers *h,
 	__u64 t3;
 	int stale, trim;
 
+	if (drop_unsync && state_unsync(st, now)) {
+		count(NTPX_DROPPED);
+		count_in(&drops, NTPX_DROP_UNSYNCHRONIZED);
+		return XDP_DROP;
+	}
 	t3 = write_reply(h, plain, st, now, &stale);
 	/* Wrong time is worse than none, as in the workers. */
 	if (max_residence_ns && t3 - now > max_residence_ns) {

@@ -337,6 +337,15 @@ static __always_inline void put_be64(__u8 *p, __u64 v)
 
 /* ---- the reply ---- */
 
+/* 1 if the state does not vouch for the time at `now`: never written,
+ * older than its bound, or unsynchronised itself (LI 3). */
+static __always_inline int state_unsync(const struct ntpx_state *st, __u64 now)
+{
+	__u64 age = now > st->written_tai_ns ? now - st->written_tai_ns : 0;
+
+	return st->written_tai_ns == 0 || age > st->max_age_ns || st->leap == 3;
+}
+
 /*
  * Rewrites the plain request at `p` into its reply, as the Rust
  * responder's respond_v4/respond_v6 and write_reply() do: MAC addresses

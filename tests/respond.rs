@@ -686,3 +686,27 @@ fn ipv6_first_fragment_is_a_fragment() {
     f.extend_from_slice(&good[at..]);
     assert_eq!(run(&mut f), Err(DropReason::Fragment));
 }
+
+/// `on_unsync = "drop"`: an unsynchronised state sends no reply (after
+/// every check of the request); a synchronised one answers as before.
+#[test]
+fn unsynchronised_requests_are_dropped_when_asked() {
+    let mut c = cfg();
+    c.policy.drop_unsynchronized = true;
+    let good = build_v6(40123, &ntp_request(0x23, 48));
+    let now = NtpTimestamp::from_unix_nanos(1_700_000_000_000_000_000);
+    let mut f = good.clone();
+    let unsync = ServerState::unsynchronized(-20);
+    assert_eq!(
+        respond(&mut f, &c, &unsync, now, || now, 0),
+        Err(DropReason::Unsynchronized)
+    );
+    let mut f = good.clone();
+    assert!(respond(&mut f, &c, &state(), now, || now, 0).is_ok());
+    // A bad request is still dropped under its own reason.
+    let mut f = build_v6(0, &ntp_request(0x23, 48));
+    assert_eq!(
+        respond(&mut f, &c, &unsync, now, || now, 0),
+        Err(DropReason::SrcPortZero)
+    );
+}

@@ -732,6 +732,40 @@ fn other_settings_match_the_rust_responder_too() {
     }
 }
 
+/// `on_unsync = "drop"`: an unsynchronised server (its own state, or one
+/// older than its bound) sends nothing, counted as `unsynchronized`, in
+/// XDP exactly where the responder does; a synchronised one answers.
+#[test]
+fn unsynchronised_drop_matches_the_rust_responder() {
+    if !common::require_root("unsynchronised_drop_matches_the_rust_responder") {
+        return;
+    }
+    let mut r = responder();
+    r.policy.drop_unsynchronized = true;
+    let mut b = Bench::new(r);
+    b.state = ServerState::unsynchronized(PRECISION);
+    b.publish(tai_now_ns(), 10_000_000_000);
+    let mut tally = Tally::new();
+    mutations(&mut b, &bases()[..2], 500, &mut tally);
+    let count = |t: &Tally, k: &str| t.get(k).copied().unwrap_or(0);
+    assert_eq!(count(&tally, "xdp_tx"), 0, "{tally:?}");
+    assert!(count(&tally, "drop unsynchronized") >= 100, "{tally:?}");
+    // Synchronised but stale: the same.
+    b.state = state();
+    b.publish(tai_now_ns() - 11_000_000_000, 10_000_000_000);
+    let frame = build4(&[], CLI4, 40123, &ntp_request(0x23, 48));
+    assert!(matches!(
+        run_xdp(&b, &frame),
+        Fate::Drop(DropReason::Unsynchronized)
+    ));
+    // Synchronised and fresh: answered.
+    b.publish(tai_now_ns(), 10_000_000_000);
+    let mut tally = Tally::new();
+    mutations(&mut b, &bases()[..2], 500, &mut tally);
+    assert!(count(&tally, "xdp_tx") >= 50, "{tally:?}");
+    assert_eq!(count(&tally, "drop unsynchronized"), 0, "{tally:?}");
+}
+
 #[test]
 fn an_old_state_ages_and_then_says_unsynchronised() {
     if !common::require_root("an_old_state_ages_and_then_says_unsynchronised") {

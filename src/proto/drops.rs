@@ -116,6 +116,9 @@ reasons! {
     /// (`max_residence_us`) after its request arrived: the worker fell
     /// behind. Dropped, because a client takes a late T3 at its word.
     Late => "late",
+    /// The server's state says unsynchronised and `on_unsync = "drop"`: no
+    /// reply rather than one with LI 3.
+    Unsynchronized => "unsynchronized",
 }
 
 /// How many reasons there are (the length of a counter array).

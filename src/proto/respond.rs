@@ -259,6 +259,16 @@ fn check_udp(
     })
 }
 
+/// The last check, after every check of the request: with
+/// `drop_unsynchronized`, an unsynchronised server sends no reply.
+fn check_synchronized(cfg: &Responder, state: &ServerState) -> Result<(), DropReason> {
+    if cfg.policy.drop_unsynchronized && state.leap == ntp::Leap::Unsynchronized {
+        Err(DropReason::Unsynchronized)
+    } else {
+        Ok(())
+    }
+}
+
 /// Length of a reply's UDP datagram: header and 48 bytes of NTP.
 const REPLY_UDP_LEN: usize = udp::HEADER_LEN + ntp::HEADER_LEN;
 
@@ -299,6 +309,7 @@ fn respond_v4(
     let datagram = &frame[off + ihl..off + total];
     let pseudo = checksum::pseudo_v4(src, dst, datagram.len() as u16);
     let checked = check_udp(datagram, cfg, pseudo, false)?;
+    check_synchronized(cfg, state)?;
 
     // The reply: a 20-byte IP header (request options dropped), then UDP
     // and NTP written fresh behind it. The request was at least
@@ -363,6 +374,7 @@ fn respond_v6(
     let pseudo = checksum::pseudo_v6(src, dst, payload as u16);
     // A zero UDP checksum is invalid over IPv6 (RFC 8200 §8.1).
     let checked = check_udp(datagram, cfg, pseudo, true)?;
+    check_synchronized(cfg, state)?;
 
     let end = udp_at + REPLY_UDP_LEN;
     let reply_frame = &mut frame[..end];

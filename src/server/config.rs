@@ -100,6 +100,19 @@ pub struct ClockFile {
     pub max_root_distance_ms: Option<f64>,
     /// Seconds between refreshes of the clock state (default 1).
     pub refresh_s: Option<f64>,
+    /// While unsynchronised: `flag` (answer with LI 3, the default) or
+    /// `drop` (no reply).
+    pub on_unsync: Option<OnUnsync>,
+}
+
+/// What an unsynchronised server does with requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnsync {
+    /// Answer with LI 3, stratum 0: clients see why and look elsewhere.
+    Flag,
+    /// Send no reply (counted as `unsynchronized`).
+    Drop,
 }
 
 /// The whole file.
@@ -177,6 +190,8 @@ pub struct Settings {
     pub chrony_socket: PathBuf,
     /// How often the control thread refreshes the clock state.
     pub refresh: std::time::Duration,
+    /// Drop requests while unsynchronised (`on_unsync = "drop"`).
+    pub drop_unsynchronized: bool,
 }
 
 /// How long an idle AF_XDP worker polls its ring before sleeping (µs).
@@ -430,6 +445,7 @@ impl Settings {
             },
             chrony_socket,
             refresh: std::time::Duration::from_secs_f64(refresh_s),
+            drop_unsynchronized: c.on_unsync == Some(OnUnsync::Drop),
         })
     }
 }

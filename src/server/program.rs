@@ -96,9 +96,9 @@ pub use crate::sys::bpf::MAX_QUEUES;
 pub const MAX_OWN: usize = 64;
 /// `NTPX_COUNTERS`: number of counters.
 pub const COUNTERS: usize = 17;
-/// `NTPX_DROP_REASONS`: slots of the `drops` map, the first
-/// [`DropReason`]s in order.
-pub const DROP_REASONS: usize = 28;
+/// `NTPX_DROP_REASONS`: slots of the `drops` map, the [`DropReason`]s in
+/// order.
+pub const DROP_REASONS: usize = 36;
 /// `NTPX_HIST_BUCKETS`: buckets of the service-time histogram.
 pub const HIST_BUCKETS: usize = 256;
 /// `NTPX_HIST_SUB_BITS`: each power of two splits into 2^this buckets.
@@ -155,6 +155,8 @@ pub struct Judge {
     pub min_poll: i8,
     /// Drop a reply whose T3 − T2 would pass this (ns); 0: no bound.
     pub max_residence_ns: u64,
+    /// While the state says unsynchronised, drop rather than answer LI 3.
+    pub drop_unsynchronized: bool,
 }
 
 impl ProgramConfig {
@@ -180,6 +182,7 @@ impl ProgramConfig {
                 accept_partial_checksum: r.accept_partial_checksum,
                 min_poll: r.policy.min_poll,
                 max_residence_ns: 0,
+                drop_unsynchronized: r.policy.drop_unsynchronized,
             }),
         }
     }
@@ -360,6 +363,7 @@ impl XdpProgram {
             rodata.accept_partial_checksum = u8::from(j.accept_partial_checksum);
             rodata.min_poll = j.min_poll;
             rodata.max_residence_ns = j.max_residence_ns;
+            rodata.drop_unsync = u8::from(j.drop_unsynchronized);
         }
 
         let skel = load_logged(open, "ntpx_xdp")?;

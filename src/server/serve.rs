@@ -105,6 +105,7 @@ fn responder_for(settings: &Settings) -> anyhow::Result<Responder> {
     cfg.drop_loop_ports = settings.drop_loop_ports;
     cfg.policy = crate::proto::ntp::ReplyPolicy {
         min_poll: settings.min_poll,
+        drop_unsynchronized: settings.drop_unsynchronized,
     };
     if let (Datapath::Xdp, Some(iface)) = (settings.datapath, iface)
         && netif::is_veth(iface)

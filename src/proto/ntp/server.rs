@@ -74,11 +74,17 @@ pub struct ReplyPolicy {
     /// Replies carry `max(request poll, min_poll)`: a way to ask clients to
     /// slow down. `i8::MIN` echoes the request's poll.
     pub min_poll: i8,
+    /// While the server's state says unsynchronised, send no reply at all
+    /// (`on_unsync = "drop"`) instead of one with LI 3 (`"flag"`).
+    pub drop_unsynchronized: bool,
 }
 
 impl Default for ReplyPolicy {
     fn default() -> Self {
-        ReplyPolicy { min_poll: i8::MIN }
+        ReplyPolicy {
+            min_poll: i8::MIN,
+            drop_unsynchronized: false,
+        }
     }
 }
 
@@ -504,7 +510,10 @@ mod tests {
     fn min_poll_raises_poll() {
         let mut buf = request(0x23, 48);
         let req = parse_request(&buf).unwrap();
-        let policy = ReplyPolicy { min_poll: 8 };
+        let policy = ReplyPolicy {
+            min_poll: 8,
+            ..ReplyPolicy::default()
+        };
         let t = NtpTimestamp::from_bits(1 << 40);
         write_reply(&mut buf, &req, &synced(), &policy, t, || t, 0).unwrap();
         assert_eq!(Packet::new_checked(&buf[..]).unwrap().poll(), 8);

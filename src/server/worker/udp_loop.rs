@@ -61,7 +61,11 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 check_source_port(r.src.port(), cfg.drop_loop_ports)?;
                 let dst = r.dst.ok_or(DropReason::NotOurAddress)?;
                 check_addresses(cfg, r.src.ip(), dst)?;
-                Ok(ntp::parse_request(&sock.buf_mut(i)[..r.len])?)
+                let req = ntp::parse_request(&sock.buf_mut(i)[..r.len])?;
+                if cfg.policy.drop_unsynchronized && header.leap == ntp::Leap::Unsynchronized {
+                    return Err(DropReason::Unsynchronized);
+                }
+                Ok(req)
             })();
             let req = match checked {
                 Ok(req) => req,
