@@ -111,8 +111,9 @@ struct ServeArgs {
     #[arg(long, value_name = "US")]
     max_residence_us: Option<u64>,
     /// Clock state source: kernel (adjtimex), chrony (chronyd's tracking
-    /// report, the kernel while chronyd is silent) or local (always
-    /// synchronised; isolated test networks only).
+    /// report, the kernel while chronyd is silent), ntp (a query to the
+    /// local NTP daemon, --upstream-ntp) or local (always synchronised;
+    /// isolated test networks only).
     #[arg(long, value_parser = parse_source)]
     clock: Option<Source>,
     /// Stratum to advertise when synchronised.
@@ -122,6 +123,10 @@ struct ServeArgs {
     /// /run/chrony/chronyd.sock).
     #[arg(long, value_name = "PATH")]
     chrony_socket: Option<String>,
+    /// The local NTP daemon to follow (with --clock ntp; default
+    /// 127.0.0.1:123).
+    #[arg(long, value_name = "ADDR:PORT")]
+    upstream_ntp: Option<std::net::SocketAddr>,
     /// Reference ID (1-4 ASCII characters, or an IPv4 address).
     #[arg(long)]
     ref_id: Option<String>,
@@ -233,7 +238,8 @@ fn parse_source(s: &str) -> Result<Source, String> {
         "kernel" => Ok(Source::Kernel),
         "local" => Ok(Source::Local),
         "chrony" => Ok(Source::Chrony),
-        _ => Err(format!("expected kernel, chrony or local, not {s:?}")),
+        "ntp" => Ok(Source::Ntp),
+        _ => Err(format!("expected kernel, chrony, ntp or local, not {s:?}")),
     }
 }
 
@@ -280,6 +286,7 @@ impl ServeArgs {
         over!(c.ref_id, self.ref_id);
         over!(c.max_state_age_s, self.max_state_age);
         over!(c.chrony_socket, self.chrony_socket);
+        over!(c.upstream_ntp, self.upstream_ntp);
         Ok(f)
     }
 }

@@ -505,8 +505,62 @@ fn the_header_follows_chronyd() {
     drop(chronyd);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.contains("reports from chronyd"), "{out}");
-    assert!(out.contains("chronyd does not answer"), "{out}");
+    assert!(out.contains("the time daemon does not answer"), "{out}");
     assert!(xdp_counter(&out, "replied") >= 3, "{out}");
+}
+
+/// `--clock ntp`: the header follows a local NTP daemon's replies to a
+/// query on loopback (here a chronyd serving NTP on 127.0.0.1 in the
+/// server's namespace, `local stratum 4`), for daemons without a command
+/// socket ntpx speaks.
+#[test]
+fn the_header_follows_a_local_ntp_daemon() {
+    let test = "the_header_follows_a_local_ntp_daemon";
+    if !require_root(test) || !require_tool(test, "python3") || !require_tool(test, "chronyd") {
+        return;
+    }
+    let dir = tempdir("follow-ntp");
+    let conf = dir.join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "local stratum 4\nallow 127.0.0.1\nbindaddress 127.0.0.1\nport 123\ncmdport 0\npidfile {}/chronyd.pid\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let topo = Topology::up();
+    peer_pass(&topo);
+    // Killed with the namespace (and below).
+    let mut chronyd = topo
+        .srv_cmd("chronyd")
+        .args(["-x", "-d", "-u", "root", "-f"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chronyd");
+    let mut server = Server::start(&topo, &["--iface", topo.srv_if.as_str(), "--clock", "ntp"]);
+    let v4 = topo.srv_v4.to_string();
+    let start = std::time::Instant::now();
+    let got = loop {
+        let got = raw_query(&topo, &v4);
+        if (got.0, got.1) == (0, 4) || start.elapsed() > Duration::from_secs(15) {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("the local daemon's state after {:?}", start.elapsed());
+    let out = server.stop();
+    let _ = chronyd.kill();
+    let _ = chronyd.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!((got.0, got.1, got.3), (0, 4, 0x7f7f_0101), "{out}");
+    assert!(
+        out.contains("reports from the NTP daemon at 127.0.0.1:123"),
+        "{out}"
+    );
 }
 
 /// A reply that would leave later than `--max-residence-us` after its

@@ -79,8 +79,8 @@ pub enum Replies {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClockFile {
-    /// `kernel`, `chrony` or `local` (default: `chrony` where chronyd's
-    /// command socket exists, else `kernel`).
+    /// `kernel`, `chrony`, `ntp` or `local` (default: `chrony` where
+    /// chronyd's command socket exists, else `kernel`).
     pub source: Option<Source>,
     /// Stratum when synchronised (default 2 for kernel, 1 for local).
     pub stratum: Option<u8>,
@@ -103,6 +103,9 @@ pub struct ClockFile {
     /// While unsynchronised: `flag` (answer with LI 3, the default) or
     /// `drop` (no reply).
     pub on_unsync: Option<OnUnsync>,
+    /// The local NTP daemon queried with `source = "ntp"` (default
+    /// 127.0.0.1:123).
+    pub upstream_ntp: Option<std::net::SocketAddr>,
 }
 
 /// What an unsynchronised server does with requests.
@@ -192,6 +195,8 @@ pub struct Settings {
     pub refresh: std::time::Duration,
     /// Drop requests while unsynchronised (`on_unsync = "drop"`).
     pub drop_unsynchronized: bool,
+    /// The NTP daemon queried with `source = "ntp"`.
+    pub upstream_ntp: std::net::SocketAddr,
 }
 
 /// How long an idle AF_XDP worker polls its ring before sleeping (µs).
@@ -446,6 +451,9 @@ impl Settings {
             chrony_socket,
             refresh: std::time::Duration::from_secs_f64(refresh_s),
             drop_unsynchronized: c.on_unsync == Some(OnUnsync::Drop),
+            upstream_ntp: c
+                .upstream_ntp
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 123))),
         })
     }
 }

@@ -11,6 +11,7 @@ use super::stats::{Collector, KernelCounts, Totals};
 use super::stats_socket::StatsSocket;
 use crate::proto::drops::DropReason;
 use crate::sys::clock::chrony::ChronyClient;
+use crate::sys::clock::ntp_query::NtpQuery;
 use crate::sys::clock::{self, Clock, SystemClock, SystemKernelClock};
 use crate::sys::ethtool;
 use crate::sys::udp_server::SocketDrops;
@@ -174,13 +175,15 @@ impl XdpLive {
 
 /// The exit summary's line about the upstream daemon (`source = "chrony"`).
 pub(super) fn upstream_summary(run: &Run) -> String {
-    if run.settings.clock.source != Source::Chrony {
-        return String::new();
-    }
+    let daemon = match run.settings.clock.source {
+        Source::Chrony => "chronyd".to_owned(),
+        Source::Ntp => format!("the NTP daemon at {}", run.settings.upstream_ntp),
+        _ => return String::new(),
+    };
     let (ok, held, fallbacks) = run.state.upstream_counts();
     format!(
-        "clock state: {ok} reports from chronyd, {held} held over a missed one, \
-         {fallbacks} from the kernel while chronyd was silent\n"
+        "clock state: {ok} reports from {daemon}, {held} held over a missed one, \
+         {fallbacks} from the kernel while it was silent\n"
     )
 }
 
@@ -213,6 +216,7 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
     // chronyd's command socket, with `source = "chrony"` (made again after
     // a failure, e.g. /run not yet writable).
     let mut chrony: Option<ChronyClient> = None;
+    let mut ntp: Option<NtpQuery> = None;
     // The first refresh at once: with `source = "chrony"` the state made at
     // start holds only the kernel's view.
     let mut last_state = Instant::now()
@@ -233,7 +237,16 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
                     .map_err(|e| tracing::warn!(error = %e, "cannot make a socket to ask chronyd"))
                     .ok();
             }
-            let upstream = chrony.as_mut().map(|c| c as &mut dyn Upstream);
+            if settings.clock.source == Source::Ntp && ntp.is_none() {
+                ntp = NtpQuery::new(settings.upstream_ntp)
+                    .map_err(|e| tracing::warn!(error = %e, "cannot make a socket to ask the NTP daemon"))
+                    .ok();
+            }
+            let upstream = match settings.clock.source {
+                Source::Chrony => chrony.as_mut().map(|c| c as &mut dyn Upstream),
+                Source::Ntp => ntp.as_mut().map(|c| c as &mut dyn Upstream),
+                _ => None,
+            };
             if let Err(e) = state.refresh_from(&SystemKernelClock, &SystemClock, upstream) {
                 tracing::warn!(error = %e, "adjtimex failed; keeping the previous clock state");
             }

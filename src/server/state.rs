@@ -26,6 +26,10 @@ pub enum Source {
     /// chronyd itself would serve them. While chronyd does not answer, the
     /// kernel's discipline (as `kernel`), counted as a fallback.
     Chrony,
+    /// The header of a local NTP daemon's reply to a query on loopback
+    /// (`upstream_ntp`), for daemons without a command socket ntpx speaks
+    /// (ntpd, ntpd-rs); the kernel's discipline while it does not answer.
+    Ntp,
 }
 
 /// Where the state of an upstream daemon comes from (chronyd's command
@@ -38,6 +42,12 @@ pub trait Upstream {
 impl Upstream for ChronyClient {
     fn tracking(&mut self) -> std::io::Result<Tracking> {
         ChronyClient::tracking(self)
+    }
+}
+
+impl Upstream for crate::sys::clock::ntp_query::NtpQuery {
+    fn tracking(&mut self) -> std::io::Result<Tracking> {
+        self.report()
     }
 }
 
@@ -105,10 +115,10 @@ pub fn compute(
     now: NtpTimestamp,
 ) -> Snapshot {
     let ntp = match (cfg.source, upstream) {
-        (Source::Chrony, Some(t)) if t.leap == Leap::Unsynchronized => {
+        (Source::Chrony | Source::Ntp, Some(t)) if t.leap == Leap::Unsynchronized => {
             ServerState::unsynchronized(precision)
         }
-        (Source::Chrony, Some(t)) => {
+        (Source::Chrony | Source::Ntp, Some(t)) => {
             let since_update = now.signed_nanos_since(t.ref_time).max(0) as u64;
             ServerState {
                 leap: t.leap,
@@ -124,10 +134,10 @@ pub fn compute(
                 },
             }
         }
-        (Source::Kernel | Source::Chrony, _) if !d.synchronized => {
+        (Source::Kernel | Source::Chrony | Source::Ntp, _) if !d.synchronized => {
             ServerState::unsynchronized(precision)
         }
-        (Source::Kernel | Source::Chrony, _) => {
+        (Source::Kernel | Source::Chrony | Source::Ntp, _) => {
             let maxerror_ns = u64::try_from(d.maxerror_us)
                 .unwrap_or(0)
                 .saturating_mul(1000);
@@ -223,7 +233,7 @@ impl SharedState {
     ) -> std::io::Result<()> {
         let now = clock.now();
         let report = match (self.cfg.source, upstream) {
-            (Source::Chrony, u) => {
+            (Source::Chrony | Source::Ntp, u) => {
                 let mut last = self.last_report.lock().unwrap_or_else(|e| e.into_inner());
                 match u.map(|u| u.tracking()) {
                     Some(Ok(t)) => {
@@ -242,7 +252,7 @@ impl SharedState {
                                 Some(Err(e)) => e.to_string(),
                                 _ => "no socket to ask it".to_owned(),
                             };
-                            tracing::warn!(error = %why, "chronyd does not answer: following the kernel's clock state until it does");
+                            tracing::warn!(error = %why, "the time daemon does not answer: following the kernel's clock state until it does");
                         }
                         held
                     }

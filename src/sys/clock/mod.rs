@@ -8,6 +8,7 @@
 
 pub mod chrony;
 pub mod kernel;
+pub mod ntp_query;
 
 pub use kernel::{Discipline, KernelClock, SystemKernelClock};
 
