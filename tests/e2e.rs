@@ -505,6 +505,8 @@ fn the_header_follows_chronyd() {
     drop(chronyd);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.contains("reports from chronyd"), "{out}");
+    // chronyd's state from before the first reply, not the kernel's.
+    assert!(out.contains("clock state leap=None stratum=3"), "{out}");
     assert!(out.contains("the time daemon does not answer"), "{out}");
     assert!(xdp_counter(&out, "replied") >= 3, "{out}");
 }

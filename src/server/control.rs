@@ -173,6 +173,44 @@ impl XdpLive {
     }
 }
 
+/// The sockets that ask the time daemon (`source = "chrony"` or
+/// `"ntp"`), made when first needed and again after a failure to make them
+/// (e.g. /run not yet writable).
+#[derive(Default)]
+pub(super) struct Upstreams {
+    chrony: Option<ChronyClient>,
+    ntp: Option<NtpQuery>,
+}
+
+impl Upstreams {
+    /// Refreshes `state` from the daemon the settings name, else (or while
+    /// it is silent) from the kernel.
+    pub(super) fn refresh(&mut self, state: &SharedState, settings: &Settings) {
+        let source = settings.clock.source;
+        if source == Source::Chrony && self.chrony.is_none() {
+            self.chrony = ChronyClient::new(&settings.chrony_socket, std::path::Path::new("/run"))
+                .or_else(|_| ChronyClient::new(&settings.chrony_socket, &std::env::temp_dir()))
+                .map_err(|e| tracing::warn!(error = %e, "cannot make a socket to ask chronyd"))
+                .ok();
+        }
+        if source == Source::Ntp && self.ntp.is_none() {
+            self.ntp = NtpQuery::new(settings.upstream_ntp)
+                .map_err(
+                    |e| tracing::warn!(error = %e, "cannot make a socket to ask the NTP daemon"),
+                )
+                .ok();
+        }
+        let upstream = match source {
+            Source::Chrony => self.chrony.as_mut().map(|c| c as &mut dyn Upstream),
+            Source::Ntp => self.ntp.as_mut().map(|c| c as &mut dyn Upstream),
+            _ => None,
+        };
+        if let Err(e) = state.refresh_from(&SystemKernelClock, &SystemClock, upstream) {
+            tracing::warn!(error = %e, "adjtimex failed; keeping the previous clock state");
+        }
+    }
+}
+
 /// The exit summary's line about the upstream daemon (`source = "chrony"`).
 pub(super) fn upstream_summary(run: &Run) -> String {
     let daemon = match run.settings.clock.source {
@@ -215,10 +253,8 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
     let start = Instant::now();
     // chronyd's command socket, with `source = "chrony"` (made again after
     // a failure, e.g. /run not yet writable).
-    let mut chrony: Option<ChronyClient> = None;
-    let mut ntp: Option<NtpQuery> = None;
-    // The first refresh at once: with `source = "chrony"` the state made at
-    // start holds only the kernel's view.
+    let mut upstreams = Upstreams::default();
+    // The first refresh at once (`serve` made one before serving too).
     let mut last_state = Instant::now()
         .checked_sub(settings.refresh)
         .unwrap_or_else(Instant::now);
@@ -231,25 +267,7 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
         std::thread::sleep(Duration::from_millis(50));
         counts.merge_histograms();
         if last_state.elapsed() >= settings.refresh {
-            if settings.clock.source == Source::Chrony && chrony.is_none() {
-                chrony = ChronyClient::new(&settings.chrony_socket, std::path::Path::new("/run"))
-                    .or_else(|_| ChronyClient::new(&settings.chrony_socket, &std::env::temp_dir()))
-                    .map_err(|e| tracing::warn!(error = %e, "cannot make a socket to ask chronyd"))
-                    .ok();
-            }
-            if settings.clock.source == Source::Ntp && ntp.is_none() {
-                ntp = NtpQuery::new(settings.upstream_ntp)
-                    .map_err(|e| tracing::warn!(error = %e, "cannot make a socket to ask the NTP daemon"))
-                    .ok();
-            }
-            let upstream = match settings.clock.source {
-                Source::Chrony => chrony.as_mut().map(|c| c as &mut dyn Upstream),
-                Source::Ntp => ntp.as_mut().map(|c| c as &mut dyn Upstream),
-                _ => None,
-            };
-            if let Err(e) = state.refresh_from(&SystemKernelClock, &SystemClock, upstream) {
-                tracing::warn!(error = %e, "adjtimex failed; keeping the previous clock state");
-            }
+            upstreams.refresh(state, settings);
             if let Some(x) = xdp.as_mut() {
                 // Replies the driver dropped: say so, and make `auto` look
                 // again at once (a veth's peer may have lost its program).

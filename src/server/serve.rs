@@ -4,7 +4,7 @@
 //! Meanwhile the stats socket (`crate::server::stats_socket`) answers `ntpx stats`.
 
 use super::control::{
-    DriverTxErrors, Run, SocketKernelCounts, XdpKernelCounts, XdpLive, control_loop,
+    DriverTxErrors, Run, SocketKernelCounts, Upstreams, XdpKernelCounts, XdpLive, control_loop,
     upstream_summary,
 };
 use super::path::ReplyPath;
@@ -139,6 +139,8 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         SharedState::new(settings.clock, precision, &SystemKernelClock, &SystemClock)
             .context("reading the kernel clock state (adjtimex)")?,
     );
+    // The daemon's state before the first reply, not only the kernel's.
+    Upstreams::default().refresh(&state, &settings);
     let snap = state.load();
     tracing::info!(
         leap = ?snap.ntp.leap, stratum = snap.ntp.stratum, precision, source = ?settings.clock.source,
