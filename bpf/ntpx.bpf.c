@@ -269,15 +269,15 @@ static __always_inline int reply(struct xdp_md *ctx, struct ntpx_headers *h,
 				 __u64 now, int partial)
 {
 	void *data, *end;
-	__u64 t3;
-	int stale, trim;
+	__u64 t3, age;
+	int stale = state_stale(st, now, &age), trim;
 
-	if (drop_unsync && state_unsync(st, now)) {
+	if (drop_unsync && (stale || st->leap == 3)) {
 		count(NTPX_DROPPED);
 		count_in(&drops, NTPX_DROP_UNSYNCHRONIZED);
 		return XDP_DROP;
 	}
-	t3 = write_reply(h, plain, st, now, &stale);
+	t3 = write_reply(h, plain, st, now, stale, age);
 	/* Wrong time is worse than none, as in the workers. */
 	if (max_residence_ns && t3 - now > max_residence_ns) {
 		count(NTPX_LATE);

@@ -337,13 +337,13 @@ static __always_inline void put_be64(__u8 *p, __u64 v)
 
 /* ---- the reply ---- */
 
-/* 1 if the state does not vouch for the time at `now`: never written,
- * older than its bound, or unsynchronised itself (LI 3). */
-static __always_inline int state_unsync(const struct ntpx_state *st, __u64 now)
+/* The state's age at `now` into *age; returns 1 if it is stale: never
+ * written, or older than its bound (then it no longer vouches for the
+ * time). Read once per reply, by reply(). */
+static __always_inline int state_stale(const struct ntpx_state *st, __u64 now, __u64 *age)
 {
-	__u64 age = now > st->written_tai_ns ? now - st->written_tai_ns : 0;
-
-	return st->written_tai_ns == 0 || age > st->max_age_ns || st->leap == 3;
+	*age = now > st->written_tai_ns ? now - st->written_tai_ns : 0;
+	return st->written_tai_ns == 0 || *age > st->max_age_ns;
 }
 
 /*
@@ -351,24 +351,23 @@ static __always_inline int state_unsync(const struct ntpx_state *st, __u64 now)
  * responder's respond_v4/respond_v6 and write_reply() do: MAC addresses
  * (the request's source, then ours), a fresh IP header, ports swapped, the
  * NTP reply, then T3 and the UDP checksum last. `rx_tai` is the receive
- * stamp (T2). Returns the transmit stamp read (CLOCK_TAI), and sets *stale
- * when the state was too old to vouch for the time.
+ * stamp (T2); `stale` and `age` say how old the state is (state_stale()).
+ * Returns the transmit stamp read (CLOCK_TAI).
  */
 static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct plain *p,
-					 const struct ntpx_state *st, __u64 rx_tai, int *stale)
+					 const struct ntpx_state *st, __u64 rx_tai, int stale,
+					 __u64 age)
 {
 	__u8 *ntp = p->ntp;
-	__u64 origin, t2, t2_exact, t3, t3_tai, sum, ref_time, age;
+	__u64 origin, t2, t2_exact, t3, t3_tai, sum, ref_time;
 	__u8 version = (ntp[0] >> 3) & 7, leap = st->leap, stratum = st->stratum;
 	__s8 poll = (__s8)ntp[2];
 	__u32 disp;
 	__u16 c;
 
-	age = rx_tai > st->written_tai_ns ? rx_tai - st->written_tai_ns : 0;
-	*stale = st->written_tai_ns == 0 || age > st->max_age_ns;
-	if (*stale)
+	if (stale)
 		leap = 3;
-	disp = aged_dispersion(st->root_dispersion, *stale ? 0 : age);
+	disp = aged_dispersion(st->root_dispersion, stale ? 0 : age);
 
 	/* Ethernet: back to the request's source, from our address. */
 	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);

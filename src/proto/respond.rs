@@ -259,10 +259,10 @@ fn check_udp(
     })
 }
 
-/// The last check, after every check of the request: with
-/// `drop_unsynchronized`, an unsynchronised server sends no reply.
-fn check_synchronized(cfg: &Responder, state: &ServerState) -> Result<(), DropReason> {
-    if cfg.policy.drop_unsynchronized && state.leap == ntp::Leap::Unsynchronized {
+/// The last check, after every check of the request (both datapaths):
+/// with `drop_unsynchronized`, an unsynchronised server sends no reply.
+pub fn check_synchronized(policy: &ReplyPolicy, state: &ServerState) -> Result<(), DropReason> {
+    if policy.drop_unsynchronized && state.leap == ntp::Leap::Unsynchronized {
         Err(DropReason::Unsynchronized)
     } else {
         Ok(())
@@ -309,7 +309,7 @@ fn respond_v4(
     let datagram = &frame[off + ihl..off + total];
     let pseudo = checksum::pseudo_v4(src, dst, datagram.len() as u16);
     let checked = check_udp(datagram, cfg, pseudo, false)?;
-    check_synchronized(cfg, state)?;
+    check_synchronized(&cfg.policy, state)?;
 
     // The reply: a 20-byte IP header (request options dropped), then UDP
     // and NTP written fresh behind it. The request was at least
@@ -374,7 +374,7 @@ fn respond_v6(
     let pseudo = checksum::pseudo_v6(src, dst, payload as u16);
     // A zero UDP checksum is invalid over IPv6 (RFC 8200 §8.1).
     let checked = check_udp(datagram, cfg, pseudo, true)?;
-    check_synchronized(cfg, state)?;
+    check_synchronized(&cfg.policy, state)?;
 
     let end = udp_at + REPLY_UDP_LEN;
     let reply_frame = &mut frame[..end];

@@ -51,7 +51,7 @@ pub(super) struct Run<'a> {
 pub(super) struct XdpKernelCounts {
     pub(super) program: CountersReader,
     pub(super) sockets: Vec<XskStatsReader>,
-    pub(super) driver: DriverTxErrors,
+    pub(super) driver: Arc<DriverTxErrors>,
 }
 
 /// The driver's count of `XDP_TX` frames it dropped, since the start.
@@ -140,8 +140,9 @@ pub(super) struct XdpLive {
     pub(super) counters: CountersReader,
     pub(super) writer: StateWriter,
     pub(super) path: ReplyPath,
-    /// The driver's drops of `XDP_TX` frames, and the last count seen.
-    pub(super) driver: DriverTxErrors,
+    /// The driver's drops of `XDP_TX` frames (the same counter the totals
+    /// read), and the last count seen.
+    pub(super) driver: Arc<DriverTxErrors>,
     pub(super) driver_seen: u64,
 }
 

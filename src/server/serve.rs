@@ -234,13 +234,12 @@ fn run_xdp(
     // on the interface, then the reply path, which may depend on the mode.
     // Before any reply can leave from XDP: what the driver counted earlier
     // is not ours.
-    let driver = DriverTxErrors::new(iface);
-    let driver_live = DriverTxErrors::new(iface);
+    let driver = Arc::new(DriverTxErrors::new(iface));
     let mut live = XdpLive {
         counters: program.counters_reader()?,
         writer: program.state_writer()?,
         path: ReplyPath::new(Replies::Workers, judging, iface, index, XdpMode::Generic),
-        driver: driver_live,
+        driver: driver.clone(),
         driver_seen: 0,
     };
     live.publish(run.state);

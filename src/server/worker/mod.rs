@@ -37,3 +37,12 @@ pub struct WorkerCtx<C: Clock> {
     /// sleeps.
     pub spin: std::time::Duration,
 }
+
+impl<C: Clock> WorkerCtx<C> {
+    /// True if a reply received at `rx_ns` and stamped at `tx_ns` would
+    /// leave later than the residence bound (and one is set).
+    #[inline]
+    pub fn too_late(&self, rx_ns: u64, tx_ns: u64) -> bool {
+        self.max_residence_ns > 0 && tx_ns.saturating_sub(rx_ns) > self.max_residence_ns
+    }
+}

@@ -8,7 +8,7 @@
 use super::WorkerCtx;
 use crate::proto::drops::DropReason;
 use crate::proto::ntp::{self, NtpTimestamp};
-use crate::proto::respond::{check_addresses, check_source_port};
+use crate::proto::respond::{check_addresses, check_source_port, check_synchronized};
 use crate::server::stats::WorkerStats;
 use crate::sys::BATCH;
 use crate::sys::clock::Clock;
@@ -62,9 +62,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 let dst = r.dst.ok_or(DropReason::NotOurAddress)?;
                 check_addresses(cfg, r.src.ip(), dst)?;
                 let req = ntp::parse_request(&sock.buf_mut(i)[..r.len])?;
-                if cfg.policy.drop_unsynchronized && header.leap == ntp::Leap::Unsynchronized {
-                    return Err(DropReason::Unsynchronized);
-                }
+                check_synchronized(&cfg.policy, &header)?;
                 Ok(req)
             })();
             let req = match checked {
@@ -92,7 +90,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             .is_some()
             {
                 // Wrong time is worse than none (see the AF_XDP loop).
-                if ctx.max_residence_ns > 0 && tx_ns.saturating_sub(rx_ns) > ctx.max_residence_ns {
+                if ctx.too_late(rx_ns, tx_ns) {
                     stats.drop(DropReason::Late, 1);
                     continue;
                 }

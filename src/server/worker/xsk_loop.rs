@@ -77,10 +77,7 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                 // Wrong time is worse than none: a reply that would leave
                 // more than the bound after its request arrived (the
                 // worker fell behind, or woke late) is dropped.
-                Ok(_)
-                    if ctx.max_residence_ns > 0
-                        && tx_ns.saturating_sub(rx_ns) > ctx.max_residence_ns =>
-                {
+                Ok(_) if ctx.too_late(rx_ns, tx_ns) => {
                     stats.drop(DropReason::Late, 1);
                     Verdict::Release
                 }

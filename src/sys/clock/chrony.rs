@@ -13,6 +13,7 @@
 //! private directory, and makes it writable for chronyd (which runs as its
 //! own user).
 
+use crate::proto::ntp::server::DISPERSION_PPM;
 use crate::proto::ntp::{Leap, NtpShort, NtpTimestamp};
 use std::io;
 use std::os::unix::net::UnixDatagram;
@@ -66,7 +67,7 @@ impl Tracking {
     /// Root dispersion `elapsed_ns` after `ref_time`, grown at 15 ppm as an
     /// NTP server ages its own (RFC 5905's PHI), in NTP short format.
     pub fn root_dispersion_after(&self, elapsed_ns: u64) -> NtpShort {
-        let grown = elapsed_ns.saturating_mul(15) / 1_000_000;
+        let grown = elapsed_ns.saturating_mul(DISPERSION_PPM) / 1_000_000;
         NtpShort::from_nanos_ceil(secs_to_nanos(self.root_dispersion).saturating_add(grown))
     }
 }
