@@ -71,6 +71,11 @@ const volatile __s8 min_poll = -128;
 const volatile __u8 drop_unsync = 0;
 /* A reply whose T3 - T2 would pass this is dropped (NTPX_LATE); 0: none. */
 const volatile __u64 max_residence_ns = 0;
+/* Interleaved mode (src/proto/ntp/interleave.rs): bits of the mark in T2's
+ * low bits (0: off) and its key. */
+const volatile __u8 xleave_bits = 0;
+const volatile __u64 xleave_k0 = 0;
+const volatile __u64 xleave_k1 = 0;
 
 /* ---- maps ---- */
 
@@ -327,6 +332,12 @@ int ntpx_xdp(struct xdp_md *ctx)
 		count(NTPX_DROPPED);
 		count_in(&drops, (__u32)verdict);
 		return XDP_DROP;
+	}
+	/* An interleaved client echoing one of our marked T2s: the workers
+	 * hold what it is owed. */
+	if (xleave_request(&h, &plain)) {
+		count(NTPX_INTERLEAVED);
+		return redirect(ctx, now);
 	}
 	slot = bpf_map_lookup_elem(&state_slot, &zero);
 	if (slot) {

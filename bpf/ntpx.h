@@ -50,6 +50,9 @@ enum ntpx_counter {
 	NTPX_LATE,                /* a reply whose T3 - T2 passed the bound
 	                           * (the CPU was taken away meanwhile):
 	                           * dropped, DropReason::Late on the Rust side */
+	NTPX_INTERLEAVED,         /* redirected because the origin carries our
+	                           * mark: an interleaved client (RFC 9769),
+	                           * whose state the workers keep */
 	NTPX_COUNTERS             /* number of counters */
 };
 

@@ -303,6 +303,57 @@ static __always_inline __u64 fuzz(__u64 ts, __s8 precision)
 	return (ts & ~mask) | ((__u64)bpf_get_prandom_u32() & mask);
 }
 
+/* ---- interleaved mode: the mark in T2 (src/proto/ntp/interleave.rs) ---- */
+
+/* The client's address folded to 64 bits: IPv4 as its value, IPv6 as the
+ * XOR of its halves (interleave::fold). */
+static __always_inline __u64 client_fold(const struct ntpx_headers *h)
+{
+	if (h->family == 4)
+		return bpf_ntohl(h->ip4->saddr);
+	return bpf_be64_to_cpu(*(__u64 *)&h->ip6->saddr.s6_addr[0]) ^
+	       bpf_be64_to_cpu(*(__u64 *)&h->ip6->saddr.s6_addr[8]);
+}
+
+/* Marker::value(): the flag bit and the keyed hash above it. */
+static __always_inline __u64 xleave_value(__u64 above, __u64 client)
+{
+	__u64 x = (above ^ xleave_k0) * 0x9e3779b97f4a7c15ull;
+
+	x ^= x >> 29;
+	x = (x ^ client ^ xleave_k1) * 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 32;
+	return ((x << 1) | 1) & ((1ull << xleave_bits) - 1);
+}
+
+/* Marker::mark(): T2 with the mark for `client` in its low bits. */
+static __always_inline __u64 xleave_mark(__u64 t2, __u64 client)
+{
+	__u64 above;
+
+	if (!xleave_bits)
+		return t2;
+	above = t2 >> xleave_bits;
+	return (above << xleave_bits) | xleave_value(above, client);
+}
+
+/* Request::may_be_interleaved() and Marker::is_marked() on the origin:
+ * 1 for a request from an interleaved client. */
+static __always_inline int xleave_request(const struct ntpx_headers *h, const struct plain *p)
+{
+	__u64 origin, receive, transmit;
+
+	if (!xleave_bits || ((p->ntp[0] >> 3) & 7) != 4)
+		return 0;
+	origin = bpf_be64_to_cpu(*(__u64 *)(p->ntp + 24));
+	receive = *(__u64 *)(p->ntp + 32);
+	transmit = *(__u64 *)(p->ntp + 40);
+	if (!(origin & 1) || receive == transmit)
+		return 0;
+	return (origin & ((1ull << xleave_bits) - 1)) ==
+	       xleave_value(origin >> xleave_bits, client_fold(h));
+}
+
 /* a later than b, in NTP's wrapping arithmetic */
 static __always_inline int ts_after(__u64 a, __u64 b)
 {
@@ -364,6 +415,8 @@ static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct pl
 	__s8 poll = (__s8)ntp[2];
 	__u32 disp;
 	__u16 c;
+	/* The client's address for the mark, before the addresses swap. */
+	__u64 client = xleave_bits ? client_fold(h) : 0;
 
 	if (stale)
 		leap = 3;
@@ -420,17 +473,18 @@ static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct pl
 	__builtin_memcpy(ntp + 12, st->ref_id, 4);
 	*(__u64 *)(ntp + 24) = origin;
 	t2_exact = ntp_from_tai(rx_tai, st->tai_offset_s);
-	t2 = fuzz(t2_exact, st->precision);
+	t2 = xleave_mark(fuzz(t2_exact, st->precision), client);
 	put_be64(ntp + 32, t2);
 
 	/* T3, read as late as possible: only the reference time, the
 	 * transmit field and the UDP checksum remain. */
 	t3_tai = bpf_ktime_get_tai_ns();
-	t3 = fuzz(ntp_after(t2_exact, rx_tai, t3_tai, st->tai_offset_s), st->precision);
+	/* Its lowest bit clear: never taken for a marked T2. */
+	t3 = fuzz(ntp_after(t2_exact, rx_tai, t3_tai, st->tai_offset_s), st->precision) & ~1ull;
 	if (!ts_after(t3, t2))
-		t3 = t2 + 1;
-	if (t3 == bpf_be64_to_cpu(origin))
-		t3 += 1;
+		t3 = (t2 + 2) & ~1ull;
+	if (t3 == bpf_be64_to_cpu(origin) || t3 == t2)
+		t3 += 2;
 	ref_time = ts_after(st->ref_time, t3) ? t3 : st->ref_time;
 	put_be64(ntp + 16, ref_time);
 	put_be64(ntp + 40, t3);

@@ -110,6 +110,10 @@ struct ServeArgs {
     /// their request arrived, counted as late (default 500; 0: off).
     #[arg(long, value_name = "US")]
     max_residence_us: Option<u64>,
+    /// Slots of the interleaved-mode table (RFC 9769; default 65536, 0:
+    /// basic mode only).
+    #[arg(long, value_name = "N")]
+    interleave_slots: Option<usize>,
     /// Clock state source: kernel (adjtimex), chrony (chronyd's tracking
     /// report, the kernel while chronyd is silent), ntp (a query to the
     /// local NTP daemon, --upstream-ntp) or local (always synchronised;
@@ -275,6 +279,7 @@ impl ServeArgs {
         over!(s.busy_poll, self.busy_poll);
         over!(s.spin_us, self.spin_us);
         over!(s.max_residence_us, self.max_residence_us);
+        over!(s.interleave_slots, self.interleave_slots);
         over!(s.stats_interval, self.stats_interval);
         over!(s.stats_socket, self.stats_socket);
         if self.no_stats_socket {

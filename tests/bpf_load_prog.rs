@@ -507,6 +507,7 @@ fn xsk(ifindex: u32) -> XskQueue {
         ring_size: 64,
         bind_mode: BindMode::Copy,
         busy_poll_budget: 0,
+        tx_timestamps: false,
     };
     XskQueue::open(ifindex, 0, &opts).expect("bind an AF_XDP socket to queue 0")
 }

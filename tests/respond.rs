@@ -710,3 +710,120 @@ fn unsynchronised_requests_are_dropped_when_asked() {
         Err(DropReason::SrcPortZero)
     );
 }
+
+/// Interleaved mode (RFC 9769) as an interleaved client plays it (chrony's
+/// `xleave`), through the responder and the server's table: the client's
+/// first request (origin 0) and second (origin = our first T2, which no
+/// table holds) get basic replies, the second is recorded; once its
+/// transmit time is stamped, the third gets it as T3, with the client's
+/// receive timestamp as origin. Lost stamp, evicted slot (table full),
+/// spoofed source, a basic client echoing T3: basic replies.
+#[test]
+fn interleaved_exchanges_through_the_table() {
+    use ntpx::proto::ntp::Marker;
+    use ntpx::proto::respond::respond_with;
+    use ntpx::server::interleave::XleaveTable;
+
+    let mut c = cfg();
+    c.interleave = Some(Marker::new([11, 22], -24));
+    let table = XleaveTable::new(16);
+    let mut store = table.store();
+    let t = |s: u64, f: u64| NtpTimestamp::from_bits((0xe91b_2c00 + s) << 32 | f);
+    // One exchange: the client sends `origin`/`receive`/`transmit`; the
+    // server receives at `rx` and, for a basic reply, reads `tx`.
+    let exchange = |store: &mut ntpx::server::interleave::Store<'_>,
+                    src: [u8; 4],
+                    origin: NtpTimestamp,
+                    receive: NtpTimestamp,
+                    n: u64| {
+        let mut req = ntp_request(0x23, 48);
+        req[24..32].copy_from_slice(&origin.to_bytes());
+        req[32..40].copy_from_slice(&receive.to_bytes());
+        req[40..48].copy_from_slice(&t(n, 0x4000_0000).to_bytes());
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(CLI_MAC, SRV_MAC)
+            .ipv4(src, SRV4, 64)
+            .udp(40000, 123)
+            .write(&mut f, &req)
+            .unwrap();
+        let r = respond_with(
+            &mut f,
+            &c,
+            &state(),
+            t(n, 0x8000_0000),
+            || t(n, 0x8010_0000),
+            0,
+            store,
+        )
+        .expect("answered");
+        let p = Packet::new_checked(&f[r.len - 48..r.len]).unwrap();
+        (r, p.origin(), p.receive(), p.transmit())
+    };
+    let stamp = |store: &mut ntpx::server::interleave::Store<'_>,
+                 r: &ntpx::proto::respond::Reply,
+                 n: u64| {
+        let ex = r.record.expect("recorded");
+        let slot = store.record(ex.t2, ex.client).expect("slot");
+        // When the reply really left: after the basic T3.
+        store.stamp(slot, ex.t2, t(n, 0x8020_0000));
+    };
+
+    // 1: origin 0.
+    let (r1, _, t2_1, t3_1) = exchange(&mut store, CLI4, NtpTimestamp::ZERO, NtpTimestamp::ZERO, 1);
+    assert!(!r1.interleaved && r1.record.is_none());
+    assert_eq!(t2_1.to_bits() & 1, 1, "T2 marked");
+    assert_eq!(t3_1.to_bits() & 1, 0, "T3 not");
+    // 2: origin = T2 of 1: nothing recorded yet, basic; recorded now.
+    let (r2, o2, t2_2, _) = exchange(&mut store, CLI4, t2_1, t(1, 0x9000_0000), 2);
+    assert!(!r2.interleaved);
+    assert_eq!(
+        o2,
+        t(2, 0x4000_0000),
+        "basic: origin = the request's transmit"
+    );
+    stamp(&mut store, &r2, 2);
+    // 3: origin = T2 of 2: interleaved.
+    let (r3, o3, t2_3, t3_3) = exchange(&mut store, CLI4, t2_2, t(2, 0x9000_0000), 3);
+    assert!(r3.interleaved, "{r3:?}");
+    assert_eq!(
+        o3,
+        t(2, 0x9000_0000),
+        "interleaved: origin = the request's receive"
+    );
+    assert_eq!(
+        t3_3.to_bits() >> 8,
+        t(2, 0x8020_0000).to_bits() >> 8,
+        "T3 = when reply 2 left"
+    );
+    assert!(t3_3.to_bits() & 1 == 0 && t2_3.to_bits() & 1 == 1);
+    // Given once: the same origin again gets a basic reply.
+    let (again, ..) = exchange(&mut store, CLI4, t2_2, t(2, 0x9000_0000), 4);
+    assert!(!again.interleaved);
+    // Lost stamp: recorded, never stamped → basic.
+    let (r5, _, t2_5, _) = exchange(&mut store, CLI4, t2_3, t(3, 0x9000_0000), 5);
+    assert!(!r5.interleaved);
+    let ex = r5.record.unwrap();
+    store.record(ex.t2, ex.client).unwrap();
+    let (r6, ..) = exchange(&mut store, CLI4, t2_5, t(5, 0x9000_0000), 6);
+    assert!(!r6.interleaved);
+    // Spoofed: another source with a good origin → basic (and its mark
+    // does not verify, so nothing is recorded).
+    stamp(&mut store, &r6, 6);
+    let t2_6 = ntpx::proto::ntp::NtpTimestamp::from_bits(r6.record.unwrap().t2.to_bits());
+    let (spoof, ..) = exchange(&mut store, [198, 18, 0, 77], t2_6, t(6, 0x9000_0000), 7);
+    assert!(!spoof.interleaved && spoof.record.is_none());
+    // A basic client echoing our T3: never touches the table.
+    let before = store.counts;
+    let (basic, ..) = exchange(&mut store, CLI4, t3_3, t(3, 0x9000_0000), 8);
+    assert!(!basic.interleaved && basic.record.is_none());
+    assert_eq!(
+        store.counts.hits + store.counts.misses,
+        before.hits + before.misses
+    );
+    // Table full: sixteen newer records evict reply 6's slot → basic.
+    for i in 0..64u64 {
+        store.record(t(100 + i, 0x8000_0001), 1);
+    }
+    let (evicted, ..) = exchange(&mut store, CLI4, t2_6, t(6, 0x9000_0000), 9);
+    assert!(!evicted.interleaved);
+}

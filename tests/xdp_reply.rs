@@ -27,7 +27,7 @@ mod fixtures;
 
 use etherparse::{PacketBuilder, VlanId};
 use ntpx::proto::drops::DropReason;
-use ntpx::proto::ntp::{Leap, NtpShort, NtpTimestamp, ServerState};
+use ntpx::proto::ntp::{Leap, Marker, NtpShort, NtpTimestamp, ServerState};
 use ntpx::proto::respond::{Responder, respond};
 use ntpx::server::program::{DROP_REASONS, ProgramConfig, XdpCounters, XdpProgram, XdpState};
 use ntpx::sys::bpf::{XDP_DROP, XDP_PASS, XDP_TX};
@@ -146,6 +146,8 @@ enum Fate {
     Tx(Vec<u8>, u64, u64, bool),
     Drop(DropReason),
     Worker,
+    /// Sent to the workers as a request from an interleaved client.
+    Interleaved,
     Kernel(&'static str),
 }
 
@@ -177,6 +179,14 @@ fn run_xdp(b: &Bench, frame: &[u8]) -> Fate {
         }
         XDP_PASS => {
             assert_eq!(r.frame(), frame, "a passed frame is untouched");
+            if c.interleaved == 1 {
+                assert_eq!(
+                    nonzero,
+                    [("pass_no_socket", 1), ("interleaved", 1)],
+                    "fate counters"
+                );
+                return Fate::Interleaved;
+            }
             assert_eq!(nonzero.len(), 1, "one fate counter: {nonzero:?}");
             if c.pass_no_socket == 1 {
                 Fate::Worker
@@ -276,6 +286,17 @@ fn compare(b: &Bench, frame: &[u8]) -> Fate {
             assert!(
                 rust(&mut buf, now, now).is_err(),
                 "XDP passed to the kernel ({why}) a frame the responder answers: {frame:02x?}"
+            );
+        }
+        Fate::Interleaved => {
+            // The responder finds the mark too: it would record the reply.
+            let now = NtpTimestamp::from_unix_nanos(tai_now_ns());
+            let r = rust(&mut buf, now, now).unwrap_or_else(|r| {
+                panic!("sent to the workers as interleaved, dropped by the responder ({r:?})")
+            });
+            assert!(
+                r.record.is_some(),
+                "not an interleaved request to the responder: {frame:02x?}"
             );
         }
         Fate::Worker => {
@@ -559,6 +580,7 @@ fn go(b: &mut Bench, frame: &[u8], tally: &mut Tally) {
         Fate::Tx(..) => "xdp_tx".to_string(),
         Fate::Drop(r) => format!("drop {}", r.label()),
         Fate::Worker => "worker".to_string(),
+        Fate::Interleaved => "interleaved".to_string(),
         Fate::Kernel(why) => format!("kernel {why}"),
     };
     *tally.entry(key).or_default() += 1;
@@ -690,6 +712,78 @@ fn replies_in_xdp_match_the_rust_responder() {
 /// follow too: partial checksums refused, loop ports allowed, a minimum
 /// poll, a reference time in the future (clamped to T3), and (as in
 /// generic mode) requests with partial checksums sent to the workers.
+/// Interleaved mode: with a marker, every T2 the program writes carries
+/// the responder's mark (the replies still match byte for byte, every T3
+/// has its lowest bit clear), and a request that echoes a T2 as its origin
+/// (NTPv4, receive ≠ transmit) from the client it was sent to goes to the
+/// workers, counted. From another client, with a bit of the mark flipped,
+/// with receive = transmit, or as NTPv3, it is answered here.
+#[test]
+fn interleaved_requests_go_to_the_workers() {
+    if !common::require_root("interleaved_requests_go_to_the_workers") {
+        return;
+    }
+    let mut r = responder();
+    r.interleave = Some(Marker::new(
+        [0x5eed_0000_1234_5678, 0x0bad_cafe_f00d_d00d],
+        PRECISION,
+    ));
+    let mut b = Bench::new(r);
+    let mut tally = Tally::new();
+    mutations(&mut b, &bases()[..2], 300, &mut tally);
+    eprintln!("with marks: {tally:#?}");
+    let count = |t: &Tally, k: &str| t.get(k).copied().unwrap_or(0);
+    assert!(count(&tally, "xdp_tx") >= 100, "{tally:?}");
+
+    let other4 = [198, 18, 0, 77];
+    let mut other6 = v6(CLI6);
+    other6[15] = 0x77;
+    for family in [4, 6] {
+        let build = |src_other: bool, payload: &[u8]| match (family, src_other) {
+            (4, false) => build4(&[], CLI4, 40100, payload),
+            (4, true) => build4(&[], other4, 40100, payload),
+            (_, false) => build6(&[], v6(CLI6), 40100, payload),
+            (_, true) => build6(&[], other6, 40100, payload),
+        };
+        let req = ntp_request(0x23, 48);
+        let Fate::Tx(out, ..) = compare(&b, &build(false, &req)) else {
+            panic!("a plain request was not answered");
+        };
+        let at = ntp_at(out.len());
+        let t2: [u8; 8] = out[at + 32..at + 40].try_into().unwrap();
+        let t3: [u8; 8] = out[at + 40..at + 48].try_into().unwrap();
+        assert_eq!(t2[7] & 1, 1, "T2 carries the flag");
+        assert_eq!(t3[7] & 1, 0, "T3 does not");
+        // The interleaved client's next request.
+        let mut next = req.clone();
+        next[24..32].copy_from_slice(&t2);
+        next[32..40].copy_from_slice(&[0xe9, 0x1b, 0x2c, 0x3e, 0, 0, 0, 1]);
+        next[40..48].copy_from_slice(&[0xe9, 0x1b, 0x2c, 0x3f, 0, 0, 0, 2]);
+        assert!(matches!(
+            compare(&b, &build(false, &next)),
+            Fate::Interleaved
+        ));
+        // A basic client echoing T3: answered here.
+        let mut basic = next.clone();
+        basic[24..32].copy_from_slice(&t3);
+        assert!(matches!(compare(&b, &build(false, &basic)), Fate::Tx(..)));
+        // Another client with that origin (spoofed, or a guess).
+        assert!(matches!(compare(&b, &build(true, &next)), Fate::Tx(..)));
+        // A bit of the mark flipped.
+        let mut flipped = next.clone();
+        flipped[31] ^= 0x02;
+        assert!(matches!(compare(&b, &build(false, &flipped)), Fate::Tx(..)));
+        // receive = transmit.
+        let mut same = next.clone();
+        same.copy_within(40..48, 32);
+        assert!(matches!(compare(&b, &build(false, &same)), Fate::Tx(..)));
+        // NTPv3.
+        let mut v3 = next.clone();
+        v3[0] = 0x1b;
+        assert!(matches!(compare(&b, &build(false, &v3)), Fate::Tx(..)));
+    }
+}
+
 #[test]
 fn other_settings_match_the_rust_responder_too() {
     if !common::require_root("other_settings_match_the_rust_responder_too") {

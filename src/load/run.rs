@@ -308,6 +308,7 @@ fn setup_xdp(cfg: &LoadConfig) -> anyhow::Result<Setup> {
         ring_size: 2048,
         bind_mode: cfg.bind_mode,
         busy_poll_budget: 0,
+        tx_timestamps: false,
     };
     let mut queues = Vec::new();
     for &q in &cfg.queues {

@@ -15,7 +15,8 @@
 #![forbid(unsafe_code)]
 
 use crate::proto::drops::DropReason;
-use crate::proto::ntp::{self, NtpTimestamp, ReplyPolicy, ServerState};
+use crate::proto::ntp::interleave::{self, Marker, NoStore, TxStore};
+use crate::proto::ntp::{self, NtpTimestamp, ReplyPolicy, ServerState, Stamping};
 use crate::proto::wire::checksum;
 use crate::proto::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame};
 use crate::proto::wire::ip::{
@@ -68,6 +69,10 @@ pub struct Responder {
     pub accept_partial_checksum: bool,
     /// Reply knobs.
     pub policy: ReplyPolicy,
+    /// Interleaved mode (RFC 9769): the mark every T2 carries, so that an
+    /// interleaved client's next request is recognised ([`Marker`]); `None`:
+    /// basic mode only.
+    pub interleave: Option<Marker>,
 }
 
 impl Responder {
@@ -88,6 +93,7 @@ impl Responder {
             drop_loop_ports: true,
             accept_partial_checksum: false,
             policy: ReplyPolicy::default(),
+            interleave: None,
         }
     }
 
@@ -124,6 +130,22 @@ pub struct Reply {
     /// The request's UDP checksum was in the partial form (accepted only
     /// with [`Responder::accept_partial_checksum`]; counted apart).
     pub partial_checksum: bool,
+    /// The request came from an interleaved client (its origin carries our
+    /// mark): the precise transmit time of this reply should be recorded
+    /// for its next request, under this T2 and client.
+    pub record: Option<Exchange>,
+    /// The reply is interleaved: its T3 is the precise transmit time of
+    /// our previous reply to this client.
+    pub interleaved: bool,
+}
+
+/// A reply whose precise transmit time an interleaved client will ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// The receive timestamp (T2) it carries, marked.
+    pub t2: NtpTimestamp,
+    /// The client's address, folded ([`interleave::fold`]).
+    pub client: u64,
 }
 
 /// True if an IPv4 source can never be a legitimate client:
@@ -203,6 +225,23 @@ pub fn respond(
     now: impl FnOnce() -> NtpTimestamp,
     noise: u64,
 ) -> Result<Reply, DropReason> {
+    respond_with(frame, cfg, state, rx, now, noise, &mut NoStore)
+}
+
+/// [`respond`], in interleaved mode where [`Responder::interleave`] is set:
+/// T2 is marked, and a request from an interleaved client gets the precise
+/// transmit time of our previous reply from `store` when it has one
+/// (else a basic reply); [`Reply::record`] says when this reply's own
+/// transmit time should be recorded.
+pub fn respond_with(
+    frame: &mut [u8],
+    cfg: &Responder,
+    state: &ServerState,
+    rx: NtpTimestamp,
+    now: impl FnOnce() -> NtpTimestamp,
+    noise: u64,
+    store: &mut impl TxStore,
+) -> Result<Reply, DropReason> {
     let eth = Frame::new_checked(&*frame).map_err(|_| DropReason::Truncated)?;
     if eth.dst_is_group() {
         return Err(DropReason::NonUnicast);
@@ -215,8 +254,8 @@ pub fn respond(
     }
     let l3 = eth.l3().map_err(|_| DropReason::Truncated)?;
     match l3.ethertype {
-        ETHERTYPE_IPV4 => respond_v4(frame, l3.offset, cfg, state, rx, now, noise),
-        ETHERTYPE_IPV6 => respond_v6(frame, l3.offset, cfg, state, rx, now, noise),
+        ETHERTYPE_IPV4 => respond_v4(frame, l3.offset, cfg, state, rx, now, noise, store),
+        ETHERTYPE_IPV6 => respond_v6(frame, l3.offset, cfg, state, rx, now, noise, store),
         _ => Err(DropReason::NotIp),
     }
 }
@@ -281,6 +320,7 @@ fn respond_v4(
     rx: NtpTimestamp,
     now: impl FnOnce() -> NtpTimestamp,
     noise: u64,
+    store: &mut impl TxStore,
 ) -> Result<Reply, DropReason> {
     let ip = Ipv4::new_checked(&frame[off..]).map_err(|_| DropReason::Truncated)?;
     let ihl = ip.header_len();
@@ -310,6 +350,7 @@ fn respond_v4(
     let pseudo = checksum::pseudo_v4(src, dst, datagram.len() as u16);
     let checked = check_udp(datagram, cfg, pseudo, false)?;
     check_synchronized(&cfg.policy, state)?;
+    let client = interleave::fold(Ipv4Addr::from(src).into());
 
     // The reply: a 20-byte IP header (request options dropped), then UDP
     // and NTP written fresh behind it. The request was at least
@@ -333,11 +374,13 @@ fn respond_v4(
         now,
         noise,
         pseudo,
+        client,
+        store,
     )
-    .map(|transmit| Reply {
+    .map(|written| Reply {
         len: end,
-        transmit,
         partial_checksum: checked.partial_checksum,
+        ..written
     })
 }
 
@@ -350,6 +393,7 @@ fn respond_v6(
     rx: NtpTimestamp,
     now: impl FnOnce() -> NtpTimestamp,
     noise: u64,
+    store: &mut impl TxStore,
 ) -> Result<Reply, DropReason> {
     let ip = Ipv6::new_checked(&frame[off..]).map_err(|_| DropReason::Truncated)?;
     if ip.version() != 6 {
@@ -375,6 +419,7 @@ fn respond_v6(
     // A zero UDP checksum is invalid over IPv6 (RFC 8200 §8.1).
     let checked = check_udp(datagram, cfg, pseudo, true)?;
     check_synchronized(&cfg.policy, state)?;
+    let client = interleave::fold(Ipv6Addr::from(src).into());
 
     let end = udp_at + REPLY_UDP_LEN;
     let reply_frame = &mut frame[..end];
@@ -394,17 +439,20 @@ fn respond_v6(
         now,
         noise,
         pseudo,
+        client,
+        store,
     )
-    .map(|transmit| Reply {
+    .map(|written| Reply {
         len: end,
-        transmit,
         partial_checksum: checked.partial_checksum,
+        ..written
     })
 }
 
 /// Writes the UDP header and NTP reply into `datagram` (exactly
 /// [`REPLY_UDP_LEN`] bytes) and, after the transmit time is read, the UDP
-/// checksum.
+/// checksum. Returns the reply's NTP side: transmit time, and what
+/// interleaved mode made of it (`len` is left for the caller).
 #[allow(clippy::too_many_arguments)]
 fn finish_udp(
     datagram: &mut [u8],
@@ -415,23 +463,39 @@ fn finish_udp(
     now: impl FnOnce() -> NtpTimestamp,
     noise: u64,
     pseudo: u32,
-) -> Result<NtpTimestamp, DropReason> {
+    client: u64,
+    store: &mut impl TxStore,
+) -> Result<Reply, DropReason> {
+    let req = &checked.req;
+    let mut stamping = Stamping::default();
+    let mut candidate = false;
+    if let Some(marker) = cfg.interleave {
+        stamping.mark = Some((marker, client));
+        // Only a request that echoes one of our marked T2s touches the
+        // store: basic clients echo T3, whose flag bit is clear.
+        candidate = req.may_be_interleaved() && marker.is_marked(req.origin, client);
+        if candidate {
+            stamping.previous_tx = store.take(req.origin, client);
+        }
+    }
     let mut u = Udp::new_checked(&mut *datagram).map_err(|_| DropReason::Truncated)?;
     u.emit_reply_header(cfg.port, checked.client_port, REPLY_UDP_LEN as u16);
-    let t3 = ntp::write_reply(
-        &mut datagram[udp::HEADER_LEN..],
-        &checked.req,
-        state,
-        &cfg.policy,
-        rx,
-        now,
-        noise,
-    )
-    .ok_or(DropReason::Truncated)?;
+    let payload = &mut datagram[udp::HEADER_LEN..];
+    let t3 = ntp::write_reply_with(payload, req, state, &cfg.policy, rx, now, noise, stamping)
+        .ok_or(DropReason::Truncated)?;
+    let t2 = ntp::Packet::new_checked(&*payload)
+        .ok_or(DropReason::Truncated)?
+        .receive();
     Udp::new_checked(datagram)
         .map_err(|_| DropReason::Truncated)?
         .fill_checksum(pseudo);
-    Ok(t3)
+    Ok(Reply {
+        len: 0,
+        transmit: t3,
+        partial_checksum: false,
+        record: candidate.then_some(Exchange { t2, client }),
+        interleaved: stamping.previous_tx.is_some(),
+    })
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@ pub struct ServerFile {
     pub spin_us: Option<u64>,
     /// Drop replies whose residence would exceed this (µs); 0 = off.
     pub max_residence_us: Option<u64>,
+    /// Slots of the interleaved-mode table (0: basic mode only).
+    pub interleave_slots: Option<usize>,
     /// Drop requests from ports 7, 13, 17, 19, 37 (default true).
     pub drop_loop_ports: Option<bool>,
     /// Minimum poll exponent put in replies.
@@ -179,6 +181,8 @@ pub struct Settings {
     pub spin_us: u64,
     /// Replies with a longer residence are dropped as late (µs; 0: off).
     pub max_residence_us: u64,
+    /// Slots of the interleaved-mode table (RFC 9769); 0: basic mode only.
+    pub interleave_slots: usize,
     /// Drop loop-prone source ports.
     pub drop_loop_ports: bool,
     /// Minimum poll in replies.
@@ -203,6 +207,11 @@ pub struct Settings {
 pub const DEFAULT_SPIN_US: u64 = 50;
 /// The default bound on a reply's residence, T3 − T2 (µs).
 pub const DEFAULT_MAX_RESIDENCE_US: u64 = 500;
+/// Default slots of the interleaved-mode table: 65,536 × 32 bytes = 2 MiB,
+/// room for as many interleaved clients polling at once.
+pub const DEFAULT_INTERLEAVE_SLOTS: usize = 65_536;
+/// At most 2^24 slots (512 MiB).
+pub const MAX_INTERLEAVE_SLOTS: usize = 1 << 24;
 
 /// The most socket-datapath workers (they share one socket: more than
 /// the CPUs only adds contention).
@@ -371,6 +380,12 @@ impl Settings {
                 "max_residence_us must be 0 (off) to 10000000 (ten seconds), not {max_residence_us}"
             );
         }
+        let interleave_slots = s.interleave_slots.unwrap_or(DEFAULT_INTERLEAVE_SLOTS);
+        if interleave_slots > MAX_INTERLEAVE_SLOTS {
+            anyhow::bail!(
+                "interleave_slots must be 0 (basic mode only) to {MAX_INTERLEAVE_SLOTS}, not {interleave_slots}"
+            );
+        }
         let c = &f.clock;
         let chrony_socket = PathBuf::from(
             c.chrony_socket
@@ -432,6 +447,7 @@ impl Settings {
             busy_poll: s.busy_poll.unwrap_or(0),
             spin_us,
             max_residence_us,
+            interleave_slots,
             drop_loop_ports: s.drop_loop_ports.unwrap_or(true),
             min_poll,
             stats_interval: s.stats_interval.unwrap_or(10),

@@ -8,13 +8,16 @@
 //! - [`worker`]: the pinned packet loops, one per AF_XDP queue
 //!   ([`worker::xsk_loop`]) or kernel-socket handle ([`worker::udp_loop`]);
 //! - [`config`]: the config file and flags, validated; [`state`]: what the
-//!   server says about its clock; [`stats`]: counters and histograms;
+//!   server says about its clock; [`interleave`]: what interleaved clients
+//!   are owed (the precise transmit times of earlier replies);
+//!   [`stats`]: counters and histograms;
 //!   [`stats_socket`]: `ntpx stats` over a local socket.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod control;
+pub mod interleave;
 pub mod path;
 pub mod program;
 pub mod serve;

@@ -75,7 +75,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
 use crate::proto::drops::DropReason;
-use crate::proto::ntp::ServerState;
+use crate::proto::ntp::{Marker, ServerState};
 use crate::proto::respond::Responder;
 use crate::sys::bpf::skel::ntpx::{NtpxSkelBuilder, OpenNtpxSkel};
 pub use crate::sys::bpf::{AttachMode, ProgramError, TestRun, XdpMode};
@@ -95,7 +95,7 @@ pub use crate::sys::bpf::MAX_QUEUES;
 /// that the program can judge against.
 pub const MAX_OWN: usize = 64;
 /// `NTPX_COUNTERS`: number of counters.
-pub const COUNTERS: usize = 17;
+pub const COUNTERS: usize = 18;
 /// `NTPX_DROP_REASONS`: slots of the `drops` map, the [`DropReason`]s in
 /// order.
 pub const DROP_REASONS: usize = 36;
@@ -157,6 +157,9 @@ pub struct Judge {
     pub max_residence_ns: u64,
     /// While the state says unsynchronised, drop rather than answer LI 3.
     pub drop_unsynchronized: bool,
+    /// Interleaved mode: mark T2 alike, send marked requests to the
+    /// workers.
+    pub interleave: Option<Marker>,
 }
 
 impl ProgramConfig {
@@ -183,6 +186,7 @@ impl ProgramConfig {
                 min_poll: r.policy.min_poll,
                 max_residence_ns: 0,
                 drop_unsynchronized: r.policy.drop_unsynchronized,
+                interleave: r.interleave,
             }),
         }
     }
@@ -286,6 +290,9 @@ counter_struct! {
         trim_failed,
         /// Replies dropped because their T3 − T2 passed the bound.
         late,
+        /// Of the redirected: requests from interleaved clients (their
+        /// origin carries our mark), whose state the workers keep.
+        interleaved,
     }
 }
 
@@ -364,6 +371,11 @@ impl XdpProgram {
             rodata.min_poll = j.min_poll;
             rodata.max_residence_ns = j.max_residence_ns;
             rodata.drop_unsync = u8::from(j.drop_unsynchronized);
+            if let Some(m) = j.interleave {
+                rodata.xleave_bits = m.bits;
+                rodata.xleave_k0 = m.key[0];
+                rodata.xleave_k1 = m.key[1];
+            }
         }
 
         let skel = load_logged(open, "ntpx_xdp")?;
@@ -687,8 +699,9 @@ mod tests {
         }
         let c = XdpCounters::from_array(values);
         assert_eq!(c.seen, 1);
-        assert_eq!(c.trim_failed, COUNTERS as u64 - 1);
-        assert_eq!(c.late, COUNTERS as u64);
+        assert_eq!(c.trim_failed, COUNTERS as u64 - 2);
+        assert_eq!(c.late, COUNTERS as u64 - 1);
+        assert_eq!(c.interleaved, COUNTERS as u64);
         assert_eq!(c.to_array(), values);
         assert_eq!(c.fields()[2], ("pass_not_ip", 3));
         assert_eq!(c.since(&c), XdpCounters::default());

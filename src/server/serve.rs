@@ -8,8 +8,10 @@ use super::control::{
     upstream_summary,
 };
 use super::path::ReplyPath;
+use crate::proto::ntp::Marker;
 use crate::proto::respond::Responder;
 use crate::server::config::{Datapath, Replies, Settings};
+use crate::server::interleave::XleaveTable;
 use crate::server::program::{MAX_ADDRS, MAX_OWN, ProgramConfig, XdpMode, XdpProgram};
 use crate::server::state::SharedState;
 use crate::server::stats::{Collector, Published, Totals};
@@ -83,7 +85,20 @@ fn served_addresses(
 /// addresses, the host's own addresses and prefixes (the interface's for
 /// the XDP datapath, every interface's for the socket datapath, whose
 /// socket listens on all of them), and the reply policy.
-fn responder_for(settings: &Settings) -> anyhow::Result<Responder> {
+/// A random key for the interleaved-mode marks, from the OS's entropy:
+/// std's `RandomState` is seeded from it (getrandom), which spares a
+/// dependency for two words read once at start.
+fn random_key() -> [u64; 2] {
+    use std::hash::{BuildHasher, Hasher};
+    let word = |i: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.finish()
+    };
+    [word(0), word(1)]
+}
+
+fn responder_for(settings: &Settings, precision: i8) -> anyhow::Result<Responder> {
     let iface = settings.interface.as_deref();
     if let Some(iface) = iface {
         netif::ifindex(iface)?;
@@ -118,13 +133,17 @@ fn responder_for(settings: &Settings) -> anyhow::Result<Responder> {
             "veth: accepting UDP checksums left partial by the peer's offload (counted as partial_checksum)"
         );
     }
+    if settings.interleave_slots > 0 {
+        cfg.interleave = Some(Marker::new(random_key(), precision));
+    }
     Ok(cfg)
 }
 
 /// Runs the server until signalled. Returns the final totals.
 pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
     let start = Instant::now();
-    let responder = Arc::new(responder_for(&settings)?);
+    let precision = clock::measure_precision(&SystemClock);
+    let responder = Arc::new(responder_for(&settings, precision)?);
     settings.v4.clone_from(&responder.v4);
     settings.v6.clone_from(&responder.v6);
     // Bound before anything else is set up, so that a second server fails
@@ -134,7 +153,6 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         .as_deref()
         .map(StatsSocket::bind)
         .transpose()?;
-    let precision = clock::measure_precision(&SystemClock);
     let state = Arc::new(
         SharedState::new(settings.clock, precision, &SystemKernelClock, &SystemClock)
             .context("reading the kernel clock state (adjtimex)")?,
@@ -156,7 +174,10 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, term.clone()).context("installing signal handlers")?;
     }
+    let xleave = (settings.interleave_slots > 0)
+        .then(|| Arc::new(XleaveTable::new(settings.interleave_slots)));
     let ctx = |published: Arc<Published>, cpu| WorkerCtx {
+        xleave: xleave.clone(),
         responder: responder.clone(),
         state: state.clone(),
         running: running.clone(),
@@ -221,6 +242,7 @@ fn run_xdp(
         ring_size: settings.ring_size,
         bind_mode: settings.bind_mode,
         busy_poll_budget: settings.busy_poll,
+        tx_timestamps: settings.interleave_slots > 0,
     };
     // Sockets first, then the program: a queue without a socket falls back
     // to the kernel, so nothing is lost while this runs.

@@ -14,6 +14,7 @@
 
 use crate::proto::drops::{COUNT, DropReason};
 use crate::report::{fmt_ns, new_histogram, quantile_list};
+use crate::server::interleave::TableCounts;
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use std::fmt::Write as _;
@@ -35,6 +36,8 @@ pub struct Published {
     tx: AtomicU64,
     partial_checksum: AtomicU64,
     drops: [AtomicU64; COUNT],
+    /// The interleaved-mode table's counts: recorded, stamped, hits, misses.
+    xleave: [AtomicU64; 4],
     /// Histograms the worker has handed over, to be merged.
     full: ArrayQueue<Hist>,
     /// Emptied histograms, for the worker to take.
@@ -53,6 +56,7 @@ impl Default for Published {
             tx: AtomicU64::new(0),
             partial_checksum: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            xleave: std::array::from_fn(|_| AtomicU64::new(0)),
             full: ArrayQueue::new(HAND_OVER_SLOTS),
             spare,
             merged: Mutex::new(new_histogram()),
@@ -88,6 +92,7 @@ pub struct WorkerStats {
     tx: u64,
     partial_checksum: u64,
     drops: [u64; COUNT],
+    xleave: TableCounts,
     hist: Hist,
     last_hand_over_ns: u64,
     published: std::sync::Arc<Published>,
@@ -101,6 +106,7 @@ impl WorkerStats {
             tx: 0,
             partial_checksum: 0,
             drops: [0; COUNT],
+            xleave: TableCounts::default(),
             // The worker's first histogram; the spare waits in `published`.
             hist: Box::new(new_histogram()),
             last_hand_over_ns: 0,
@@ -125,6 +131,12 @@ impl WorkerStats {
     #[inline]
     pub fn partial_checksum(&mut self) {
         self.partial_checksum += 1;
+    }
+
+    /// Adds what the interleaved-mode table did for this worker.
+    #[inline]
+    pub fn xleave(&mut self, c: TableCounts) {
+        self.xleave.add(c);
     }
 
     /// Counts dropped packets.
@@ -167,6 +179,9 @@ impl WorkerStats {
         p.tx.store(self.tx, Relaxed);
         p.partial_checksum.store(self.partial_checksum, Relaxed);
         for (a, v) in p.drops.iter().zip(self.drops) {
+            a.store(v, Relaxed);
+        }
+        for (a, v) in p.xleave.iter().zip(self.xleave.to_array()) {
             a.store(v, Relaxed);
         }
     }
@@ -258,6 +273,9 @@ pub struct Totals {
     pub partial_checksum: u64,
     /// Drops by reason (indexed by `DropReason as usize`).
     pub drops: [u64; COUNT],
+    /// Interleaved mode: replies recorded, stamped, given (hits), and
+    /// marked requests answered in basic mode (misses).
+    pub xleave: TableCounts,
     /// RX→TX service time (ns), all workers merged.
     pub service: Histogram<u64>,
 }
@@ -270,9 +288,13 @@ impl Totals {
             tx: 0,
             partial_checksum: 0,
             drops: [0; COUNT],
+            xleave: TableCounts::default(),
             service: new_histogram(),
         };
         for w in workers {
+            t.xleave.add(TableCounts::from_array(
+                w.xleave.each_ref().map(|a| a.load(Relaxed)),
+            ));
             t.rx += w.rx.load(Relaxed);
             t.tx += w.tx.load(Relaxed);
             t.partial_checksum += w.partial_checksum.load(Relaxed);
@@ -375,6 +397,7 @@ impl Totals {
                 self.partial_checksum
             );
         }
+        s.push_str(&self.xleave.line());
         s.push_str(&quantile_list("RX->TX service time", &self.service));
         s
     }

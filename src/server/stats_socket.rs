@@ -23,6 +23,7 @@
 
 use crate::proto::drops::DropReason;
 use crate::report::quantile_list;
+use crate::server::interleave::TableCounts;
 use crate::server::stats::{Collector, Totals};
 use crate::sys::Datapath;
 use anyhow::{Context, bail};
@@ -80,6 +81,11 @@ pub struct StatsDoc {
     /// form a veth peer's offload leaves (0 elsewhere).
     #[serde(default)]
     pub partial_checksum: u64,
+    /// Interleaved mode (RFC 9769): replies recorded for interleaved
+    /// clients, their transmit times stored, interleaved replies given,
+    /// and marked requests answered in basic mode.
+    #[serde(default)]
+    pub interleave: TableCounts,
     /// RX→TX service time in ns: the HdrHistogram V2 serialization (not
     /// deflated), base64 (standard alphabet, padded). See
     /// [`encode_histogram`] / [`decode_histogram`].
@@ -122,6 +128,7 @@ impl StatsDoc {
             dropped: totals.dropped(),
             drops,
             partial_checksum: totals.partial_checksum,
+            interleave: totals.xleave,
             service_ns_hist: encode_histogram(&totals.service)?,
         })
     }
@@ -185,6 +192,7 @@ impl StatsDoc {
                 self.partial_checksum
             );
         }
+        s.push_str(&self.interleave.line());
         s.push_str(&quantile_list("RX->TX service time", &hist));
         Ok(s)
     }

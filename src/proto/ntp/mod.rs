@@ -6,10 +6,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod interleave;
 pub mod packet;
 pub mod server;
 pub mod timestamp;
 
+pub use interleave::{Marker, NoStore, TxStore};
 pub use packet::{HEADER_LEN, Leap, Mode, Packet};
-pub use server::{Reject, ReplyPolicy, Request, ServerState, parse_request, write_reply};
+pub use server::{
+    Reject, ReplyPolicy, Request, ServerState, Stamping, parse_request, write_reply,
+    write_reply_with,
+};
 pub use timestamp::{NtpShort, NtpTimestamp};

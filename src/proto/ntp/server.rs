@@ -6,6 +6,7 @@
 //! README's "What ntpx drops, and why"). Neither can panic on any
 //! input: lengths are checked before any access.
 
+use super::interleave::{Marker, unflag};
 use super::packet::{HEADER_LEN, Leap, Mode, Packet};
 use super::timestamp::{NtpShort, NtpTimestamp};
 
@@ -117,6 +118,33 @@ pub struct Request {
     /// The request's transmit timestamp: opaque (clients may send random
     /// bits), echoed bit for bit as the reply's origin.
     pub transmit: NtpTimestamp,
+    /// The request's origin timestamp: zero from a basic client's first
+    /// request, else our last T3 (basic) or T2 (interleaved, RFC 9769).
+    pub origin: NtpTimestamp,
+    /// The request's receive timestamp: in interleaved mode, when the
+    /// client received our previous reply (echoed as the origin).
+    pub receive: NtpTimestamp,
+}
+
+impl Request {
+    /// True if the request may be interleaved: NTPv4 (as chrony requires),
+    /// and receive ≠ transmit (a basic client that copies one into the
+    /// other is not asking for it).
+    pub fn may_be_interleaved(&self) -> bool {
+        self.version == 4 && self.receive != self.transmit
+    }
+}
+
+/// How [`write_reply_with`] stamps a reply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamping {
+    /// Mark T2 for this client (the marker and the client's
+    /// [`fold`](super::interleave::fold)): interleaved mode is on.
+    pub mark: Option<(Marker, u64)>,
+    /// The precise transmit time of our previous reply to this client:
+    /// answer in interleaved mode (T3 = this, origin = the request's
+    /// receive timestamp) instead of reading the clock.
+    pub previous_tx: Option<NtpTimestamp>,
 }
 
 /// NTS extension field types (RFC 8915 §5.7).
@@ -148,6 +176,8 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Reject> {
         version,
         poll: packet.poll(),
         transmit: packet.transmit(),
+        origin: packet.origin(),
+        receive: packet.receive(),
     })
 }
 
@@ -192,8 +222,9 @@ fn fuzz(ts: NtpTimestamp, precision: i8, noise: u32) -> NtpTimestamp {
     NtpTimestamp::from_bits((ts.to_bits() & !mask) | (u64::from(noise) & mask))
 }
 
-/// Writes the reply to `req` into `out[..48]` (`out` may be the request's
-/// own buffer: everything needed from the request is in `req`).
+/// Writes the basic-mode reply to `req` into `out[..48]` (`out` may be
+/// the request's own buffer: everything needed from the request is in
+/// `req`).
 ///
 /// `rx` is when the request arrived (T2). `now` is called last, after
 /// every other field is written, to read the transmit time (T3) as late
@@ -209,6 +240,23 @@ pub fn write_reply(
     now: impl FnOnce() -> NtpTimestamp,
     noise: u64,
 ) -> Option<NtpTimestamp> {
+    write_reply_with(out, req, state, policy, rx, now, noise, Stamping::default())
+}
+
+/// [`write_reply`], with T2 marked for interleaved mode and, given the
+/// precise transmit time of our previous reply, an interleaved reply
+/// (`now` is then not called). Every T3 has its lowest bit clear.
+#[allow(clippy::too_many_arguments)]
+pub fn write_reply_with(
+    out: &mut [u8],
+    req: &Request,
+    state: &ServerState,
+    policy: &ReplyPolicy,
+    rx: NtpTimestamp,
+    now: impl FnOnce() -> NtpTimestamp,
+    noise: u64,
+    stamping: Stamping,
+) -> Option<NtpTimestamp> {
     let mut p = Packet::new_checked(out)?;
     let synced = state.leap != Leap::Unsynchronized;
     // LI: the server's leap state, 3 when not synchronised. VN: copied
@@ -222,20 +270,38 @@ pub fn write_reply(
     p.set_root_delay(state.root_delay);
     p.set_root_dispersion(state.root_dispersion);
     p.set_ref_id(state.ref_id);
-    // Origin (T1): the request's transmit timestamp, all 64 bits.
-    p.set_origin(req.transmit);
-    // Receive (T2): when the request arrived.
-    let t2 = fuzz(rx, state.precision, noise as u32);
-    p.set_receive(t2);
-    // Transmit (T3): read last. It must differ from T1 and T2 (a client
-    // takes an echo of either as a bogus or replayed packet) and must not
-    // precede T2.
-    let mut t3 = fuzz(now(), state.precision, (noise >> 32) as u32);
-    if !t3.is_after(t2) {
-        t3 = t2.wrapping_add_units(1);
+    // Origin (T1): the request's transmit timestamp, all 64 bits; in
+    // interleaved mode its receive timestamp (when the client received
+    // our previous reply, whose transmit time this reply carries).
+    let origin = match stamping.previous_tx {
+        Some(_) => req.receive,
+        None => req.transmit,
+    };
+    p.set_origin(origin);
+    // Receive (T2): when the request arrived; its bits below the precision
+    // random, or our mark in interleaved mode.
+    let mut t2 = fuzz(rx, state.precision, noise as u32);
+    if let Some((marker, client)) = stamping.mark {
+        t2 = marker.mark(t2, client);
     }
-    if t3 == req.transmit {
-        t3 = t3.wrapping_add_units(1);
+    p.set_receive(t2);
+    // Transmit (T3): read last, or our previous reply's. It must differ
+    // from T1 and T2 (a client takes an echo of either as a bogus or
+    // replayed packet); a basic T3 must not precede T2. Its lowest bit is
+    // clear: an echo of it is never taken for a marked T2.
+    let mut t3 = match stamping.previous_tx {
+        Some(prev) => unflag(fuzz(prev, state.precision, (noise >> 32) as u32)),
+        None => {
+            let t = unflag(fuzz(now(), state.precision, (noise >> 32) as u32));
+            if t.is_after(t2) {
+                t
+            } else {
+                unflag(t2.wrapping_add_units(2))
+            }
+        }
+    };
+    if t3 == origin || t3 == t2 {
+        t3 = t3.wrapping_add_units(2);
     }
     // Reference time: never later than the transmit time.
     let ref_time = if state.ref_time.is_after(t3) {

@@ -9,6 +9,7 @@ pub mod udp_loop;
 pub mod xsk_loop;
 
 use crate::proto::respond::Responder;
+use crate::server::interleave::XleaveTable;
 use crate::server::state::SharedState;
 use crate::server::stats::Published;
 use crate::sys::clock::Clock;
@@ -36,6 +37,8 @@ pub struct WorkerCtx<C: Clock> {
     /// How long an idle AF_XDP worker keeps polling its ring before it
     /// sleeps.
     pub spin: std::time::Duration,
+    /// The interleaved-mode table (None: basic mode only).
+    pub xleave: Option<Arc<XleaveTable>>,
 }
 
 impl<C: Clock> WorkerCtx<C> {

@@ -7,6 +7,7 @@
 
 use super::WorkerCtx;
 use crate::proto::drops::DropReason;
+use crate::proto::ntp::interleave::fold;
 use crate::proto::ntp::{self, NtpTimestamp};
 use crate::proto::respond::{check_addresses, check_source_port, check_synchronized};
 use crate::server::stats::WorkerStats;
@@ -65,6 +66,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 check_synchronized(&cfg.policy, &header)?;
                 Ok(req)
             })();
+            let client = r.src.ip();
             let req = match checked {
                 Ok(req) => req,
                 Err(reason) => {
@@ -78,7 +80,13 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 NtpTimestamp::from_unix_nanos(tx_ns)
             };
             let rx = NtpTimestamp::from_unix_nanos(rx_ns);
-            if ntp::write_reply(
+            // T2 carries the interleaved-mode mark (this path has no
+            // transmit stamps yet: its replies are basic).
+            let stamping = ntp::Stamping {
+                mark: cfg.interleave.map(|m| (m, fold(client))),
+                previous_tx: None,
+            };
+            if ntp::write_reply_with(
                 &mut sock.buf_mut(i)[..],
                 &req,
                 &header,
@@ -86,6 +94,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 rx,
                 now,
                 rng.u64(..),
+                stamping,
             )
             .is_some()
             {

@@ -4,10 +4,10 @@
 use super::WorkerCtx;
 use crate::proto::drops::DropReason;
 use crate::proto::ntp::NtpTimestamp;
-use crate::proto::respond::respond;
+use crate::proto::respond::respond_with;
 use crate::server::stats::WorkerStats;
 use crate::sys::clock::{self, Clock};
-use crate::sys::xsk::{Verdict, XskQueue};
+use crate::sys::xsk::{TxTag, Verdict, XskQueue};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -23,12 +23,39 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
     let mut stats = WorkerStats::new(ctx.published.clone());
     let mut rng = fastrand::Rng::new();
     let cfg = &*ctx.responder;
+    // Interleaved mode needs the kernel's transmit stamps of replies.
+    let table = ctx.xleave.as_deref().filter(|_| q.tx_stamps_usable());
+    if ctx.xleave.is_some() && table.is_none() {
+        tracing::warn!(
+            queue = q.queue(),
+            zerocopy = q.is_zerocopy(),
+            "no usable AF_XDP transmit timestamps on this queue: basic mode only"
+        );
+    }
+    let mut store = table.map(|t| t.store());
     // When the RX ring last ran dry: the worker polls it for `ctx.spin`
     // before it sleeps, so that the next request does not wait for a
     // wake-up (tens of microseconds to milliseconds).
     let mut idle_since: Option<Instant> = None;
     while ctx.running.load(Relaxed) {
-        q.recycle();
+        match store.as_mut() {
+            // The transmit times of replies owed to interleaved clients:
+            // the kernel's CLOCK_TAI stamps, as UTC.
+            Some(st) => {
+                let tai_offset_s = ctx.state.load().tai_offset_s;
+                q.recycle_with(|tag, tai_ns| {
+                    if tai_ns != 0 {
+                        let utc = clock::tai_to_unix_nanos(tai_ns, tai_offset_s);
+                        st.stamp(
+                            tag.slot,
+                            NtpTimestamp::from_bits(tag.t2),
+                            NtpTimestamp::from_unix_nanos(utc),
+                        );
+                    }
+                });
+            }
+            None => q.recycle(),
+        }
         let n = q.receive();
         if n == 0 {
             if q.tx_pending() {
@@ -64,14 +91,33 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                 tx_ns = ctx.clock.now_unix_nanos();
                 NtpTimestamp::from_unix_nanos(tx_ns)
             };
-            match respond(
+            let reply = respond_with(
                 frame.bytes_mut(),
                 cfg,
                 &header,
                 NtpTimestamp::from_unix_nanos(rx_ns),
                 now,
                 rng.u64(..),
-            ) {
+                &mut store,
+            );
+            if let Ok(r) = &reply {
+                if r.interleaved {
+                    // Its T3 was not read from the clock: when it is sent
+                    // is what the service time measures.
+                    tx_ns = ctx.clock.now_unix_nanos();
+                }
+                // An interleaved client will ask for this reply's
+                // transmit time: have the kernel stamp it.
+                if let (Some(ex), Some(st)) = (r.record, store.as_mut())
+                    && let Some(slot) = st.record(ex.t2, ex.client)
+                {
+                    frame.request_tx_stamp(TxTag {
+                        slot,
+                        t2: ex.t2.to_bits(),
+                    });
+                }
+            }
+            match reply {
                 // The reply is never longer than the request, so the
                 // shrink cannot fail.
                 // Wrong time is worse than none: a reply that would leave
@@ -102,6 +148,9 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
         stats.drop(DropReason::TxFull, done.tx_full as u64);
         // Never, with replies from `respond` (longer than any header).
         stats.drop(DropReason::Truncated, done.too_short as u64);
+        if let Some(st) = store.as_mut() {
+            stats.xleave(std::mem::take(&mut st.counts));
+        }
         stats.publish(batch_now);
     }
     stats.publish(0);

@@ -60,6 +60,10 @@ pub struct QueueOptions {
     pub bind_mode: BindMode,
     /// Busy-poll budget (SO_PREFER_BUSY_POLL + SO_BUSY_POLL_BUDGET), 0 = off.
     pub busy_poll_budget: u32,
+    /// Register the UMEM with room for TX metadata, so that replies can ask
+    /// for a completion timestamp ([`XskFrame::request_tx_stamp`]). Kernels
+    /// before 6.11 refuse it: the queue then opens without.
+    pub tx_timestamps: bool,
 }
 
 impl Default for QueueOptions {
@@ -69,6 +73,7 @@ impl Default for QueueOptions {
             ring_size: 2048,
             bind_mode: BindMode::Auto,
             busy_poll_budget: 0,
+            tx_timestamps: false,
         }
     }
 }
@@ -114,6 +119,28 @@ const COPY_TX_BUDGET: usize = 32;
 const WANT_TX_BUDGET: usize = BATCH;
 /// Extra kicks before replies that find the TX ring full are dropped.
 const TX_RETRIES: usize = 4;
+/// Completions read back per round when tagged frames are outstanding.
+const COMPLETION_CHUNK: usize = 64;
+
+/// The TX metadata area in front of a frame as the `xdp` crate registers
+/// it (`tx_metadata_len` = 16: `flags`, then the completion timestamp; the
+/// kernel's 6.15+ `launch_time` lies beyond and is never requested).
+const TX_META_LEN: usize = 16;
+/// Our tag in front of that: magic, slot, T2 (16 bytes). Inside the UMEM
+/// headroom, which the kernel never writes on transmit.
+const TAG_LEN: usize = 16;
+const TAG_MAGIC: u32 = 0x5854_4147;
+const _: () = assert!((TX_META_LEN + TAG_LEN) as u32 <= HEADROOM);
+
+/// What a reply that asked for its transmit time carries until its
+/// completion: the table slot and the T2 it was recorded under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxTag {
+    /// Slot in the caller's table.
+    pub slot: u32,
+    /// The reply's receive timestamp (raw NTP bits).
+    pub t2: u64,
+}
 
 /// The four rings of a bound socket.
 struct Rings {
@@ -148,6 +175,13 @@ pub struct XskQueue {
     ring_size: u32,
     /// Descriptors on the TX ring not yet seen on the completion ring.
     tx_outstanding: u32,
+    /// The UMEM has TX metadata room (see [`QueueOptions::tx_timestamps`]).
+    tx_metadata: bool,
+    /// Tagged frames on the TX ring not yet seen on the completion ring
+    /// (an upper bound: while 0, completions are reaped without looking).
+    tagged_outstanding: u32,
+    /// Frames read back from completions while their tags are read.
+    compl_slab: HeapSlab,
     /// Frames given to the fill ring and not yet back on the RX ring: on
     /// the fill ring, or held by the kernel to receive into. The fill ring
     /// has at least `ring_size - in_kernel` free slots (see
@@ -220,6 +254,8 @@ pub struct Replied {
 /// its queue.
 pub struct XskFrame<'a> {
     packet: &'a mut Packet,
+    /// Set by [`XskFrame::request_tx_stamp`].
+    tagged: bool,
 }
 
 impl std::fmt::Debug for XskFrame<'_> {
@@ -261,6 +297,25 @@ impl XskFrame<'_> {
         self.packet.adjust_tail(diff).is_ok()
     }
 
+    /// Asks the kernel for this frame's transmit time, reported with
+    /// `tag` by [`XskQueue::recycle_with`] when the frame completes. False
+    /// (nothing asked) if the queue was opened without TX metadata.
+    pub fn request_tx_stamp(&mut self, tag: TxTag) -> bool {
+        if self
+            .packet
+            .set_tx_metadata(xdp::packet::CsumOffload::None, true)
+            .is_err()
+        {
+            return false;
+        }
+        let mut b = [0u8; TAG_LEN];
+        b[0..4].copy_from_slice(&TAG_MAGIC.to_ne_bytes());
+        b[4..8].copy_from_slice(&tag.slot.to_ne_bytes());
+        b[8..16].copy_from_slice(&tag.t2.to_ne_bytes());
+        self.tagged = write_before(self.packet, TX_META_LEN + TAG_LEN, &b);
+        self.tagged
+    }
+
     /// Reads and consumes the XDP program's metadata in front of the
     /// frame. The magic is cleared so that a recycled frame cannot show a
     /// stale stamp if the program ever fails to write one.
@@ -277,15 +332,72 @@ impl XskFrame<'_> {
     }
 }
 
+/// Writes `b` at `back` bytes in front of the packet's data (inside its
+/// headroom); false if there is not that much room.
+fn write_before(packet: &mut Packet, back: usize, b: &[u8]) -> bool {
+    let n = back as i32;
+    if packet.adjust_head(-n).is_err() {
+        return false;
+    }
+    packet[..b.len()].copy_from_slice(b);
+    // Cannot fail: we just moved the head down by n.
+    let _ = packet.adjust_head(n);
+    true
+}
+
+/// The tag and completion timestamp in front of a completed frame, if it
+/// was tagged; the tag is cleared so that the frame, reused, cannot show
+/// it again.
+fn take_tag(packet: &mut Packet) -> Option<(TxTag, u64)> {
+    let n = (TX_META_LEN + TAG_LEN) as i32;
+    packet.adjust_head(-n).ok()?;
+    let b = &mut packet[..TAG_LEN + TX_META_LEN];
+    let u32_at = |b: &[u8], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let u64_at = |b: &[u8], i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let got = (u32_at(b, 0) == TAG_MAGIC).then(|| {
+        let tag = TxTag {
+            slot: u32_at(b, 4),
+            t2: u64_at(b, 8),
+        };
+        // flags (8 bytes), then the kernel's completion timestamp.
+        (tag, u64_at(b, TAG_LEN + 8))
+    });
+    if got.is_some() {
+        b[0..4].fill(0);
+    }
+    let _ = packet.adjust_head(n);
+    got
+}
+
+/// Clears a tag a frame will never complete with (it was not sent).
+fn drop_tag(packet: &mut Packet) {
+    let _ = write_before(packet, TX_META_LEN + TAG_LEN, &[0u8; 4]);
+}
+
 impl XskQueue {
     /// Creates the UMEM and rings and binds to `ifindex` / `queue`,
     /// retrying EBUSY for up to a second (a queue whose previous socket
     /// just closed stays busy for ~100 ms).
     pub fn open(ifindex: u32, queue: u32, opts: &QueueOptions) -> Result<Self, QueueError> {
+        match Self::open_once(ifindex, queue, opts) {
+            Err(QueueError::Setup { what, .. }) if opts.tx_timestamps => {
+                tracing::warn!(queue, %what, "AF_XDP without TX metadata (kernel before 6.11?): no transmit timestamps");
+                let opts = QueueOptions {
+                    tx_timestamps: false,
+                    ..*opts
+                };
+                Self::open_once(ifindex, queue, &opts)
+            }
+            r => r,
+        }
+    }
+
+    fn open_once(ifindex: u32, queue: u32, opts: &QueueOptions) -> Result<Self, QueueError> {
         let umem_cfg = UmemCfgBuilder {
             frame_size: FrameSize::TwoK,
             head_room: HEADROOM,
             frame_count: opts.frames,
+            tx_timestamp: opts.tx_timestamps,
             ..Default::default()
         }
         .build()
@@ -357,6 +469,9 @@ impl XskQueue {
                         tx_budget,
                         ring_size: opts.ring_size,
                         tx_outstanding: 0,
+                        tx_metadata: opts.tx_timestamps,
+                        tagged_outstanding: 0,
+                        compl_slab: HeapSlab::with_capacity(COMPLETION_CHUNK),
                         in_kernel: filled as u32,
                     });
                 }
@@ -415,6 +530,65 @@ impl XskQueue {
         self.recycle_keeping(0);
     }
 
+    /// True if replies can carry a transmit-time request
+    /// ([`XskFrame::request_tx_stamp`]) whose stamp is the kernel's
+    /// `CLOCK_TAI` (copy mode: a software stamp taken when the kernel frees
+    /// the frame after handing it to the driver). In zero-copy mode the
+    /// stamp is the NIC's clock, which needs a PHC mapping: not offered.
+    pub fn tx_stamps_usable(&self) -> bool {
+        self.tx_metadata && !self.zerocopy
+    }
+
+    /// [`Self::recycle`], showing each completed tagged frame's tag and
+    /// kernel transmit timestamp (`CLOCK_TAI` ns in copy mode; 0: none) to
+    /// `stamped`.
+    pub fn recycle_with(&mut self, stamped: impl FnMut(TxTag, u64)) {
+        self.reap_tagged(stamped);
+        self.recycle_keeping(0);
+    }
+
+    /// Reaps completions, reading the tags of tagged frames. The `xdp`
+    /// crate returns completed frames to its free list without saying
+    /// which they were, but it keeps that list last-in first-out: the
+    /// frames just reaped are the next ones allocated. So each chunk is
+    /// reaped, then allocated back (their bytes, and the tag and kernel
+    /// timestamp in front of them, still in place), read and freed.
+    /// Should that order ever change, the tags read are other frames'
+    /// (cleared ones: nothing is reported) or stale ones whose T2 no longer
+    /// matches the table: replies fall back to basic mode, never to a
+    /// wrong time.
+    fn reap_tagged(&mut self, mut stamped: impl FnMut(TxTag, u64)) {
+        while self.tagged_outstanding > 0 && self.tx_outstanding > 0 {
+            let want = (self.tx_outstanding as usize).min(COMPLETION_CHUNK);
+            let done = self.rings.completion.dequeue(&mut self.umem, want);
+            self.tx_outstanding -= done as u32;
+            for _ in 0..done {
+                // SAFETY: the frame goes into `compl_slab`, owned by this
+                // queue, and back to the UMEM just below.
+                let Some(p) = (unsafe { self.umem.alloc() }) else {
+                    break;
+                };
+                if let Some(p) = self.compl_slab.push_front(p) {
+                    self.umem.free_packet(p);
+                    break;
+                }
+            }
+            while let Some(mut p) = self.compl_slab.pop_back() {
+                if let Some((tag, ts)) = take_tag(&mut p) {
+                    self.tagged_outstanding = self.tagged_outstanding.saturating_sub(1);
+                    stamped(tag, ts);
+                }
+                self.umem.free_packet(p);
+            }
+            if done < want {
+                break;
+            }
+        }
+        if self.tx_outstanding == 0 {
+            self.tagged_outstanding = 0;
+        }
+    }
+
     /// Like [`Self::recycle`], but keeps `keep` free frames out of the fill
     /// ring for [`Self::build`] (a sender that builds its own frames).
     ///
@@ -459,6 +633,9 @@ impl XskQueue {
             .completion
             .dequeue(&mut self.umem, self.tx_outstanding as usize);
         self.tx_outstanding -= done as u32;
+        if self.tx_outstanding == 0 {
+            self.tagged_outstanding = 0;
+        }
     }
 
     /// Free frames (not on any ring, not in a batch).
@@ -484,20 +661,26 @@ impl XskQueue {
         let mut out = Replied::default();
         while let Some(mut packet) = self.rx_slab.pop_back() {
             out.seen += 1;
-            match f(&mut XskFrame {
+            let mut frame = XskFrame {
                 packet: &mut packet,
-            }) {
+                tagged: false,
+            };
+            let verdict = f(&mut frame);
+            // An upper bound (a tagged frame may yet be refused): it only
+            // decides whether completions are read for tags.
+            self.tagged_outstanding += u32::from(frame.tagged);
+            match verdict {
                 Verdict::Transmit if packet.len() < MIN_TX_LEN => {
                     out.too_short += 1;
-                    self.umem.free_packet(packet);
+                    self.free_unsent(packet);
                 }
                 Verdict::Transmit => {
                     if let Some(p) = self.tx_slab.push_front(packet) {
                         out.tx_full += 1;
-                        self.umem.free_packet(p);
+                        self.free_unsent(p);
                     }
                 }
-                Verdict::Release => self.umem.free_packet(packet),
+                Verdict::Release => self.free_unsent(packet),
             }
         }
         if !self.tx_slab.is_empty() {
@@ -508,6 +691,14 @@ impl XskQueue {
         out
     }
 
+    /// Frees a frame that was not sent, clearing any tag it was given.
+    fn free_unsent(&mut self, mut packet: Packet) {
+        if self.tx_metadata {
+            drop_tag(&mut packet);
+        }
+        self.umem.free_packet(packet);
+    }
+
     /// Lends each received frame to `f`, oldest first, then frees it.
     pub fn consume(&mut self, mut f: impl FnMut(&mut XskFrame<'_>)) -> usize {
         let mut n = 0;
@@ -515,6 +706,7 @@ impl XskQueue {
             n += 1;
             f(&mut XskFrame {
                 packet: &mut packet,
+                tagged: false,
             });
             self.umem.free_packet(packet);
         }
@@ -536,6 +728,7 @@ impl XskQueue {
             };
             let mut frame = XskFrame {
                 packet: &mut packet,
+                tagged: false,
             };
             if len < MIN_TX_LEN || !frame.set_len(len) || !f(frame.bytes_mut()) {
                 self.umem.free_packet(packet);
@@ -591,7 +784,7 @@ impl XskQueue {
         let mut refused = 0;
         while let Some(p) = self.tx_slab.pop_back() {
             unsent(&p[..]);
-            self.umem.free_packet(p);
+            self.free_unsent(p);
             refused += 1;
         }
         (queued, refused)
