@@ -1,9 +1,9 @@
 //! Interleaved mode (RFC 9769) end to end: a real chronyd, `server …
 //! xleave`, polls ntpx over a veth pair; its measurements log says, for
 //! every sample, whether the reply was interleaved ('I') or basic ('B'),
-//! and the offset it measured. Both AF_XDP reply paths: replies from the
-//! workers, and replies in XDP (which send interleaved requests up to the
-//! workers, who hold the transmit times).
+//! and the offset it measured. Both datapaths, and both AF_XDP reply
+//! paths: replies from the workers, and replies in XDP (which send
+//! interleaved requests up to the workers, who hold the transmit times).
 
 mod common;
 
@@ -105,11 +105,16 @@ fn median_abs(v: &mut [f64]) -> f64 {
 /// the server's summary.
 fn xleave_against(test: &str, replies: &str) -> String {
     let topo = Topology::up();
-    if replies == "xdp" {
-        // XDP_TX on a veth needs an XDP program on the peer.
-        peer_pass(&topo);
-    }
-    let mut server = Server::start(&topo, &["--iface", &topo.srv_if, "--replies", replies]);
+    let mut server = match replies {
+        "socket" => Server::start_socket(&topo, 2, &[]),
+        _ => {
+            if replies == "xdp" {
+                // XDP_TX on a veth needs an XDP program on the peer.
+                peer_pass(&topo);
+            }
+            Server::start(&topo, &["--iface", &topo.srv_if, "--replies", replies])
+        }
+    };
     let client = XleaveClient::start(&topo, &topo.srv_v4.to_string(), test);
     let want = 40;
     let start = Instant::now();
@@ -177,4 +182,13 @@ fn chronyd_xleave_gets_interleaved_replies_with_replies_in_xdp() {
     let out = xleave_against(test, "xdp");
     // The interleaved requests went up to the workers.
     assert!(out.contains("interleaved"), "{out}");
+}
+
+#[test]
+fn chronyd_xleave_gets_interleaved_replies_from_the_socket_datapath() {
+    let test = "chronyd_xleave_gets_interleaved_replies_from_the_socket_datapath";
+    if !require_root(test) || !require_tool(test, "chronyd") {
+        return;
+    }
+    xleave_against(test, "socket");
 }

@@ -308,6 +308,34 @@ pub fn check_synchronized(policy: &ReplyPolicy, state: &ServerState) -> Result<(
     }
 }
 
+/// Interleaved mode's part of the reply to `req` from `client` (folded):
+/// T2's mark when [`Responder::interleave`] is set, and, for a request
+/// that echoes one of our marked T2s (an interleaved client), the precise
+/// transmit time of that earlier reply if `store` has it. The flag says
+/// the request is such a one: the reply's own transmit time should be
+/// recorded. Only those touch the store: basic clients echo T3, whose
+/// flag bit is clear. Both datapaths' workers use it.
+pub fn interleave_stamping(
+    cfg: &Responder,
+    req: &ntp::Request,
+    client: u64,
+    store: &mut impl TxStore,
+) -> (Stamping, bool) {
+    let Some(marker) = cfg.interleave else {
+        return (Stamping::default(), false);
+    };
+    let candidate = req.may_be_interleaved() && marker.is_marked(req.origin, client);
+    let stamping = Stamping {
+        mark: Some((marker, client)),
+        previous_tx: if candidate {
+            store.take(req.origin, client)
+        } else {
+            None
+        },
+    };
+    (stamping, candidate)
+}
+
 /// Length of a reply's UDP datagram: header and 48 bytes of NTP.
 const REPLY_UDP_LEN: usize = udp::HEADER_LEN + ntp::HEADER_LEN;
 
@@ -467,17 +495,7 @@ fn finish_udp(
     store: &mut impl TxStore,
 ) -> Result<Reply, DropReason> {
     let req = &checked.req;
-    let mut stamping = Stamping::default();
-    let mut candidate = false;
-    if let Some(marker) = cfg.interleave {
-        stamping.mark = Some((marker, client));
-        // Only a request that echoes one of our marked T2s touches the
-        // store: basic clients echo T3, whose flag bit is clear.
-        candidate = req.may_be_interleaved() && marker.is_marked(req.origin, client);
-        if candidate {
-            stamping.previous_tx = store.take(req.origin, client);
-        }
-    }
+    let (stamping, candidate) = interleave_stamping(cfg, req, client, store);
     let mut u = Udp::new_checked(&mut *datagram).map_err(|_| DropReason::Truncated)?;
     u.emit_reply_header(cfg.port, checked.client_port, REPLY_UDP_LEN as u16);
     let payload = &mut datagram[udp::HEADER_LEN..];

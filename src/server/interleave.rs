@@ -179,28 +179,22 @@ impl XleaveTable {
     }
 
     /// Records a reply that carried `t2` to `client`, its transmit time
-    /// still unknown. Returns the slot, for [`Self::stamp`]; `None` if the
-    /// slot was busy (the client then gets a basic reply next time).
-    pub fn record(&self, t2: NtpTimestamp, client: u64) -> Option<u32> {
-        let i = slot_of(t2.to_bits(), self.mask);
-        self.slots[i]
-            .update(|_| {
-                Some(Entry {
-                    t2: t2.to_bits(),
-                    client,
-                    tx: 0,
-                })
+    /// still unknown. False if the slot was busy (the client then gets a
+    /// basic reply next time).
+    pub fn record(&self, t2: NtpTimestamp, client: u64) -> bool {
+        self.slots[slot_of(t2.to_bits(), self.mask)].update(|_| {
+            Some(Entry {
+                t2: t2.to_bits(),
+                client,
+                tx: 0,
             })
-            .then_some(i as u32)
+        })
     }
 
-    /// Stores the transmit time of the reply recorded in `slot` under
-    /// `t2`, if it is still there. False if it was evicted or busy.
-    pub fn stamp(&self, slot: u32, t2: NtpTimestamp, tx: NtpTimestamp) -> bool {
-        let Some(s) = self.slots.get(slot as usize) else {
-            return false;
-        };
-        s.update(|e| {
+    /// Stores the transmit time of the reply recorded under `t2`, if it is
+    /// still there and not yet stamped. False if it was evicted or busy.
+    pub fn stamp(&self, t2: NtpTimestamp, tx: NtpTimestamp) -> bool {
+        self.slots[slot_of(t2.to_bits(), self.mask)].update(|e| {
             (e.t2 == t2.to_bits() && e.tx == 0).then_some(Entry {
                 tx: tx.to_bits(),
                 ..e
@@ -250,15 +244,15 @@ pub struct Store<'a> {
 
 impl Store<'_> {
     /// See [`XleaveTable::record`].
-    pub fn record(&mut self, t2: NtpTimestamp, client: u64) -> Option<u32> {
-        let slot = self.table.record(t2, client);
-        self.counts.recorded += u64::from(slot.is_some());
-        slot
+    pub fn record(&mut self, t2: NtpTimestamp, client: u64) -> bool {
+        let done = self.table.record(t2, client);
+        self.counts.recorded += u64::from(done);
+        done
     }
 
     /// See [`XleaveTable::stamp`].
-    pub fn stamp(&mut self, slot: u32, t2: NtpTimestamp, tx: NtpTimestamp) {
-        self.counts.stamped += u64::from(self.table.stamp(slot, t2, tx));
+    pub fn stamp(&mut self, t2: NtpTimestamp, tx: NtpTimestamp) {
+        self.counts.stamped += u64::from(self.table.stamp(t2, tx));
     }
 }
 
@@ -293,12 +287,12 @@ mod tests {
     fn record_stamp_take_once() {
         let t = XleaveTable::new(1000);
         assert_eq!(t.len(), 1024);
-        let slot = t.record(ts(0xe9a0_0000_1234_5679), 7).unwrap();
+        assert!(t.record(ts(0xe9a0_0000_1234_5679), 7));
         // No transmit time yet: nothing to give.
         assert_eq!(t.take(ts(0xe9a0_0000_1234_5679), 7), None);
-        assert!(t.stamp(slot, ts(0xe9a0_0000_1234_5679), ts(0xe9a0_0000_2000_0000)));
+        assert!(t.stamp(ts(0xe9a0_0000_1234_5679), ts(0xe9a0_0000_2000_0000)));
         // Stamped once only.
-        assert!(!t.stamp(slot, ts(0xe9a0_0000_1234_5679), ts(0xe9a0_0000_3000_0000)));
+        assert!(!t.stamp(ts(0xe9a0_0000_1234_5679), ts(0xe9a0_0000_3000_0000)));
         // Another client (spoofed origin): nothing.
         assert_eq!(t.take(ts(0xe9a0_0000_1234_5679), 8), None);
         assert_eq!(
@@ -312,18 +306,15 @@ mod tests {
     #[test]
     fn a_full_table_evicts_and_answers_basic() {
         let t = XleaveTable::new(1);
-        let a = t.record(ts(0x1001), 1).unwrap();
-        t.stamp(a, ts(0x1001), ts(0x2000));
+        assert!(t.record(ts(0x1001), 1));
+        t.stamp(ts(0x1001), ts(0x2000));
         // The one slot is taken by the next record: the first is lost.
-        let b = t.record(ts(0x3001), 2).unwrap();
-        assert_eq!(a, b);
+        assert!(t.record(ts(0x3001), 2));
         assert_eq!(t.take(ts(0x1001), 1), None);
         // A late stamp for the evicted reply does not land on the new one.
-        assert!(!t.stamp(a, ts(0x1001), ts(0x2000)));
-        assert!(t.stamp(b, ts(0x3001), ts(0x4000)));
+        assert!(!t.stamp(ts(0x1001), ts(0x2000)));
+        assert!(t.stamp(ts(0x3001), ts(0x4000)));
         assert_eq!(t.take(ts(0x3001), 2), Some(ts(0x4000)));
-        // Out of range slot numbers are refused.
-        assert!(!t.stamp(5, ts(0x3001), ts(0x4000)));
     }
 
     #[test]
@@ -338,8 +329,8 @@ mod tests {
                         // Each entry's tx is its t2 + client: a torn read
                         // would break that.
                         let t2 = ts((i << 8) | (w << 1) | 1);
-                        if let Some(s) = t.record(t2, w) {
-                            t.stamp(s, t2, ts(t2.to_bits() + w));
+                        if t.record(t2, w) {
+                            t.stamp(t2, ts(t2.to_bits() + w));
                         }
                         let probe = ts(((i / 2) << 8) | ((1 - w) << 1) | 1);
                         if let Some(tx) = t.take(probe, 1 - w) {

@@ -20,8 +20,10 @@ use std::net::{IpAddr, Ipv6Addr};
 
 /// Bytes of control space per message: room for every message we ask for
 /// (`CMSG_SPACE` of pktinfo 40, timestamp 32, drop count 24, fragment size
-/// 24: 120).
-pub const SPACE: usize = 128;
+/// 24, and on kernels without `SOF_TIMESTAMPING_OPT_RX_FILTER` a receive
+/// `SCM_TIMESTAMPING` 64: 184; on the error queue `SCM_TIMESTAMPING` 64 and
+/// the extended error with its address 64).
+pub const SPACE: usize = 256;
 
 /// One message's control buffer, aligned for `cmsghdr`.
 #[repr(C, align(8))]
@@ -62,6 +64,10 @@ pub struct Cmsgs {
     pub drops: Option<u32>,
     /// `IP_RECVFRAGSIZE` / `IPV6_RECVFRAGSIZE`: it was reassembled.
     pub fragment: bool,
+    /// `SCM_TIMESTAMPING`'s software stamp (Unix ns), 0 if none: on the
+    /// error queue, when a datagram that asked for it was handed to the
+    /// driver.
+    pub sw_stamp_ns: u64,
 }
 
 /// `CMSG_ALIGN`: records start at multiples of the size of `cmsg_len`.
@@ -141,6 +147,15 @@ pub fn parse(buf: &CmsgBuf, len: usize) -> Cmsgs {
                         .wrapping_add(ns as u64);
                 }
             }
+            (libc::SOL_SOCKET, libc::SCM_TIMESTAMPING) => {
+                // struct scm_timestamping { struct timespec ts[3]; }: [0]
+                // is the software stamp.
+                if let (Some(s), Some(ns)) = (read_i64(r.data, 0), read_i64(r.data, 8)) {
+                    out.sw_stamp_ns = (s as u64)
+                        .wrapping_mul(1_000_000_000)
+                        .wrapping_add(ns as u64);
+                }
+            }
             (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
                 out.drops = r
                     .data
@@ -185,6 +200,36 @@ pub fn write_pktinfo(buf: &mut CmsgBuf, src: Option<IpAddr>) -> usize {
     // interface by routing.
     put(b, HDR, &addr.octets());
     space
+}
+
+/// `SOF_TIMESTAMPING_TX_SOFTWARE` (linux/net_tstamp.h).
+pub const SOF_TIMESTAMPING_TX_SOFTWARE: u32 = 1 << 1;
+
+/// Appends, at `at` (the length written so far), a `SO_TIMESTAMPING`
+/// message asking for this datagram's software transmit stamp (on the
+/// socket's error queue). Returns the new control length; `at` unchanged
+/// if there is no room.
+pub fn append_tx_stamp_request(buf: &mut CmsgBuf, at: usize) -> usize {
+    let len = HDR + size_of::<u32>();
+    let space = align(len);
+    let Some(b) = buf.0.get_mut(at..at + space) else {
+        return at;
+    };
+    b.fill(0);
+    let put = |b: &mut [u8], at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+    put(b, offset_of!(libc::cmsghdr, cmsg_len), &len.to_ne_bytes());
+    put(
+        b,
+        offset_of!(libc::cmsghdr, cmsg_level),
+        &libc::SOL_SOCKET.to_ne_bytes(),
+    );
+    put(
+        b,
+        offset_of!(libc::cmsghdr, cmsg_type),
+        &libc::SO_TIMESTAMPING.to_ne_bytes(),
+    );
+    put(b, HDR, &SOF_TIMESTAMPING_TX_SOFTWARE.to_ne_bytes());
+    at + space
 }
 
 /// An IPv4-mapped IPv6 address as IPv4; others unchanged.
@@ -253,6 +298,7 @@ mod tests {
                 rx_ns: 1_700_000_000_123_456_789,
                 drops: Some(7),
                 fragment: true,
+                sw_stamp_ns: 0,
             }
         );
     }

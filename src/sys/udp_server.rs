@@ -264,6 +264,23 @@ fn open_socket(timeout: std::time::Duration) -> io::Result<OwnedFd> {
         1,
     )?;
     sockopt::set(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+    // Report software stamps, for the transmit stamps that replies to
+    // interleaved clients ask for one by one (BatchSocket::send); receive
+    // stamps stay SO_TIMESTAMPNS's (OPT_RX_FILTER, 6.12+: no second copy
+    // on every request; older kernels add one, which is ignored).
+    const SOFTWARE: u32 = 1 << 4;
+    const OPT_RX_FILTER: u32 = 1 << 17;
+    let ts = |flags: u32| {
+        sockopt::set(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPING,
+            flags,
+        )
+    };
+    if ts(SOFTWARE | OPT_RX_FILTER).is_err() {
+        ts(SOFTWARE)?;
+    }
     // Mark reassembled datagrams (IPv4 ones arrive on this IPv6 socket
     // too, and take the IPv4-level option).
     sockopt::set(fd.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVFRAGSIZE, 1)?;
@@ -467,19 +484,20 @@ impl BatchSocket {
         self.rx.buf_mut(i)
     }
 
-    /// Sends replies: for each `(i, len)` in `replies`, the first `len`
-    /// bytes of buffer `i` go back to message `i`'s source, from its
-    /// destination address. A reply the kernel refuses (no route, a
-    /// broadcast address) is skipped and counted; the ones after it are
-    /// still sent.
-    pub fn send(&mut self, replies: &[(usize, usize)]) -> SendOutcome {
+    /// Sends replies: for each `(i, len, stamp)` in `replies`, the first
+    /// `len` bytes of buffer `i` go back to message `i`'s source, from its
+    /// destination address; with `stamp`, the kernel's software transmit
+    /// stamp is queued for [`Self::tx_stamps`]. A reply the kernel refuses
+    /// (no route, a broadcast address) is skipped and counted; the ones
+    /// after it are still sent.
+    pub fn send(&mut self, replies: &[(usize, usize, bool)]) -> SendOutcome {
         debug_assert!(
             replies.len() <= self.tx_hdrs.len(),
             "more replies than a batch"
         );
         let mut out = SendOutcome::default();
         let mut k = 0;
-        for &(i, len) in replies.iter().take(self.tx_hdrs.len()) {
+        for &(i, len, stamp) in replies.iter().take(self.tx_hdrs.len()) {
             let Some(rec) = self.received.get(i).copied() else {
                 debug_assert!(
                     false,
@@ -495,7 +513,10 @@ impl BatchSocket {
                 iov_len: len.min(BUF_LEN),
             };
             self.tx_names[k] = sockaddr6(&to_v6(rec.src));
-            let clen = cmsg::write_pktinfo(&mut self.tx_cmsgs[k], rec.dst);
+            let mut clen = cmsg::write_pktinfo(&mut self.tx_cmsgs[k], rec.dst);
+            if stamp {
+                clen = cmsg::append_tx_stamp_request(&mut self.tx_cmsgs[k], clen);
+            }
             let h = &mut self.tx_hdrs[k].msg_hdr;
             h.msg_name = (&raw mut self.tx_names[k]).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
@@ -539,6 +560,34 @@ impl BatchSocket {
             at += 1;
         }
         out
+    }
+}
+
+impl BatchSocket {
+    /// Reads the transmit stamps waiting on the socket's error queue
+    /// (without blocking): for each, the datagram as the kernel looped it
+    /// back (link, IP and UDP headers, then the reply) and its software
+    /// stamp in Unix ns. Overwrites the receive batch: call it after
+    /// [`Self::send`]. Returns how many were read. The queue is the
+    /// socket's, shared by the workers: any of them may read a stamp of
+    /// another's reply.
+    pub fn tx_stamps(&mut self, mut f: impl FnMut(&[u8], u64)) -> usize {
+        let mut total = 0;
+        loop {
+            let got = self
+                .rx
+                .recv(self.fd.as_fd(), libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
+                .unwrap_or(0);
+            for i in 0..got {
+                let ns = self.rx.cmsgs(i).sw_stamp_ns;
+                let len = self.rx.len(i).min(BUF_LEN);
+                f(&self.rx.buf(i)[..len], ns);
+            }
+            total += got;
+            if got < self.tx_hdrs.len() {
+                return total;
+            }
+        }
     }
 }
 
@@ -600,6 +649,7 @@ fn to_v6(a: SocketAddr) -> SocketAddrV6 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::clock::Clock as _;
     use std::net::UdpSocket;
     use std::time::Duration;
 
@@ -623,7 +673,7 @@ mod tests {
                 assert!(r.rx_ns > 1_600_000_000_000_000_000);
                 let len = r.len;
                 s.buf_mut(i)[..len].make_ascii_uppercase();
-                replies.push((i, len));
+                replies.push((i, len, false));
             }
             assert_eq!(
                 s.send(&replies),
@@ -698,12 +748,42 @@ mod tests {
 
     /// Receives `want` datagrams in one batch (they were sent before; a
     /// short wait lets the kernel finish delivering them); returns their
-    /// (index, len) pairs.
-    fn recv_n(s: &mut BatchSocket, want: usize) -> Vec<(usize, usize)> {
+    /// (index, len, no stamp) triples.
+    fn recv_n(s: &mut BatchSocket, want: usize) -> Vec<(usize, usize, bool)> {
         std::thread::sleep(Duration::from_millis(50));
         let n = s.recv().unwrap();
         assert_eq!(n, want, "all in one batch");
-        (0..n).map(|i| (i, s.received(i).len)).collect()
+        (0..n).map(|i| (i, s.received(i).len, false)).collect()
+    }
+
+    #[test]
+    fn a_stamped_reply_leaves_its_transmit_stamp_on_the_error_queue() {
+        let mut s = BatchSocket::bind(0, 8, Duration::from_millis(500)).unwrap();
+        let port = s.local_port().unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for m in [b"stamp me", b"not me!!"] {
+            c.send_to(m, ("127.0.0.1", port)).unwrap();
+        }
+        let mut replies = recv_n(&mut s, 2);
+        replies[0].2 = true;
+        let before = crate::sys::clock::SystemClock.now_unix_nanos();
+        assert_eq!(s.send(&replies).sent, 2);
+        let after = crate::sys::clock::SystemClock.now_unix_nanos();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while got.is_empty() && std::time::Instant::now() < deadline {
+            s.tx_stamps(|frame, ns| got.push((frame.to_vec(), ns)));
+        }
+        // One stamp, for the reply that asked, with the reply at the end
+        // of the looped-back frame, taken while it was sent.
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].0.ends_with(b"stamp me"), "{:?}", got[0].0);
+        assert!(
+            (before..=after).contains(&got[0].1),
+            "{before} {} {after}",
+            got[0].1
+        );
     }
 
     #[test]

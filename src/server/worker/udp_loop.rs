@@ -9,7 +9,9 @@ use super::WorkerCtx;
 use crate::proto::drops::DropReason;
 use crate::proto::ntp::interleave::fold;
 use crate::proto::ntp::{self, NtpTimestamp};
-use crate::proto::respond::{check_addresses, check_source_port, check_synchronized};
+use crate::proto::respond::{
+    check_addresses, check_source_port, check_synchronized, interleave_stamping,
+};
 use crate::server::stats::WorkerStats;
 use crate::sys::BATCH;
 use crate::sys::clock::Clock;
@@ -24,7 +26,8 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
     let mut stats = WorkerStats::new(ctx.published.clone());
     let mut rng = fastrand::Rng::new();
     let cfg = &*ctx.responder;
-    let mut replies = [(0usize, 0usize); BATCH];
+    let mut replies = [(0usize, 0usize, false); BATCH];
+    let mut store = ctx.xleave.as_deref().map(|t| t.store());
     while ctx.running.load(Relaxed) {
         let n = match sock.recv() {
             Ok(n) => n,
@@ -80,12 +83,10 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 NtpTimestamp::from_unix_nanos(tx_ns)
             };
             let rx = NtpTimestamp::from_unix_nanos(rx_ns);
-            // T2 carries the interleaved-mode mark (this path has no
-            // transmit stamps yet: its replies are basic).
-            let stamping = ntp::Stamping {
-                mark: cfg.interleave.map(|m| (m, fold(client))),
-                previous_tx: None,
-            };
+            // Interleaved mode: T2's mark, and what an interleaved client
+            // is owed (the kernel's transmit stamp of our previous reply).
+            let client = fold(client);
+            let (stamping, candidate) = interleave_stamping(cfg, &req, client, &mut store);
             if ntp::write_reply_with(
                 &mut sock.buf_mut(i)[..],
                 &req,
@@ -103,14 +104,41 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                     stats.drop(DropReason::Late, 1);
                     continue;
                 }
+                if stamping.previous_tx.is_some() {
+                    // T3 was not read: the time to send is the clock's now.
+                    tx_ns = ctx.clock.now_unix_nanos();
+                }
                 stats.service_ns(tx_ns.saturating_sub(rx_ns));
-                replies[k] = (i, ntp::HEADER_LEN);
+                // An interleaved client will ask when this reply left.
+                let stamp = candidate
+                    && store.as_mut().is_some_and(|st| {
+                        let t2 = ntp::Packet::new_checked(&sock.buf_mut(i)[..ntp::HEADER_LEN])
+                            .map(|p| p.receive());
+                        t2.is_some_and(|t2| st.record(t2, client))
+                    });
+                replies[k] = (i, ntp::HEADER_LEN, stamp);
                 k += 1;
             }
         }
         let out = sock.send(&replies[..k]);
         stats.tx(out.sent as u64);
         stats.drop(DropReason::SendError, out.failed as u64);
+        if let Some(st) = store.as_mut() {
+            // The kernel stamps a datagram as the driver takes it, within
+            // the send above; what is queued now is read now (the rest at
+            // the next batch). Each looped-back reply ends with its 48
+            // bytes of NTP: its T2 names the table entry.
+            sock.tx_stamps(|frame, ns| {
+                let ntp = frame
+                    .len()
+                    .checked_sub(ntp::HEADER_LEN)
+                    .map(|at| &frame[at..]);
+                if let (Some(p), true) = (ntp.and_then(ntp::Packet::new_checked), ns != 0) {
+                    st.stamp(p.receive(), NtpTimestamp::from_unix_nanos(ns));
+                }
+            });
+            stats.xleave(std::mem::take(&mut st.counts));
+        }
         stats.publish(batch_now);
     }
     stats.publish(0);

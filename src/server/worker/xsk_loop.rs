@@ -47,7 +47,6 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                     if tai_ns != 0 {
                         let utc = clock::tai_to_unix_nanos(tai_ns, tai_offset_s);
                         st.stamp(
-                            tag.slot,
                             NtpTimestamp::from_bits(tag.t2),
                             NtpTimestamp::from_unix_nanos(utc),
                         );
@@ -109,10 +108,9 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                 // An interleaved client will ask for this reply's
                 // transmit time: have the kernel stamp it.
                 if let (Some(ex), Some(st)) = (r.record, store.as_mut())
-                    && let Some(slot) = st.record(ex.t2, ex.client)
+                    && st.record(ex.t2, ex.client)
                 {
                     frame.request_tx_stamp(TxTag {
-                        slot,
                         t2: ex.t2.to_bits(),
                     });
                 }
