@@ -124,6 +124,9 @@ struct ntpx_state {
 	__u8 partial_to_workers; /* 1 (generic mode): a request whose UDP
 	                          * checksum is partial goes to the workers */
 	__u8 pad[7];
+	__u64 leap_tai_ns;    /* CLOCK_TAI instant from which tai_offset_after_s
+	                       * applies (a leap second); 0: none pending */
+	__s64 tai_offset_after_s;
 };
 
 /* Buckets of the service-time histogram (see hist_bucket() in reply.h). */

@@ -388,6 +388,27 @@ static __always_inline void put_be64(__u8 *p, __u64 v)
 
 /* ---- the reply ---- */
 
+/* TAI - UTC at the CLOCK_TAI instant `tai`: TaiScale::offset_at() in
+ * src/sys/clock/tai.rs (a leap second changes it at an exact instant). */
+static __always_inline __s64 tai_offset_at(const struct ntpx_state *st, __u64 tai)
+{
+	return (st->leap_tai_ns && tai >= st->leap_tai_ns) ? st->tai_offset_after_s
+							     : st->tai_offset_s;
+}
+
+/* TaiScale::leap_over_tai_ns(): from then on, replies no longer announce
+ * the leap (the end of an inserted second, the instant of a deleted one). */
+static __always_inline int leap_over(const struct ntpx_state *st, __u64 tai)
+{
+	__u64 end = st->leap_tai_ns;
+
+	if (!end)
+		return 0;
+	if (st->tai_offset_after_s > st->tai_offset_s)
+		end += NTPX_NSEC;
+	return tai >= end;
+}
+
 /* The state's age at `now` into *age; returns 1 if it is stale: never
  * written, or older than its bound (then it no longer vouches for the
  * time). Read once per reply, by reply(). */
@@ -420,6 +441,8 @@ static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct pl
 
 	if (stale)
 		leap = 3;
+	else if ((leap == 1 || leap == 2) && leap_over(st, rx_tai))
+		leap = 0;
 	disp = aged_dispersion(st->root_dispersion, stale ? 0 : age);
 
 	/* Ethernet: back to the request's source, from our address. */
@@ -472,7 +495,7 @@ static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct pl
 	put_be32(ntp + 8, disp);
 	__builtin_memcpy(ntp + 12, st->ref_id, 4);
 	*(__u64 *)(ntp + 24) = origin;
-	t2_exact = ntp_from_tai(rx_tai, st->tai_offset_s);
+	t2_exact = ntp_from_tai(rx_tai, tai_offset_at(st, rx_tai));
 	t2 = xleave_mark(fuzz(t2_exact, st->precision), client);
 	put_be64(ntp + 32, t2);
 
@@ -480,7 +503,10 @@ static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct pl
 	 * transmit field and the UDP checksum remain. */
 	t3_tai = bpf_ktime_get_tai_ns();
 	/* Its lowest bit clear: never taken for a marked T2. */
-	t3 = fuzz(ntp_after(t2_exact, rx_tai, t3_tai, st->tai_offset_s), st->precision) & ~1ull;
+	t3 = tai_offset_at(st, t3_tai) == tai_offset_at(st, rx_tai)
+		     ? ntp_after(t2_exact, rx_tai, t3_tai, tai_offset_at(st, t3_tai))
+		     : ntp_from_tai(t3_tai, tai_offset_at(st, t3_tai));
+	t3 = fuzz(t3, st->precision) & ~1ull;
 	if (!ts_after(t3, t2))
 		t3 = (t2 + 2) & ~1ull;
 	if (t3 == bpf_be64_to_cpu(origin) || t3 == t2)

@@ -131,6 +131,11 @@ struct ServeArgs {
     /// 127.0.0.1:123).
     #[arg(long, value_name = "ADDR:PORT")]
     upstream_ntp: Option<std::net::SocketAddr>,
+    /// An IETF leap-seconds.list (e.g. /usr/share/zoneinfo/leap-seconds.list)
+    /// whose leap seconds replies announce on their day, besides the time
+    /// daemon's and the kernel's.
+    #[arg(long, value_name = "PATH")]
+    leap_seconds_list: Option<String>,
     /// Reference ID (1-4 ASCII characters, or an IPv4 address).
     #[arg(long)]
     ref_id: Option<String>,
@@ -292,6 +297,7 @@ impl ServeArgs {
         over!(c.max_state_age_s, self.max_state_age);
         over!(c.chrony_socket, self.chrony_socket);
         over!(c.upstream_ntp, self.upstream_ntp);
+        over!(c.leap_seconds_list, self.leap_seconds_list);
         Ok(f)
     }
 }

@@ -31,7 +31,7 @@ use ntpx::proto::ntp::{Leap, Marker, NtpShort, NtpTimestamp, ServerState};
 use ntpx::proto::respond::{Responder, respond};
 use ntpx::server::program::{DROP_REASONS, ProgramConfig, XdpCounters, XdpProgram, XdpState};
 use ntpx::sys::bpf::{XDP_DROP, XDP_PASS, XDP_TX};
-use ntpx::sys::clock::{tai_now_ns, tai_to_unix_nanos};
+use ntpx::sys::clock::{TaiScale, tai_now_ns, tai_to_unix_nanos};
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
@@ -85,8 +85,8 @@ struct Bench {
     responder: Responder,
     state: ServerState,
     /// TAI − UTC that the program converts with (this machine's kernel
-    /// says 0; the program must not care).
-    tai_offset_s: i32,
+    /// says 0; the program must not care), and a leap second's instant.
+    tai: TaiScale,
     partial_to_workers: bool,
 }
 
@@ -109,7 +109,7 @@ impl Bench {
             reader,
             responder,
             state: state(),
-            tai_offset_s: 37,
+            tai: TaiScale::fixed(37),
             partial_to_workers: false,
         };
         b.publish(tai_now_ns(), 10_000_000_000);
@@ -120,7 +120,7 @@ impl Bench {
         self.writer
             .publish(&XdpState {
                 ntp: self.state,
-                tai_offset_s: self.tai_offset_s,
+                tai: self.tai,
                 written_tai_ns,
                 max_age_ns,
                 reply_in_xdp: true,
@@ -265,7 +265,7 @@ fn compare(b: &Bench, frame: &[u8]) -> Fate {
             // or take the random bits below the precision).
             // TAI, converted with the state's offset.
             let slack = 1i64 << (32 + i32::from(PRECISION));
-            let utc = |tai| NtpTimestamp::from_unix_nanos(tai_to_unix_nanos(tai, b.tai_offset_s));
+            let utc = |tai| NtpTimestamp::from_unix_nanos(b.tai.to_unix_nanos(tai));
             let lo = utc(*before).wrapping_add_units(-slack);
             let hi = utc(*after).wrapping_add_units(slack);
             assert!(
@@ -807,7 +807,7 @@ fn other_settings_match_the_rust_responder_too() {
         r.policy.min_poll = 6;
         let mut b = Bench::new(r);
         b.partial_to_workers = to_workers;
-        b.tai_offset_s = 0;
+        b.tai = TaiScale::fixed(0);
         b.state.ref_time =
             NtpTimestamp::from_unix_nanos(tai_now_ns()).wrapping_add_units(3600i64 << 32);
         b.publish(tai_now_ns(), 10_000_000_000);
@@ -858,6 +858,55 @@ fn unsynchronised_drop_matches_the_rust_responder() {
     mutations(&mut b, &bases()[..2], 500, &mut tally);
     assert!(count(&tally, "xdp_tx") >= 50, "{tally:?}");
     assert_eq!(count(&tally, "drop unsynchronized"), 0, "{tally:?}");
+}
+
+/// A leap second in XDP: the program converts each stamp with the TAI
+/// offset in force at its instant (not one refreshed once a second), and
+/// stops announcing the leap once it is over, as the workers do
+/// (`Snapshot::header_at`, `TaiScale`). The instant is set around this
+/// machine's real `CLOCK_TAI`, which the program reads.
+#[test]
+fn a_leap_second_in_xdp() {
+    if !common::require_root("a_leap_second_in_xdp") {
+        return;
+    }
+    let mut b = Bench::new(responder());
+    assert_eq!(b.state.leap, Leap::Insert);
+    let frame = build4(&[], CLI4, 40123, &ntp_request(0x23, 48));
+    let at = ntp_at(frame.len());
+    let slack = 1i64 << (32 + i32::from(PRECISION));
+    // (leap instant relative to now, offset after, LI expected, offset
+    // expected for the stamps)
+    let s = 1_000_000_000i64;
+    for (rel, after, li, off) in [
+        (10 * s, 38, 1, 37),    // ahead: announced, old offset
+        (-s / 2, 38, 1, 38),    // inside the inserted second: 23:59:59 again
+        (-2 * s, 38, 0, 38),    // over: no LI, new offset
+        (-s / 1000, 36, 0, 36), // a deleted second: over at once
+    ] {
+        b.tai = TaiScale {
+            offset_s: 37,
+            leap_tai_ns: tai_now_ns().wrapping_add_signed(rel),
+            offset_after_s: after,
+        };
+        b.publish(tai_now_ns(), 10_000_000_000);
+        let Fate::Tx(out, before, after_tai, _) = run_xdp(&b, &frame) else {
+            panic!("no reply");
+        };
+        assert_eq!(out[at] >> 6, li, "LI with the leap {rel} ns from now");
+        let utc = |tai: u64, o: i32| NtpTimestamp::from_unix_nanos(tai_to_unix_nanos(tai, o));
+        let (lo, hi) = (
+            utc(before, off).wrapping_add_units(-slack),
+            utc(after_tai, off).wrapping_add_units(slack),
+        );
+        for (name, f) in [("T2", 32), ("T3", 40)] {
+            let t = ts(&out[at + f..at + f + 8]);
+            assert!(
+                !lo.is_after(t) && !t.is_after(hi),
+                "{name} {t:?} not in {lo:?}..{hi:?} (offset {off})"
+            );
+        }
+    }
 }
 
 #[test]
@@ -946,7 +995,7 @@ fn replies_can_be_switched_to_the_workers() {
     b.writer
         .publish(&XdpState {
             ntp: b.state,
-            tai_offset_s: 0,
+            tai: TaiScale::fixed(0),
             written_tai_ns: tai_now_ns(),
             max_age_ns: 10_000_000_000,
             reply_in_xdp: false,

@@ -56,7 +56,8 @@ pub fn run<C: Clock>(
                 // No hardware stamp: `rx_hw_ns` is on the NIC clock's timescale,
                 // and there is no PHC→UTC mapping yet (the programs write 0).
                 let hw = 0;
-                let t4 = clock::receive_time(hw, sw, s.tai_offset_s, fallback);
+                let t4 =
+                    clock::receive_time(hw, sw, &clock::TaiScale::fixed(s.tai_offset_s), fallback);
                 e.on_frame(frame.bytes(), t4);
             });
         } else if built == 0 {

@@ -108,6 +108,8 @@ pub struct ClockFile {
     /// The local NTP daemon queried with `source = "ntp"` (default
     /// 127.0.0.1:123).
     pub upstream_ntp: Option<std::net::SocketAddr>,
+    /// An IETF `leap-seconds.list` whose leaps are announced too.
+    pub leap_seconds_list: Option<String>,
 }
 
 /// What an unsynchronised server does with requests.
@@ -201,6 +203,8 @@ pub struct Settings {
     pub drop_unsynchronized: bool,
     /// The NTP daemon queried with `source = "ntp"`.
     pub upstream_ntp: std::net::SocketAddr,
+    /// `leap-seconds.list` to announce leaps from, if configured.
+    pub leap_seconds_list: Option<PathBuf>,
 }
 
 /// How long an idle AF_XDP worker polls its ring before sleeping (µs).
@@ -470,6 +474,11 @@ impl Settings {
             upstream_ntp: c
                 .upstream_ntp
                 .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 123))),
+            leap_seconds_list: c
+                .leap_seconds_list
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
         })
     }
 }

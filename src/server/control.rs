@@ -162,7 +162,7 @@ impl XdpLive {
         }
         let s = XdpState {
             ntp: snap.ntp,
-            tai_offset_s: snap.tai_offset_s,
+            tai: snap.tai,
             written_tai_ns: tai.saturating_sub(age),
             max_age_ns: snap.max_age_ns,
             reply_in_xdp: self.path.in_xdp(),

@@ -83,6 +83,7 @@ use crate::sys::bpf::{
     LinkSlot, counter_struct, load_logged, register_xsk, rodata, sum_percpu, test_run,
     unregister_xsk,
 };
+use crate::sys::clock::TaiScale;
 use libbpf_rs::MapHandle;
 use libbpf_rs::ProgramHandle;
 use libbpf_rs::skel::SkelBuilder;
@@ -193,15 +194,15 @@ impl ProgramConfig {
 }
 
 /// Bytes of `struct ntpx_state`.
-const STATE_LEN: usize = 56;
+const STATE_LEN: usize = 72;
 
 /// The server state as the program reads it (`struct ntpx_state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XdpState {
     /// The header fields.
     pub ntp: ServerState,
-    /// TAI − UTC in seconds.
-    pub tai_offset_s: i32,
+    /// TAI − UTC, and the instant a pending leap second changes it.
+    pub tai: TaiScale,
     /// `CLOCK_TAI` when this was written (0: never).
     pub written_tai_ns: u64,
     /// Older than this, replies say LI 3 (at most [`MAX_STATE_AGE_NS`]).
@@ -223,7 +224,7 @@ impl XdpState {
         b[0..8].copy_from_slice(&self.written_tai_ns.to_ne_bytes());
         b[8..16].copy_from_slice(&self.max_age_ns.min(MAX_STATE_AGE_NS).to_ne_bytes());
         b[16..24].copy_from_slice(&n.ref_time.to_bits().to_ne_bytes());
-        b[24..32].copy_from_slice(&i64::from(self.tai_offset_s).to_ne_bytes());
+        b[24..32].copy_from_slice(&i64::from(self.tai.offset_s).to_ne_bytes());
         b[32..36].copy_from_slice(&n.root_delay.to_bits().to_ne_bytes());
         b[36..40].copy_from_slice(&n.root_dispersion.to_bits().to_ne_bytes());
         b[40..44].copy_from_slice(&n.ref_id);
@@ -232,6 +233,8 @@ impl XdpState {
         b[46] = n.precision as u8;
         b[47] = u8::from(self.reply_in_xdp);
         b[48] = u8::from(self.partial_to_workers);
+        b[56..64].copy_from_slice(&self.tai.leap_tai_ns.to_ne_bytes());
+        b[64..72].copy_from_slice(&i64::from(self.tai.offset_after_s).to_ne_bytes());
         b
     }
 }
@@ -638,7 +641,11 @@ mod tests {
                 ref_id: *b"GPS\0",
                 ref_time: NtpTimestamp::from_bits(0x0102_0304_0506_0708),
             },
-            tai_offset_s: -37,
+            tai: TaiScale {
+                offset_s: -37,
+                leap_tai_ns: 0x0a0b_0c0d_0e0f_1011,
+                offset_after_s: -36,
+            },
             written_tai_ns: 9,
             max_age_ns: u64::MAX,
             reply_in_xdp: true,
@@ -669,6 +676,11 @@ mod tests {
         assert_eq!(off(std::ptr::addr_of!(st.reply_in_xdp)), 47);
         assert_eq!(off(std::ptr::addr_of!(st.partial_to_workers)), 48);
         assert_eq!(b[48], 1);
+        assert_eq!(off(std::ptr::addr_of!(st.leap_tai_ns).cast()), 56);
+        assert_eq!(u64_at(56), 0x0a0b_0c0d_0e0f_1011);
+        assert_eq!(off(std::ptr::addr_of!(st.tai_offset_after_s).cast()), 64);
+        assert_eq!(u64_at(64) as i64, -36);
+        assert_eq!(std::mem::size_of_val(&st), STATE_LEN);
     }
 
     #[test]

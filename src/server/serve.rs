@@ -18,7 +18,7 @@ use crate::server::stats::{Collector, Published, Totals};
 use crate::server::stats_socket::StatsSocket;
 use crate::server::worker::{self, WorkerCtx};
 use crate::sys::BATCH;
-use crate::sys::clock::{self, SystemClock, SystemKernelClock};
+use crate::sys::clock::{self, Clock as _, SystemClock, SystemKernelClock};
 use crate::sys::netif;
 use crate::sys::udp_server::{BatchSocket, BindError};
 use crate::sys::xsk::{QueueOptions, XskQueue};
@@ -153,9 +153,23 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         .as_deref()
         .map(StatsSocket::bind)
         .transpose()?;
+    let leap_list = settings
+        .leap_seconds_list
+        .as_deref()
+        .map(clock::LeapList::load)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("leap_seconds_list: {e}"))?;
+    if let Some(l) = &leap_list
+        && l.expired(SystemClock.now_unix_nanos())
+    {
+        tracing::warn!(
+            "leap_seconds_list has expired: a leap second announced since may be missed (update tzdata)"
+        );
+    }
     let state = Arc::new(
         SharedState::new(settings.clock, precision, &SystemKernelClock, &SystemClock)
-            .context("reading the kernel clock state (adjtimex)")?,
+            .context("reading the kernel clock state (adjtimex)")?
+            .with_leap_list(leap_list),
     );
     // The daemon's state before the first reply, not only the kernel's.
     Upstreams::default().refresh(&state, &settings);

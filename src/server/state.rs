@@ -4,7 +4,7 @@
 
 use crate::proto::ntp::{Leap, NtpShort, NtpTimestamp, ServerState};
 use crate::sys::clock::chrony::{ChronyClient, Tracking};
-use crate::sys::clock::{Clock, Discipline, KernelClock};
+use crate::sys::clock::{Clock, Discipline, KernelClock, LeapList, TaiScale};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -75,14 +75,14 @@ pub struct StateConfig {
     pub max_root_distance_ns: u64,
 }
 
-/// What the workers read: the NTP state and the TAI offset they need to
+/// What the workers read: the NTP state and the TAI scale they need to
 /// convert the XDP program's stamps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     /// The fields that go into replies.
     pub ntp: ServerState,
-    /// TAI − UTC in seconds.
-    pub tai_offset_s: i32,
+    /// TAI − UTC, and where a leap second the kernel applies changes it.
+    pub tai: TaiScale,
     /// When it was computed.
     pub computed: NtpTimestamp,
     /// See [`StateConfig::max_age_ns`].
@@ -95,13 +95,23 @@ pub fn root_distance_ns(s: &ServerState) -> u64 {
 }
 
 impl Snapshot {
-    /// The header fields for a reply at `now_unix_ns`: aged since the
-    /// snapshot was computed ([`ServerState::aged`]).
+    /// The header fields for a reply at `now_unix_ns` (`now_tai_ns` on
+    /// `CLOCK_TAI`): aged since the snapshot was computed
+    /// ([`ServerState::aged`]); once a pending leap second is over, no
+    /// longer announcing it (the next refresh would say so up to a second
+    /// later).
     #[inline]
-    pub fn header_at(&self, now_unix_ns: u64) -> ServerState {
+    pub fn header_at(&self, now_unix_ns: u64, now_tai_ns: u64) -> ServerState {
         let age = NtpTimestamp::from_unix_nanos(now_unix_ns).signed_nanos_since(self.computed);
-        self.ntp
-            .aged(u64::try_from(age).unwrap_or(0), self.max_age_ns)
+        let mut h = self
+            .ntp
+            .aged(u64::try_from(age).unwrap_or(0), self.max_age_ns);
+        if matches!(h.leap, Leap::Insert | Leap::Delete)
+            && now_tai_ns >= self.tai.leap_over_tai_ns()
+        {
+            h.leap = Leap::None;
+        }
+        h
     }
 }
 
@@ -112,8 +122,9 @@ pub fn compute(
     precision: i8,
     d: &Discipline,
     upstream: Option<&Tracking>,
-    now: NtpTimestamp,
+    now_unix_ns: u64,
 ) -> Snapshot {
+    let now = NtpTimestamp::from_unix_nanos(now_unix_ns);
     let ntp = match (cfg.source, upstream) {
         (Source::Chrony | Source::Ntp, Some(t)) if t.leap == Leap::Unsynchronized => {
             ServerState::unsynchronized(precision)
@@ -173,7 +184,9 @@ pub fn compute(
         };
     Snapshot {
         ntp,
-        tai_offset_s: d.tai_offset_s,
+        // The kernel steps UTC at a leap it was told of (STA_INS/STA_DEL),
+        // whoever announces it.
+        tai: TaiScale::for_leap(d.leap, d.tai_offset_s, now_unix_ns),
         computed: now,
         max_age_ns: cfg.max_age_ns,
     }
@@ -192,6 +205,8 @@ pub struct SharedState {
     fallbacks: AtomicU64,
     /// The last report and when it came (control thread only).
     last_report: std::sync::Mutex<Option<(Tracking, NtpTimestamp)>>,
+    /// `leap-seconds.list`, if configured: announces leaps too.
+    leap_list: Option<LeapList>,
 }
 
 /// How long a chronyd report stands in for missing ones before the kernel
@@ -206,7 +221,13 @@ impl SharedState {
         kernel: &impl KernelClock,
         clock: &impl Clock,
     ) -> std::io::Result<Self> {
-        let first = compute(&cfg, precision, &kernel.discipline()?, None, clock.now());
+        let first = compute(
+            &cfg,
+            precision,
+            &kernel.discipline()?,
+            None,
+            clock.now_unix_nanos(),
+        );
         Ok(SharedState {
             current: ArcSwap::from_pointee(first),
             cfg,
@@ -215,7 +236,15 @@ impl SharedState {
             held: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
             last_report: std::sync::Mutex::new(None),
+            leap_list: None,
         })
+    }
+
+    /// Announces the leaps of `list` too (on their day, when neither the
+    /// daemon nor the kernel does).
+    pub fn with_leap_list(mut self, list: Option<LeapList>) -> Self {
+        self.leap_list = list;
+        self
     }
 
     /// Recomputes from the kernel (control thread, once a second).
@@ -260,13 +289,19 @@ impl SharedState {
             }
             _ => None,
         };
-        let next = compute(
+        let mut next = compute(
             &self.cfg,
             self.precision,
             &kernel.discipline()?,
             report.as_ref(),
-            now,
+            clock.now_unix_nanos(),
         );
+        // A leap the list knows of and nobody announced yet.
+        if let Some(list) = &self.leap_list
+            && next.ntp.leap == Leap::None
+        {
+            next.ntp.leap = list.leap_today(clock.now_unix_nanos());
+        }
         if **self.current.load() != next {
             self.current.store(Arc::new(next));
         }
@@ -318,16 +353,10 @@ mod tests {
 
     #[test]
     fn kernel_unsynchronized_means_li3_stratum0() {
-        let s = compute(
-            &cfg(Source::Kernel),
-            -24,
-            &disc(false, Leap::None),
-            None,
-            NtpTimestamp::ZERO,
-        );
+        let s = compute(&cfg(Source::Kernel), -24, &disc(false, Leap::None), None, 0);
         assert_eq!(s.ntp.leap, Leap::Unsynchronized);
         assert_eq!(s.ntp.stratum, 0);
-        assert_eq!(s.tai_offset_s, 37);
+        assert_eq!(s.tai, TaiScale::fixed(37));
     }
 
     #[test]
@@ -337,7 +366,7 @@ mod tests {
             -24,
             &disc(true, Leap::Insert),
             None,
-            NtpTimestamp::ZERO,
+            0,
         );
         assert_eq!(s.ntp.leap, Leap::Insert);
         assert_eq!(s.ntp.stratum, 2);
@@ -349,20 +378,17 @@ mod tests {
     #[test]
     fn snapshots_age_and_expire() {
         let t0 = 1_700_000_000_000_000_000u64;
-        let s = compute(
-            &cfg(Source::Local),
-            -24,
-            &disc(true, Leap::None),
-            None,
-            NtpTimestamp::from_unix_nanos(t0),
-        );
-        assert_eq!(s.header_at(t0), s.ntp);
+        let s = compute(&cfg(Source::Local), -24, &disc(true, Leap::None), None, t0);
+        assert_eq!(s.header_at(t0, t0), s.ntp);
         // A clock read a little before the snapshot's own time: no aging.
-        assert_eq!(s.header_at(t0 - 1000), s.ntp);
-        let later = s.header_at(t0 + 5_000_000_000);
+        assert_eq!(s.header_at(t0 - 1000, t0), s.ntp);
+        let later = s.header_at(t0 + 5_000_000_000, t0);
         assert!(later.root_dispersion.to_bits() > s.ntp.root_dispersion.to_bits());
         assert_eq!(later.leap, Leap::None);
-        assert_eq!(s.header_at(t0 + 10_000_001_000).leap, Leap::Unsynchronized);
+        assert_eq!(
+            s.header_at(t0 + 10_000_001_000, t0).leap,
+            Leap::Unsynchronized
+        );
     }
 
     struct FakeChrony(Option<Tracking>);
@@ -401,7 +427,7 @@ mod tests {
             n.root_dispersion,
             report.root_dispersion_after(10_000_000_000)
         );
-        assert_eq!(s.load().tai_offset_s, 37);
+        assert_eq!(s.load().tai, TaiScale::fixed(37));
         // chronyd unsynchronised: LI 3, stratum 0.
         let unsync = Tracking {
             leap: Leap::Unsynchronized,
@@ -433,6 +459,81 @@ mod tests {
         assert_eq!(s.upstream_counts(), (3, 2, 2));
     }
 
+    /// A fake clock crossing the leap second inserted at the end of
+    /// 2016-12-31 (TAI − UTC 36 → 37; here 37 → 38 to be sure the offset
+    /// comes from the kernel, not a table), a request every 50 ms: each
+    /// reply's LI says "insert" until the inserted second is over and
+    /// nothing after, and its T2 and T3 are the UTC the kernel's stepped
+    /// clock reads (23:59:59 twice), never a second off.
+    #[test]
+    fn replies_through_a_leap_second() {
+        use crate::proto::ntp::Packet;
+        use crate::proto::respond::{Responder, respond};
+        const NS: u64 = 1_000_000_000;
+        let midnight = 1_483_228_800u64;
+        let mut d = disc(true, Leap::Insert);
+        d.tai_offset_s = 37;
+        let snap = compute(&cfg(Source::Kernel), -24, &d, None, (midnight - 2) * NS);
+        assert_eq!(snap.tai.leap_tai_ns, (midnight + 37) * NS);
+        let r = Responder::new([2, 0, 0, 0, 0, 1], vec![[198, 18, 0, 1].into()], vec![]);
+        let (mut announced, mut after) = (0, 0);
+        let start_tai = (midnight - 2 + 37) * NS;
+        for i in 0..100u64 {
+            let tai = start_tai + i * 50_000_000;
+            // The kernel's UTC: stepped back a second at the leap.
+            let unix = if tai < (midnight + 37) * NS {
+                tai - 37 * NS
+            } else {
+                tai - 38 * NS
+            };
+            let h = snap.header_at(unix, tai);
+            let rx = crate::sys::clock::receive_time(0, tai, &snap.tai, 0);
+            assert_eq!(rx, unix, "T2 at TAI {tai}");
+            let mut f = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+                .ipv4([198, 18, 0, 2], [198, 18, 0, 1], 64)
+                .udp(40000, 123)
+                .write(&mut f, &{
+                    let mut q = [0u8; 48];
+                    q[0] = 0x23;
+                    q
+                })
+                .unwrap();
+            let n = respond(
+                &mut f,
+                &r,
+                &h,
+                NtpTimestamp::from_unix_nanos(rx),
+                || NtpTimestamp::from_unix_nanos(unix + 1000),
+                0,
+            )
+            .unwrap()
+            .len;
+            let p = Packet::new_checked(&f[n - 48..n]).unwrap();
+            let over = tai >= (midnight + 38) * NS;
+            assert_eq!(
+                p.leap(),
+                if over { Leap::None } else { Leap::Insert },
+                "LI at TAI {tai}"
+            );
+            if over {
+                after += 1;
+            } else {
+                announced += 1;
+            }
+            let want = NtpTimestamp::from_unix_nanos(unix);
+            assert!(
+                p.receive().signed_nanos_since(want).abs() < 100,
+                "T2 at TAI {tai}"
+            );
+            assert!(
+                (0..2000).contains(&p.transmit().signed_nanos_since(want)),
+                "T3 at TAI {tai}"
+            );
+        }
+        assert_eq!((announced, after), (60, 40));
+    }
+
     struct FakeClock(u64);
     impl Clock for FakeClock {
         fn now_unix_nanos(&self) -> u64 {
@@ -446,10 +547,10 @@ mod tests {
         // 1 s configured + 0.5 s maxerror = 1.5 s dispersion, + half the
         // root delay (0x100 units = 3.9 ms).
         c.max_root_distance_ns = 1_400_000_000;
-        let s = compute(&c, -24, &disc(true, Leap::None), None, NtpTimestamp::ZERO);
+        let s = compute(&c, -24, &disc(true, Leap::None), None, 0);
         assert_eq!(s.ntp, ServerState::unsynchronized(-24));
         c.max_root_distance_ns = 1_600_000_000;
-        let s = compute(&c, -24, &disc(true, Leap::None), None, NtpTimestamp::ZERO);
+        let s = compute(&c, -24, &disc(true, Leap::None), None, 0);
         assert_eq!((s.ntp.leap, s.ntp.stratum), (Leap::None, 2));
     }
 
@@ -460,7 +561,7 @@ mod tests {
             -24,
             &disc(false, Leap::Delete),
             None,
-            NtpTimestamp::ZERO,
+            0,
         );
         assert_eq!(s.ntp.leap, Leap::None);
         assert_eq!(s.ntp.stratum, 2);

@@ -45,7 +45,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
         let batch_now = ctx.clock.now_unix_nanos();
         // The header as of this batch: aged, or LI 3 if the control
         // thread stopped refreshing it.
-        let header = snap.header_at(batch_now);
+        let header = snap.header_at(batch_now, ctx.clock.now_tai_nanos());
         let mut k = 0;
         for i in 0..n {
             let r = sock.received(i);

@@ -42,10 +42,10 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
             // The transmit times of replies owed to interleaved clients:
             // the kernel's CLOCK_TAI stamps, as UTC.
             Some(st) => {
-                let tai_offset_s = ctx.state.load().tai_offset_s;
+                let tai = ctx.state.load().tai;
                 q.recycle_with(|tag, tai_ns| {
                     if tai_ns != 0 {
-                        let utc = clock::tai_to_unix_nanos(tai_ns, tai_offset_s);
+                        let utc = tai.to_unix_nanos(tai_ns);
                         st.stamp(
                             NtpTimestamp::from_bits(tag.t2),
                             NtpTimestamp::from_unix_nanos(utc),
@@ -78,13 +78,13 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
         let batch_now = ctx.clock.now_unix_nanos();
         // The header as of this batch: aged, or LI 3 if the control
         // thread stopped refreshing it.
-        let header = snap.header_at(batch_now);
+        let header = snap.header_at(batch_now, ctx.clock.now_tai_nanos());
         let done = q.reply(|frame| {
             let sw = frame.take_meta().map_or(0, |m| m.rx_sw_tai_ns);
             // No hardware stamp: `rx_hw_ns` is on the NIC clock's timescale,
             // and there is no PHC→UTC mapping yet (the programs write 0).
             let hw = 0;
-            let rx_ns = clock::receive_time(hw, sw, snap.tai_offset_s, batch_now);
+            let rx_ns = clock::receive_time(hw, sw, &snap.tai, batch_now);
             let mut tx_ns = 0;
             let now = || {
                 tx_ns = ctx.clock.now_unix_nanos();

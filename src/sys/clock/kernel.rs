@@ -47,7 +47,11 @@ impl KernelClock for SystemKernelClock {
 /// Interprets adjtimex's return value and fields (pure, for tests).
 pub fn from_timex(state: i32, status: i32, maxerror: libc::c_long, tai: i32) -> Discipline {
     let synchronized = state != libc::TIME_ERROR && status & libc::STA_UNSYNC == 0;
-    let leap = if state == libc::TIME_INS || status & libc::STA_INS != 0 {
+    // TIME_WAIT: the leap of today is done (the daemon has not cleared
+    // STA_INS / STA_DEL yet); TIME_OOP: the inserted second is running.
+    let leap = if state == libc::TIME_WAIT {
+        Leap::None
+    } else if state == libc::TIME_INS || state == libc::TIME_OOP || status & libc::STA_INS != 0 {
         Leap::Insert
     } else if state == libc::TIME_DEL || status & libc::STA_DEL != 0 {
         Leap::Delete
@@ -81,6 +85,15 @@ mod tests {
             Leap::Delete
         );
         assert_eq!(from_timex(libc::TIME_OK, 0, 0, 0).leap, Leap::None);
+        // The inserted second running; then done, STA_INS not yet cleared.
+        assert_eq!(
+            from_timex(libc::TIME_OOP, libc::STA_INS, 0, 0).leap,
+            Leap::Insert
+        );
+        assert_eq!(
+            from_timex(libc::TIME_WAIT, libc::STA_INS, 0, 0).leap,
+            Leap::None
+        );
     }
 
     #[test]

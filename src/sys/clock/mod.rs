@@ -9,8 +9,10 @@
 pub mod chrony;
 pub mod kernel;
 pub mod ntp_query;
+pub mod tai;
 
 pub use kernel::{Discipline, KernelClock, SystemKernelClock};
+pub use tai::{LeapList, TaiScale};
 
 use crate::proto::ntp::NtpTimestamp;
 
@@ -22,6 +24,13 @@ pub trait Clock {
     /// The current time as an NTP timestamp.
     fn now(&self) -> NtpTimestamp {
         NtpTimestamp::from_unix_nanos(self.now_unix_nanos())
+    }
+
+    /// The current `CLOCK_TAI` time in nanoseconds (the XDP program's
+    /// clock), for decisions that must not repeat with UTC's inserted
+    /// second. By default UTC: right for a clock whose TAI offset is 0.
+    fn now_tai_nanos(&self) -> u64 {
+        self.now_unix_nanos()
     }
 }
 
@@ -37,6 +46,11 @@ impl Clock for SystemClock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    #[inline]
+    fn now_tai_nanos(&self) -> u64 {
+        tai_now_ns()
     }
 }
 
@@ -62,15 +76,15 @@ pub fn tai_to_unix_nanos(tai_ns: u64, tai_offset_s: i32) -> u64 {
 /// clock's (PHC's) timescale — usually TAI, or free-running — and must go
 /// through a PHC→UTC mapping before it is passed here as `hw_utc_ns`.
 /// Else the XDP program's software stamp (`CLOCK_TAI`, converted with the
-/// kernel's offset); else `fallback` (the worker's own clock read when it
+/// kernel's offset in force when it was taken, see [`TaiScale`]); else `fallback` (the worker's own clock read when it
 /// picked up the batch). Zero means "no stamp" (veth's hardware-stamp
 /// kfunc succeeds with 0).
 #[inline]
-pub fn receive_time(hw_utc_ns: u64, sw_tai_ns: u64, tai_offset_s: i32, fallback: u64) -> u64 {
+pub fn receive_time(hw_utc_ns: u64, sw_tai_ns: u64, tai: &TaiScale, fallback: u64) -> u64 {
     if hw_utc_ns != 0 {
         hw_utc_ns
     } else if sw_tai_ns != 0 {
-        tai_to_unix_nanos(sw_tai_ns, tai_offset_s)
+        tai.to_unix_nanos(sw_tai_ns)
     } else {
         fallback
     }
@@ -121,7 +135,7 @@ mod tests {
 
     #[test]
     fn receive_time_prefers_hardware_then_software() {
-        let off = 37;
+        let off = &TaiScale::fixed(37);
         let tai = 1_700_000_037_000_000_000u64;
         assert_eq!(receive_time(5, tai, off, 9), 5);
         assert_eq!(receive_time(0, tai, off, 9), 1_700_000_000_000_000_000);
