@@ -181,7 +181,8 @@ static __always_inline enum ntpx_parse ntpx_parse_udp(struct cursor *c,
  * Puts struct ntpx_meta (bpf/ntpx.h) in front of the frame. Returns 0 on
  * success. Invalidates every packet pointer the caller holds.
  */
-static __always_inline int ntpx_write_meta(struct xdp_md *ctx, __u64 rx_sw_tai_ns)
+static __always_inline int ntpx_write_meta(struct xdp_md *ctx, __u64 rx_sw_tai_ns,
+					   __u64 rx_hw_tai_ns)
 {
 	struct ntpx_meta *meta;
 	void *data;
@@ -194,7 +195,7 @@ static __always_inline int ntpx_write_meta(struct xdp_md *ctx, __u64 rx_sw_tai_n
 	if ((void *)(meta + 1) > data)
 		return -1;
 	meta->rx_sw_tai_ns = rx_sw_tai_ns;
-	meta->rx_hw_ns = 0;
+	meta->rx_hw_ns = rx_hw_tai_ns;
 	meta->flags = 0;
 	meta->magic = NTPX_META_MAGIC;
 	return 0;

@@ -74,8 +74,12 @@ const volatile __u64 max_residence_ns = 0;
 /* Interleaved mode (src/proto/ntp/interleave.rs): bits of the mark in T2's
  * low bits (0: off) and its key. */
 const volatile __u8 xleave_bits = 0;
+
 const volatile __u64 xleave_k0 = 0;
 const volatile __u64 xleave_k1 = 0;
+
+/* The driver's receive stamp (the NIC clock's raw time). */
+extern int bpf_xdp_metadata_rx_timestamp(const struct xdp_md *ctx, __u64 *timestamp) __ksym;
 
 /* ---- maps ---- */
 
@@ -252,9 +256,32 @@ static __always_inline __u32 classify(struct xdp_md *ctx, struct ntpx_headers *h
 	return NTPX_REDIRECTED;
 }
 
+/* The request's hardware receive stamp on CLOCK_TAI, or 0 (then the
+ * software stamp serves, and the reason is counted). `hw` is a constant of
+ * each program variant (see the end of this file): 0 removes the kfunc
+ * call at compile time, which the verifier refuses outside a device-bound
+ * program. */
+static __always_inline __u64 hw_rx_tai(struct xdp_md *ctx, const struct ntpx_state *st,
+				       const int hw)
+{
+	__u64 raw = 0, tai;
+
+	if (!hw)
+		return 0;
+	if (bpf_xdp_metadata_rx_timestamp(ctx, &raw) || !raw) {
+		count(NTPX_HW_RX_MISSING);
+		return 0;
+	}
+	tai = st ? phc_to_tai(st, raw) : 0;
+	if (!tai)
+		count(NTPX_HW_RX_UNMAPPED);
+	return tai;
+}
+
 /* Hands the request to the AF_XDP socket of its queue, with its receive
- * stamp in front; to the kernel if the queue has none. */
-static __always_inline int redirect(struct xdp_md *ctx, __u64 now)
+ * stamps in front; to the kernel if the queue has none. */
+static __always_inline int redirect(struct xdp_md *ctx, __u64 now, const struct ntpx_state *st,
+				    const int hw)
 {
 	__u32 queue = ctx->rx_queue_index;
 
@@ -262,7 +289,7 @@ static __always_inline int redirect(struct xdp_md *ctx, __u64 now)
 		count(NTPX_PASS_NO_SOCKET);
 		return XDP_PASS;
 	}
-	if (ntpx_write_meta(ctx, now))
+	if (ntpx_write_meta(ctx, now, hw_rx_tai(ctx, st, hw)))
 		count(NTPX_META_FAILED);
 	count(NTPX_REDIRECTED);
 	return bpf_redirect_map(&xsks, queue, XDP_PASS);
@@ -308,8 +335,9 @@ static __always_inline int reply(struct xdp_md *ctx, struct ntpx_headers *h,
 	return XDP_TX;
 }
 
-SEC("xdp")
-int ntpx_xdp(struct xdp_md *ctx)
+/* The program; `hw_rx` (a constant) says whether it asks the driver for
+ * hardware receive stamps. */
+static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 {
 	/* The earliest software receive stamp we can get: take it first. */
 	__u64 now = bpf_ktime_get_tai_ns();
@@ -318,15 +346,22 @@ int ntpx_xdp(struct xdp_md *ctx)
 	const struct ntpx_state *st = NULL;
 	__u32 zero = 0, fate, *slot;
 	int verdict, partial = 0;
+	__u64 hw;
 
 	count(NTPX_SEEN);
 	fate = classify(ctx, &h, &plain);
-	if (fate == NTPX_REDIRECTED)
-		return redirect(ctx, now);
-	if (fate != NTPX_PLAIN) {
+	if (fate != NTPX_PLAIN && fate != NTPX_REDIRECTED) {
 		count(fate);
 		return XDP_PASS;
 	}
+	slot = bpf_map_lookup_elem(&state_slot, &zero);
+	if (slot) {
+		__u32 i = *slot & 1;
+
+		st = bpf_map_lookup_elem(&server_state, &i);
+	}
+	if (fate == NTPX_REDIRECTED)
+		return redirect(ctx, now, st, hw_rx);
 	verdict = judge_plain(&h, &plain, &partial);
 	if (verdict >= 0) {
 		count(NTPX_DROPPED);
@@ -337,13 +372,7 @@ int ntpx_xdp(struct xdp_md *ctx)
 	 * hold what it is owed. */
 	if (xleave_request(&h, &plain)) {
 		count(NTPX_INTERLEAVED);
-		return redirect(ctx, now);
-	}
-	slot = bpf_map_lookup_elem(&state_slot, &zero);
-	if (slot) {
-		__u32 i = *slot & 1;
-
-		st = bpf_map_lookup_elem(&server_state, &i);
+		return redirect(ctx, now, st, hw_rx);
 	}
 	/*
 	 * In generic mode a request with a partial checksum comes in an skb
@@ -353,8 +382,27 @@ int ntpx_xdp(struct xdp_md *ctx)
 	 * workers' copy-mode transmit builds a fresh skb.
 	 */
 	if (!st || !st->reply_in_xdp || (partial && st->partial_to_workers))
-		return redirect(ctx, now);
-	return reply(ctx, &h, &plain, st, now, partial);
+		return redirect(ctx, now, st, hw_rx);
+	/* The NIC's stamp, where there is one, is the better T2. */
+	hw = hw_rx_tai(ctx, st, hw_rx);
+	return reply(ctx, &h, &plain, st, hw ? hw : now, partial);
+}
+
+/* The two variants, from one source: the loader loads one of them. */
+SEC("xdp")
+int ntpx_xdp(struct xdp_md *ctx)
+{
+	return ntpx_main(ctx, 0);
+}
+
+/* Device-bound (BPF_F_XDP_DEV_BOUND_ONLY, loaded for one NIC whose driver
+ * offers receive stamps): the same program, asking for them. It cannot
+ * run in generic mode nor under BPF_PROG_TEST_RUN, so the tests run the
+ * unbound variant above, which differs only where hw_rx is tested. */
+SEC("xdp")
+int ntpx_xdp_hw(struct xdp_md *ctx)
+{
+	return ntpx_main(ctx, 1);
 }
 
 /* The kernel's spelling of the SPDX line above: GPL-compatible, as the

@@ -17,7 +17,8 @@
  */
 struct ntpx_meta {
 	__u64 rx_sw_tai_ns; /* bpf_ktime_get_tai_ns() when the program ran */
-	__u64 rx_hw_ns;     /* NIC hardware receive stamp; 0 = none */
+	__u64 rx_hw_ns;     /* the NIC's hardware receive stamp, mapped from
+	                     * its clock (PHC) to CLOCK_TAI; 0 = none */
 	__u32 flags;        /* reserved, 0 */
 	__u32 magic;        /* NTPX_META_MAGIC */
 };
@@ -53,6 +54,11 @@ enum ntpx_counter {
 	NTPX_INTERLEAVED,         /* redirected because the origin carries our
 	                           * mark: an interleaved client (RFC 9769),
 	                           * whose state the workers keep */
+	NTPX_HW_RX_MISSING,       /* device-bound: the driver gave no hardware
+	                           * receive stamp (an error, or 0): the
+	                           * software stamp was used */
+	NTPX_HW_RX_UNMAPPED,      /* a hardware stamp, but no usable PHC -> TAI
+	                           * mapping: the software stamp was used */
 	NTPX_COUNTERS             /* number of counters */
 };
 
@@ -127,6 +133,11 @@ struct ntpx_state {
 	__u64 leap_tai_ns;    /* CLOCK_TAI instant from which tai_offset_after_s
 	                       * applies (a leap second); 0: none pending */
 	__s64 tai_offset_after_s;
+	/* The NIC clock (PHC) -> CLOCK_TAI mapping (phc_to_tai() in reply.h);
+	 * phc_tai_ref_ns 0: none. */
+	__u64 phc_ref_ns;
+	__u64 phc_tai_ref_ns;
+	__s64 phc_rate_q32;   /* TAI ns per PHC ns, minus 1, times 2^32 */
 };
 
 /* Buckets of the service-time histogram (see hist_bucket() in reply.h). */

@@ -388,6 +388,23 @@ static __always_inline void put_be64(__u8 *p, __u64 v)
 
 /* ---- the reply ---- */
 
+/* The PHC -> CLOCK_TAI mapping (PhcMap::to_tai() in
+ * src/sys/clock/phc.rs): 0 if there is none or `phc` is more than 4 s
+ * from its reference (a stale mapping). */
+#define NTPX_PHC_MAX_DELTA_NS 4000000000ll
+
+static __always_inline __u64 phc_to_tai(const struct ntpx_state *st, __u64 phc)
+{
+	__s64 d;
+
+	if (!st->phc_tai_ref_ns || !phc)
+		return 0;
+	d = (__s64)(phc - st->phc_ref_ns);
+	if (d > NTPX_PHC_MAX_DELTA_NS || d < -NTPX_PHC_MAX_DELTA_NS)
+		return 0;
+	return st->phc_tai_ref_ns + (__u64)(d + ((d * st->phc_rate_q32) >> 32));
+}
+
 /* TAI - UTC at the CLOCK_TAI instant `tai`: TaiScale::offset_at() in
  * src/sys/clock/tai.rs (a leap second changes it at an exact instant). */
 static __always_inline __s64 tai_offset_at(const struct ntpx_state *st, __u64 tai)

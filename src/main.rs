@@ -136,6 +136,11 @@ struct ServeArgs {
     /// daemon's and the kernel's.
     #[arg(long, value_name = "PATH")]
     leap_seconds_list: Option<String>,
+    /// Hardware receive stamps from the NIC: auto (where the driver offers
+    /// them to XDP; the program is then device-bound and attaches
+    /// natively), on (required), off.
+    #[arg(long, value_parser = ntpx::server::config::parse_hw_timestamps)]
+    hw_timestamps: Option<ntpx::server::config::HwTimestamps>,
     /// Reference ID (1-4 ASCII characters, or an IPv4 address).
     #[arg(long)]
     ref_id: Option<String>,
@@ -298,6 +303,7 @@ impl ServeArgs {
         over!(c.chrony_socket, self.chrony_socket);
         over!(c.upstream_ntp, self.upstream_ntp);
         over!(c.leap_seconds_list, self.leap_seconds_list);
+        over!(c.hw_timestamps, self.hw_timestamps);
         Ok(f)
     }
 }

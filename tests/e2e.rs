@@ -913,3 +913,62 @@ fn too_many_interface_addresses_get_the_right_hint() {
         "{err}"
     );
 }
+
+/// Hardware receive stamps on a veth: its driver offers XDP the receive
+/// stamp kfunc, so with `--hw-timestamps on` the program loads
+/// device-bound and attaches natively; the stamp is always 0 there, so
+/// every request, answered in XDP or by the workers, falls back to the
+/// software stamp taken in XDP, and is counted as `hw_rx_missing`. In
+/// generic mode, where a device-bound program cannot attach, `on` is a
+/// clear error.
+#[test]
+fn device_bound_on_a_veth_falls_back_to_software_stamps() {
+    let test = "device_bound_on_a_veth_falls_back_to_software_stamps";
+    if !require_root(test) || !require_tool(test, "python3") {
+        return;
+    }
+    let topo = Topology::up();
+    peer_pass(&topo);
+    let v4 = topo.srv_v4.to_string();
+    for replies in ["xdp", "workers"] {
+        let mut server = Server::start(
+            &topo,
+            &[
+                "--iface",
+                topo.srv_if.as_str(),
+                "--hw-timestamps",
+                "on",
+                "--replies",
+                replies,
+            ],
+        );
+        for _ in 0..5 {
+            let (li, stratum, _, _) = raw_query(&topo, &v4);
+            assert_eq!((li, stratum), (0, 1));
+        }
+        let out = server.stop();
+        assert!(out.contains("device-bound program"), "{out}");
+        let answered = xdp_counter(&out, "replied") + xdp_counter(&out, "redirected");
+        assert!(answered >= 5, "{out}");
+        assert_eq!(xdp_counter(&out, "hw_rx_missing"), answered, "{out}");
+    }
+    let out = topo
+        .srv_cmd(NTPX)
+        .args([
+            "serve",
+            "--iface",
+            topo.srv_if.as_str(),
+            "--xdp-mode",
+            "generic",
+            "--hw-timestamps",
+            "on",
+            "--clock",
+            "local",
+            "--no-stats-socket",
+        ])
+        .output()
+        .expect("run ntpx");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("hw_timestamps = on, but"), "{err}");
+}

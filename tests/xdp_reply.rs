@@ -121,6 +121,7 @@ impl Bench {
             .publish(&XdpState {
                 ntp: self.state,
                 tai: self.tai,
+                phc: None,
                 written_tai_ns,
                 max_age_ns,
                 reply_in_xdp: true,
@@ -996,6 +997,7 @@ fn replies_can_be_switched_to_the_workers() {
         .publish(&XdpState {
             ntp: b.state,
             tai: TaiScale::fixed(0),
+            phc: None,
             written_tai_ns: tai_now_ns(),
             max_age_ns: 10_000_000_000,
             reply_in_xdp: false,

@@ -110,6 +110,30 @@ pub struct ClockFile {
     pub upstream_ntp: Option<std::net::SocketAddr>,
     /// An IETF `leap-seconds.list` whose leaps are announced too.
     pub leap_seconds_list: Option<String>,
+    /// Hardware receive stamps: `auto`, `on`, `off`.
+    pub hw_timestamps: Option<HwTimestamps>,
+}
+
+/// Whether the XDP program asks the NIC for hardware receive stamps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HwTimestamps {
+    /// Where the NIC offers them to XDP and the program attaches natively.
+    Auto,
+    /// Required: fail to start without them.
+    On,
+    /// Never.
+    Off,
+}
+
+/// Parses `auto`, `on` or `off`, for the CLI.
+pub fn parse_hw_timestamps(s: &str) -> Result<HwTimestamps, String> {
+    match s {
+        "auto" => Ok(HwTimestamps::Auto),
+        "on" => Ok(HwTimestamps::On),
+        "off" => Ok(HwTimestamps::Off),
+        _ => Err(format!("expected auto, on or off, not {s:?}")),
+    }
 }
 
 /// What an unsynchronised server does with requests.
@@ -205,6 +229,8 @@ pub struct Settings {
     pub upstream_ntp: std::net::SocketAddr,
     /// `leap-seconds.list` to announce leaps from, if configured.
     pub leap_seconds_list: Option<PathBuf>,
+    /// Hardware receive stamps.
+    pub hw_timestamps: HwTimestamps,
 }
 
 /// How long an idle AF_XDP worker polls its ring before sleeping (µs).
@@ -479,6 +505,7 @@ impl Settings {
                 .as_deref()
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
+            hw_timestamps: c.hw_timestamps.unwrap_or(HwTimestamps::Auto),
         })
     }
 }

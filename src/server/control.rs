@@ -12,6 +12,7 @@ use super::stats_socket::StatsSocket;
 use crate::proto::drops::DropReason;
 use crate::sys::clock::chrony::ChronyClient;
 use crate::sys::clock::ntp_query::NtpQuery;
+use crate::sys::clock::phc::{PhcSampler, PhcTracker, SystemPtp};
 use crate::sys::clock::{self, Clock, SystemClock, SystemKernelClock};
 use crate::sys::ethtool;
 use crate::sys::udp_server::SocketDrops;
@@ -144,6 +145,44 @@ pub(super) struct XdpLive {
     /// read), and the last count seen.
     pub(super) driver: Arc<DriverTxErrors>,
     pub(super) driver_seen: u64,
+    /// The NIC's clock, where hardware receive stamps are on: sampled at
+    /// every publish, its mapping published with the state.
+    pub(super) phc: Option<PhcFollower>,
+}
+
+/// Follows the NIC's clock (PHC) against the system clock.
+pub(super) struct PhcFollower {
+    pub(super) sampler: PhcSampler<SystemPtp>,
+    pub(super) tracker: PhcTracker,
+    /// Samples that failed (counted; the mapping ages out after 4 s).
+    pub(super) failures: u64,
+}
+
+impl PhcFollower {
+    fn sample(&mut self, tai_offset_s: i32) {
+        match self.sampler.sample(tai_offset_s) {
+            Ok(s) => {
+                self.tracker.add(s);
+            }
+            Err(e) => {
+                if self.failures == 0 {
+                    tracing::warn!(error = %e, "cannot compare the NIC's clock with the system clock: hardware receive stamps unused until it works");
+                }
+                self.failures += 1;
+            }
+        }
+    }
+
+    /// The summary line.
+    pub(super) fn summary(&self) -> String {
+        format!(
+            "NIC clock: compared by {:?}, {} steps, {} samples rejected, {} failed\n",
+            self.sampler.method(),
+            self.tracker.steps,
+            self.tracker.rejected,
+            self.failures
+        )
+    }
 }
 
 impl XdpLive {
@@ -151,6 +190,9 @@ impl XdpLive {
     /// map, stamped with the `CLOCK_TAI` time the snapshot was computed.
     pub(super) fn publish(&mut self, state: &SharedState) {
         let snap = state.load();
+        if let Some(p) = self.phc.as_mut() {
+            p.sample(snap.tai.offset_s);
+        }
         let age = clock::SystemClock
             .now()
             .signed_nanos_since(snap.computed)
@@ -163,6 +205,7 @@ impl XdpLive {
         let s = XdpState {
             ntp: snap.ntp,
             tai: snap.tai,
+            phc: self.phc.as_ref().and_then(|p| p.tracker.map()),
             written_tai_ns: tai.saturating_sub(age),
             max_age_ns: snap.max_age_ns,
             reply_in_xdp: self.path.in_xdp(),
@@ -228,7 +271,9 @@ pub(super) fn upstream_summary(run: &Run) -> String {
 
 /// Refreshes the clock state every second and logs stats every
 /// `stats_interval` seconds, until a signal or the duration ends.
-pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<XdpLive>) {
+/// Runs until asked to stop; returns the summary lines of what it kept
+/// (the NIC clock's).
+pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<XdpLive>) -> String {
     let Run {
         settings,
         opts,
@@ -307,4 +352,7 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
             last_stats = Instant::now();
         }
     }
+    xdp.and_then(|x| x.phc)
+        .map(|p| p.summary())
+        .unwrap_or_default()
 }

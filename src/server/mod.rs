@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod control;
+mod hw_rx;
 pub mod interleave;
 pub mod path;
 pub mod program;

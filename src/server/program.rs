@@ -84,6 +84,7 @@ use crate::sys::bpf::{
     unregister_xsk,
 };
 use crate::sys::clock::TaiScale;
+use crate::sys::clock::phc::PhcMap;
 use libbpf_rs::MapHandle;
 use libbpf_rs::ProgramHandle;
 use libbpf_rs::skel::SkelBuilder;
@@ -96,7 +97,7 @@ pub use crate::sys::bpf::MAX_QUEUES;
 /// that the program can judge against.
 pub const MAX_OWN: usize = 64;
 /// `NTPX_COUNTERS`: number of counters.
-pub const COUNTERS: usize = 18;
+pub const COUNTERS: usize = 20;
 /// `NTPX_DROP_REASONS`: slots of the `drops` map, the [`DropReason`]s in
 /// order.
 pub const DROP_REASONS: usize = 36;
@@ -122,6 +123,11 @@ pub struct ProgramConfig {
     /// What the program needs to judge plain requests itself; `None`: every
     /// request goes to the workers.
     pub judge: Option<Judge>,
+    /// Load device-bound to this interface (`BPF_F_XDP_DEV_BOUND_ONLY`)
+    /// and ask its driver for each request's hardware receive stamp. Such
+    /// a program attaches in native mode only, and `BPF_PROG_TEST_RUN`
+    /// refuses it; the same source, unbound, is what the tests run.
+    pub hw_rx_ifindex: Option<u32>,
 }
 
 impl Default for ProgramConfig {
@@ -131,6 +137,7 @@ impl Default for ProgramConfig {
             v4: Vec::new(),
             v6: Vec::new(),
             judge: None,
+            hw_rx_ifindex: None,
         }
     }
 }
@@ -189,12 +196,13 @@ impl ProgramConfig {
                 drop_unsynchronized: r.policy.drop_unsynchronized,
                 interleave: r.interleave,
             }),
+            hw_rx_ifindex: None,
         }
     }
 }
 
 /// Bytes of `struct ntpx_state`.
-const STATE_LEN: usize = 72;
+const STATE_LEN: usize = 96;
 
 /// The server state as the program reads it (`struct ntpx_state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,6 +211,8 @@ pub struct XdpState {
     pub ntp: ServerState,
     /// TAI − UTC, and the instant a pending leap second changes it.
     pub tai: TaiScale,
+    /// The NIC clock → `CLOCK_TAI` mapping, for hardware receive stamps.
+    pub phc: Option<PhcMap>,
     /// `CLOCK_TAI` when this was written (0: never).
     pub written_tai_ns: u64,
     /// Older than this, replies say LI 3 (at most [`MAX_STATE_AGE_NS`]).
@@ -235,6 +245,11 @@ impl XdpState {
         b[48] = u8::from(self.partial_to_workers);
         b[56..64].copy_from_slice(&self.tai.leap_tai_ns.to_ne_bytes());
         b[64..72].copy_from_slice(&i64::from(self.tai.offset_after_s).to_ne_bytes());
+        if let Some(m) = self.phc {
+            b[72..80].copy_from_slice(&m.phc_ref_ns.to_ne_bytes());
+            b[80..88].copy_from_slice(&m.tai_ref_ns.to_ne_bytes());
+            b[88..96].copy_from_slice(&m.rate_q32.to_ne_bytes());
+        }
         b
     }
 }
@@ -296,6 +311,13 @@ counter_struct! {
         /// Of the redirected: requests from interleaved clients (their
         /// origin carries our mark), whose state the workers keep.
         interleaved,
+        /// Device-bound: requests the driver gave no hardware receive
+        /// stamp for (an error, or 0 as on a veth); the software stamp
+        /// served.
+        hw_rx_missing,
+        /// A hardware stamp, but no usable PHC → TAI mapping; the software
+        /// stamp served.
+        hw_rx_unmapped,
     }
 }
 
@@ -381,8 +403,29 @@ impl XdpProgram {
             }
         }
 
-        let skel = load_logged(open, "ntpx_xdp")?;
-        let prog = ProgramHandle::try_from(&skel.progs.ntpx_xdp)
+        // One of the two variants (bpf/ntpx.bpf.c): device-bound, asking
+        // for hardware receive stamps, or not.
+        let name = match cfg.hw_rx_ifindex {
+            Some(ifindex) => {
+                open.progs.ntpx_xdp.set_autoload(false);
+                open.progs.ntpx_xdp_hw.set_ifindex(ifindex);
+                open.progs
+                    .ntpx_xdp_hw
+                    .set_flags(crate::sys::bpf::XDP_DEV_BOUND_ONLY);
+                "ntpx_xdp_hw"
+            }
+            None => {
+                open.progs.ntpx_xdp_hw.set_autoload(false);
+                "ntpx_xdp"
+            }
+        };
+        let skel = load_logged(open, name)?;
+        let loaded = if cfg.hw_rx_ifindex.is_some() {
+            &skel.progs.ntpx_xdp_hw
+        } else {
+            &skel.progs.ntpx_xdp
+        };
+        let prog = ProgramHandle::try_from(loaded)
             .map_err(|e| ProgramError::libbpf("take the XDP program's fd", e))?;
         let take = |map: &libbpf_rs::Map<'_>, what: &'static str| {
             MapHandle::try_from(map).map_err(|e| ProgramError::libbpf(what, e))
@@ -646,6 +689,11 @@ mod tests {
                 leap_tai_ns: 0x0a0b_0c0d_0e0f_1011,
                 offset_after_s: -36,
             },
+            phc: Some(PhcMap {
+                phc_ref_ns: 0x1112_1314_1516_1718,
+                tai_ref_ns: 0x2122_2324_2526_2728,
+                rate_q32: -5,
+            }),
             written_tai_ns: 9,
             max_age_ns: u64::MAX,
             reply_in_xdp: true,
@@ -680,6 +728,12 @@ mod tests {
         assert_eq!(u64_at(56), 0x0a0b_0c0d_0e0f_1011);
         assert_eq!(off(std::ptr::addr_of!(st.tai_offset_after_s).cast()), 64);
         assert_eq!(u64_at(64) as i64, -36);
+        assert_eq!(off(std::ptr::addr_of!(st.phc_ref_ns).cast()), 72);
+        assert_eq!(u64_at(72), 0x1112_1314_1516_1718);
+        assert_eq!(off(std::ptr::addr_of!(st.phc_tai_ref_ns).cast()), 80);
+        assert_eq!(u64_at(80), 0x2122_2324_2526_2728);
+        assert_eq!(off(std::ptr::addr_of!(st.phc_rate_q32).cast()), 88);
+        assert_eq!(u64_at(88) as i64, -5);
         assert_eq!(std::mem::size_of_val(&st), STATE_LEN);
     }
 
@@ -711,9 +765,10 @@ mod tests {
         }
         let c = XdpCounters::from_array(values);
         assert_eq!(c.seen, 1);
-        assert_eq!(c.trim_failed, COUNTERS as u64 - 2);
-        assert_eq!(c.late, COUNTERS as u64 - 1);
-        assert_eq!(c.interleaved, COUNTERS as u64);
+        assert_eq!(c.trim_failed, COUNTERS as u64 - 4);
+        assert_eq!(c.late, COUNTERS as u64 - 3);
+        assert_eq!(c.interleaved, COUNTERS as u64 - 2);
+        assert_eq!(c.hw_rx_unmapped, COUNTERS as u64);
         assert_eq!(c.to_array(), values);
         assert_eq!(c.fields()[2], ("pass_not_ip", 3));
         assert_eq!(c.since(&c), XdpCounters::default());

@@ -10,7 +10,7 @@ use super::control::{
 use super::path::ReplyPath;
 use crate::proto::ntp::Marker;
 use crate::proto::respond::Responder;
-use crate::server::config::{Datapath, Replies, Settings};
+use crate::server::config::{Datapath, HwTimestamps, Replies, Settings};
 use crate::server::interleave::XleaveTable;
 use crate::server::program::{MAX_ADDRS, MAX_OWN, ProgramConfig, XdpMode, XdpProgram};
 use crate::server::state::SharedState;
@@ -18,6 +18,7 @@ use crate::server::stats::{Collector, Published, Totals};
 use crate::server::stats_socket::StatsSocket;
 use crate::server::worker::{self, WorkerCtx};
 use crate::sys::BATCH;
+use crate::sys::bpf::AttachMode;
 use crate::sys::clock::{self, Clock as _, SystemClock, SystemKernelClock};
 use crate::sys::netif;
 use crate::sys::udp_server::{BatchSocket, BindError};
@@ -250,7 +251,19 @@ fn run_xdp(
              judge against ({MAX_OWN} of a family): use replies = workers"
         );
     }
-    let mut program = XdpProgram::load(&program_cfg)?;
+    // Hardware receive stamps: a device-bound program, if the NIC offers
+    // them (auto falls back to the unbound one if it will not load).
+    let plan = super::hw_rx::choose(settings, iface, index)?;
+    program_cfg.hw_rx_ifindex = plan.as_ref().map(|_| index);
+    let auto_hw = settings.hw_timestamps == HwTimestamps::Auto;
+    let mut program = match XdpProgram::load(&program_cfg) {
+        Err(e) if plan.is_some() && auto_hw => {
+            tracing::warn!(error = %e, "the device-bound program did not load: no hardware receive stamps");
+            program_cfg.hw_rx_ifindex = None;
+            XdpProgram::load(&program_cfg)?
+        }
+        r => r?,
+    };
     let qopts = QueueOptions {
         frames: settings.frames,
         ring_size: settings.ring_size,
@@ -277,9 +290,46 @@ fn run_xdp(
         path: ReplyPath::new(Replies::Workers, judging, iface, index, XdpMode::Generic),
         driver: driver.clone(),
         driver_seen: 0,
+        phc: None,
     };
     live.publish(run.state);
-    let mode = program.attach(index, settings.xdp_mode)?;
+    // A device-bound program attaches natively or not at all.
+    let bound = program_cfg.hw_rx_ifindex.is_some();
+    let mode = match program.attach(
+        index,
+        if bound {
+            AttachMode::Native
+        } else {
+            settings.xdp_mode
+        },
+    ) {
+        Err(e) if bound && auto_hw => {
+            tracing::warn!(error = %e, "the device-bound program did not attach natively: no hardware receive stamps");
+            program_cfg.hw_rx_ifindex = None;
+            program = XdpProgram::load(&program_cfg)?;
+            for (&q, xsk) in queues.iter().zip(&sockets) {
+                program.register_socket(q, xsk.fd())?;
+            }
+            live.counters = program.counters_reader()?;
+            live.writer = program.state_writer()?;
+            live.publish(run.state);
+            program.attach(index, settings.xdp_mode)?
+        }
+        r => r?,
+    };
+    if program_cfg.hw_rx_ifindex.is_some() {
+        tracing::info!(
+            interface = iface,
+            "hardware receive stamps asked of the driver (device-bound program)"
+        );
+        live.phc = plan
+            .and_then(|p| p.ptp)
+            .map(|ptp| super::control::PhcFollower {
+                sampler: crate::sys::clock::phc::PhcSampler::new(ptp),
+                tracker: crate::sys::clock::phc::PhcTracker::new(),
+                failures: 0,
+            });
+    }
     live.path = ReplyPath::new(settings.replies, judging, iface, index, mode);
     live.publish(run.state);
     tracing::info!(
@@ -320,7 +370,7 @@ fn run_xdp(
         handles.push(h);
     }
     let counts = Arc::new(Collector::new(published, Some(Box::new(kernel))));
-    control_loop(run, &counts, Some(live));
+    let control_summary = control_loop(run, &counts, Some(live));
     run.running.store(false, Ordering::Relaxed);
     // Stop redirecting before the sockets close.
     let _ = program.detach();
@@ -337,6 +387,7 @@ fn run_xdp(
     let totals = counts.totals();
     let mut out = totals.summary();
     out.push_str(&upstream_summary(run));
+    out.push_str(&control_summary);
     if let Ok(c) = program.counters() {
         out.push_str("XDP program:");
         for (name, v) in c.fields() {

@@ -1,6 +1,9 @@
 //! A driver's own statistics (what `ethtool -S` prints), through the
 //! `SIOCETHTOOL` ioctl: the names (`ETHTOOL_GSTRINGS`) and values
-//! (`ETHTOOL_GSTATS`) of its `ETH_SS_STATS` set.
+//! (`ETHTOOL_GSTATS`) of its `ETH_SS_STATS` set; its timestamping
+//! capabilities and clock (`ETHTOOL_GET_TS_INFO`, what `ethtool -T`
+//! prints); and the NIC-wide hardware timestamping setting
+//! (`SIOCGHWTSTAMP` / `SIOCSHWTSTAMP`), which ntpx only ever widens.
 //!
 //! ntpx reads the drivers' XDP transmit errors from it: a frame the XDP
 //! program sent with `XDP_TX` that the driver then dropped (on a veth: the
@@ -14,6 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSTATS: u32 = 0x1d;
 const ETHTOOL_GSSET_INFO: u32 = 0x37;
+const ETHTOOL_GET_TS_INFO: u32 = 0x41;
 const ETH_SS_STATS: u32 = 1;
 const ETH_GSTRING_LEN: usize = 32;
 /// More statistics than any driver has (mlx5 has a few thousand).
@@ -21,12 +25,7 @@ const MAX_STATS: usize = 1 << 16;
 
 /// The driver statistics of `iface`: `(name, value)` in the driver's order.
 pub fn stats(iface: &str) -> io::Result<Vec<(String, u64)>> {
-    let sock: OwnedFd = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = dgram_socket()?;
     // A driver's count can change between the calls (channels added):
     // the kernel then writes its new count (the guard page stops it), or
     // reports it; ask again.
@@ -209,10 +208,105 @@ fn u32_at(buf: &[u64], i: usize) -> u32 {
     ])
 }
 
+/// What `ETHTOOL_GET_TS_INFO` says about an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TsInfo {
+    /// `SOF_TIMESTAMPING_*` capabilities.
+    pub so_timestamping: u32,
+    /// The PHC, `/dev/ptp<index>`, if the NIC has one.
+    pub phc_index: Option<u32>,
+    /// `HWTSTAMP_FILTER_*` receive filters it supports (bit = filter).
+    pub rx_filters: u32,
+}
+
+fn dgram_socket() -> io::Result<OwnedFd> {
+    Ok(nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
+}
+
+/// The timestamping capabilities and clock of `iface`.
+pub fn ts_info(iface: &str) -> io::Result<TsInfo> {
+    // struct ethtool_ts_info: cmd, so_timestamping, phc_index (s32),
+    // tx_types, tx_reserved[3], rx_filters, rx_reserved[3]: 11 u32.
+    let sock = dgram_socket()?;
+    let mut b = Guarded::new(6)?;
+    set_u32s(b.words(), &[ETHTOOL_GET_TS_INFO]);
+    ethtool(&sock, iface, &mut b)?;
+    let w = b.words();
+    Ok(TsInfo {
+        so_timestamping: u32_at(w, 1),
+        phc_index: u32::try_from(u32_at(w, 2) as i32).ok(),
+        rx_filters: u32_at(w, 7),
+    })
+}
+
+/// `HWTSTAMP_FILTER_NONE`, `_ALL` and `_NTP_ALL` (linux/net_tstamp.h).
+pub const HWTSTAMP_FILTER_NONE: i32 = 0;
+/// Every packet.
+pub const HWTSTAMP_FILTER_ALL: i32 = 1;
+/// Every NTP packet.
+pub const HWTSTAMP_FILTER_NTP_ALL: i32 = 15;
+
+/// The receive filter to set so that NTP requests are stamped, given the
+/// current one and the filters the NIC supports (bit = filter): `None`
+/// when the current one already covers NTP (ALL, NTP_ALL) or nothing
+/// wider is supported. Never a narrower one: a PTP filter that ptp4l (or
+/// chronyd's `hwtimestamp`) set becomes ALL, which still covers PTP; only
+/// NONE may become NTP_ALL.
+pub fn widen_rx_filter(current: i32, supported: u32) -> Option<i32> {
+    let has = |f: i32| supported & (1 << f) != 0;
+    match current {
+        HWTSTAMP_FILTER_ALL | HWTSTAMP_FILTER_NTP_ALL => None,
+        HWTSTAMP_FILTER_NONE if has(HWTSTAMP_FILTER_NTP_ALL) => Some(HWTSTAMP_FILTER_NTP_ALL),
+        _ if has(HWTSTAMP_FILTER_ALL) => Some(HWTSTAMP_FILTER_ALL),
+        _ => None,
+    }
+}
+
+/// Makes `iface` stamp received NTP packets in hardware, widening its
+/// receive filter if needed and leaving its transmit setting as it is.
+/// Returns the filter now in force. The setting is the NIC's, shared with
+/// every other user (ptp4l, chronyd's `hwtimestamp`): it is never
+/// narrowed, and never reset when ntpx exits.
+pub fn enable_rx_hw_timestamps(iface: &str, info: &TsInfo) -> io::Result<i32> {
+    let sock = dgram_socket()?;
+    // struct hwtstamp_config { int flags; int tx_type; int rx_filter; }
+    let mut cfg = Guarded::new(2)?;
+    hwtstamp(&sock, iface, libc::SIOCGHWTSTAMP, &mut cfg)?;
+    let current = u32_at(cfg.words(), 2) as i32;
+    let Some(want) = widen_rx_filter(current, info.rx_filters) else {
+        return Ok(current);
+    };
+    let tx_type = u32_at(cfg.words(), 1);
+    set_u32s(cfg.words(), &[0, tx_type, want as u32]);
+    hwtstamp(&sock, iface, libc::SIOCSHWTSTAMP, &mut cfg)?;
+    // The driver may have chosen a wider filter than asked.
+    Ok(u32_at(cfg.words(), 2) as i32)
+}
+
+/// `SIOCGHWTSTAMP` / `SIOCSHWTSTAMP` on `iface` with the config in `buf`.
+fn hwtstamp(sock: &OwnedFd, iface: &str, req: libc::c_ulong, buf: &mut Guarded) -> io::Result<()> {
+    ifreq_ioctl(sock, iface, req, buf)
+}
+
 /// One `SIOCETHTOOL` request on `iface` with the command struct in `buf`
 /// (one of the three above). A kernel that writes more than `buf` holds
 /// hits its guard page: `EFAULT`.
 fn ethtool(sock: &OwnedFd, iface: &str, buf: &mut Guarded) -> io::Result<()> {
+    ifreq_ioctl(sock, iface, libc::SIOCETHTOOL, buf)
+}
+
+/// An interface ioctl whose `ifreq` points at the struct in `buf`.
+fn ifreq_ioctl(
+    sock: &OwnedFd,
+    iface: &str,
+    req: libc::c_ulong,
+    buf: &mut Guarded,
+) -> io::Result<()> {
     // SAFETY: ifreq is plain old data; all zeros is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     let name = iface.as_bytes();
@@ -232,7 +326,7 @@ fn ethtool(sock: &OwnedFd, iface: &str, buf: &mut Guarded) -> io::Result<()> {
     // checks its user copies: EFAULT, never a stray write), so no memory
     // but `buf`'s own can change. `buf` outlives the call; `sock` is an
     // open socket.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), req, &mut ifr) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -242,6 +336,31 @@ fn ethtool(sock: &OwnedFd, iface: &str, buf: &mut Guarded) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rx_filter_is_only_ever_widened() {
+        let all = 1 << HWTSTAMP_FILTER_ALL;
+        let ntp = 1 << HWTSTAMP_FILTER_NTP_ALL;
+        let ptp_v2_event = 12;
+        assert_eq!(widen_rx_filter(0, all | ntp), Some(HWTSTAMP_FILTER_NTP_ALL));
+        assert_eq!(widen_rx_filter(0, all), Some(HWTSTAMP_FILTER_ALL));
+        // ptp4l's PTP filter: ALL covers it and NTP; NTP_ALL would not.
+        assert_eq!(
+            widen_rx_filter(ptp_v2_event, all | ntp),
+            Some(HWTSTAMP_FILTER_ALL)
+        );
+        assert_eq!(widen_rx_filter(ptp_v2_event, ntp), None);
+        assert_eq!(widen_rx_filter(HWTSTAMP_FILTER_ALL, all | ntp), None);
+        assert_eq!(widen_rx_filter(HWTSTAMP_FILTER_NTP_ALL, all | ntp), None);
+        assert_eq!(widen_rx_filter(0, 0), None);
+    }
+
+    #[test]
+    fn a_veth_has_no_clock() {
+        // Loopback: no PHC, no hardware stamps.
+        let i = ts_info("lo").unwrap();
+        assert_eq!(i.phc_index, None);
+    }
 
     #[test]
     fn u32_fields_in_u64_words() {

@@ -178,6 +178,16 @@ pub fn is_veth(iface: &str) -> bool {
     driver(iface).is_ok_and(|d| d == "veth")
 }
 
+/// True if `ifindex`'s driver offers XDP programs its receive stamps
+/// (netdev netlink's `xdp-rx-metadata-features` has `timestamp`), asked
+/// through the `xdp` crate's netdev query.
+pub fn xdp_rx_timestamp_offered(ifindex: u32) -> io::Result<bool> {
+    Ok(xdp::nic::NicIndex::new(ifindex)
+        .query_capabilities()?
+        .rx_metadata
+        .timestamp())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

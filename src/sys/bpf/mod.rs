@@ -31,6 +31,10 @@ use libbpf_rs::{AsRawLibbpf, ErrorKind, MapCore, MapFlags, MapHandle, ProgramHan
 /// the generator's `LOAD_MAX_QUEUES`): queue ids `0..MAX_QUEUES`.
 pub const MAX_QUEUES: u32 = 256;
 
+/// `BPF_F_XDP_DEV_BOUND_ONLY`: a program bound to one device, whose
+/// driver's metadata kfuncs (receive stamps) it may call.
+pub const XDP_DEV_BOUND_ONLY: u32 = libbpf_rs::libbpf_sys::BPF_F_XDP_DEV_BOUND_ONLY;
+
 /// `XDP_ABORTED`: the program failed.
 pub const XDP_ABORTED: u32 = 0;
 /// `XDP_DROP`.

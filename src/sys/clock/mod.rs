@@ -9,6 +9,7 @@
 pub mod chrony;
 pub mod kernel;
 pub mod ntp_query;
+pub mod phc;
 pub mod tai;
 
 pub use kernel::{Discipline, KernelClock, SystemKernelClock};
