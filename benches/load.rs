@@ -35,6 +35,7 @@ fn engine() -> Engine {
         ping: None,
         accept_partial_checksum: false,
         echo: false,
+        xleave: false,
     })
 }
 

@@ -88,6 +88,12 @@ pub struct LoadArgs {
     /// trips are measured. For the link's ceiling.
     #[arg(long)]
     pub reflector: bool,
+    /// Interleaved mode (RFC 9769, with --ping): each client echoes the
+    /// server's last receive timestamp, and interleaved replies (whose
+    /// transmit time is when the previous reply really left) get offset
+    /// and delay histograms of their own.
+    #[arg(long, requires = "ping")]
+    pub xleave: bool,
     /// Print the JSON summary to stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -214,6 +220,7 @@ impl LoadArgs {
             bind_mode: self.bind_mode,
             version: self.ntp_version,
             echo: self.reflector,
+            xleave: self.xleave,
             progress: !self.quiet && !self.json,
         })
     }

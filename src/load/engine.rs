@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 use super::check::{self, Expect, Invalid};
-use super::frame::{RequestTemplate, Target};
+use super::frame::{RequestTemplate, Target, Xleave};
 use super::spec::Prefix;
 use super::tally::Tally;
 use super::track::{Closed, Tracker, client_key};
@@ -54,6 +54,9 @@ pub struct EngineConfig {
     /// The target is a reflector: requests coming back are the answers
     /// (see `check::Expect::echo`); only round-trip times are measured.
     pub echo: bool,
+    /// Ping mode: interleaved requests (RFC 9769); interleaved replies
+    /// fill histograms of their own ([`Tally::xhists`]).
+    pub xleave: bool,
 }
 
 /// What an answer to one of our requests carried.
@@ -70,6 +73,12 @@ enum Answer {
     Echo,
 }
 
+/// The nonce with its lowest bit flipped: what interleaved requests carry
+/// as their receive timestamp.
+fn flipped(ts: NtpTimestamp) -> NtpTimestamp {
+    NtpTimestamp::from_bits(ts.to_bits() ^ 1)
+}
+
 /// Ping mode's clients.
 #[derive(Debug)]
 struct Ping {
@@ -79,6 +88,19 @@ struct Ping {
     ready: VecDeque<(usize, u64)>,
     gap_ns: u64,
     next_expiry_scan: usize,
+    /// Interleaved mode: each client's last exchange (empty otherwise).
+    xl: Vec<LastExchange>,
+}
+
+/// A ping client's last answered exchange, for interleaved mode: its own
+/// send and receive times and the server's receive timestamp, which the
+/// next request echoes as its origin and whose precise transmit time an
+/// interleaved reply brings.
+#[derive(Clone, Copy, Debug, Default)]
+struct LastExchange {
+    t1_ns: u64,
+    t4_ns: u64,
+    t2: NtpTimestamp,
 }
 
 /// One thread's generator state; see the module docs.
@@ -110,6 +132,11 @@ impl Engine {
                 ready: (0..n).map(|i| (i, 0)).collect(),
                 gap_ns,
                 next_expiry_scan: 0,
+                xl: if cfg.xleave {
+                    vec![LastExchange::default(); n]
+                } else {
+                    Vec::new()
+                },
             }
         });
         let slot_bits = match &ping {
@@ -124,6 +151,7 @@ impl Engine {
                 version: cfg.target.version,
                 accept_partial_checksum: cfg.accept_partial_checksum,
                 echo: cfg.echo,
+                xleave: cfg.xleave && cfg.ping.is_some(),
             },
             sources: cfg.sources,
             timeout_ns: cfg.timeout_ns,
@@ -191,9 +219,10 @@ impl Engine {
             return None;
         }
         let (slot, nonce) = self.open_request(slot, now_ns, addr, port);
+        let xl = self.xleave_fields(slot, nonce);
         let n = self
             .template
-            .write(buf, addr, port, nonce, self.seq as u16)?;
+            .write(buf, addr, port, nonce, self.seq as u16, xl)?;
         self.count_built(slot);
         Some(n)
     }
@@ -236,7 +265,8 @@ impl Engine {
             },
         };
         let (slot, nonce) = self.open_request(slot, now_ns, client.0, client.1);
-        let n = self.template.write_payload(buf, nonce)?;
+        let xl = self.xleave_fields(slot, nonce);
+        let n = self.template.write_payload(buf, nonce, xl)?;
         self.count_built(slot);
         Some(n)
     }
@@ -259,6 +289,16 @@ impl Engine {
         }
         self.seq += 1;
         (slot & (self.tracker.capacity() - 1), nonce)
+    }
+
+    /// Interleaved mode: ping client `slot`'s origin (the server's last
+    /// T2 to it) and the receive field an interleaved reply echoes.
+    fn xleave_fields(&self, slot: usize, nonce: NtpTimestamp) -> Option<Xleave> {
+        let last = self.ping.as_ref()?.xl.get(slot)?;
+        Some(Xleave {
+            origin: last.t2,
+            receive: flipped(nonce),
+        })
     }
 
     /// Counts a built request as sent and remembers its slot for
@@ -362,8 +402,15 @@ impl Engine {
 
     /// Closes the request `origin` answers and counts the answer.
     fn on_reply(&mut self, origin: NtpTimestamp, key: u64, answer: Answer, t4_ns: u64) {
-        let Some(c) = self.tracker.close(origin) else {
-            return self.tallies[self.step as usize].reject(Invalid::UnknownOrigin);
+        // An interleaved reply echoes the receive field: the nonce with its
+        // lowest bit flipped.
+        let xl = self.expect.xleave;
+        let (c, interleaved) = match self.tracker.close(origin) {
+            Some(c) => (c, false),
+            None => match self.tracker.close(flipped(origin)).filter(|_| xl) {
+                Some(c) => (c, true),
+                None => return self.tallies[self.step as usize].reject(Invalid::UnknownOrigin),
+            },
         };
         self.requeue(c, t4_ns);
         let t = &mut self.tallies[c.step as usize];
@@ -374,11 +421,46 @@ impl Engine {
         match answer {
             Answer::Ntp { stratum: 0, .. } => t.kod += 1,
             _ if t4_ns.saturating_sub(c.sent_ns) > self.timeout_ns => t.late += 1,
+            // A basic reply must not say it left before it arrived (the
+            // check leaves that to us in interleaved mode).
+            Answer::Ntp { t2, t3, .. } if xl && !interleaved && t2.is_after(t3) => {
+                t.invalid += 1;
+                self.tallies[self.step as usize].reject(Invalid::Timestamps);
+            }
             Answer::Ntp { t2, t3, .. } => {
                 t.good += 1;
-                let t2 = t2.to_unix_nanos_near(c.sent_ns) as i64;
-                let t3 = t3.to_unix_nanos_near(c.sent_ns) as i64;
-                t.hists.record(c.sent_ns, t2, t3, t4_ns);
+                let last = self
+                    .ping
+                    .as_mut()
+                    .and_then(|p| p.xl.get_mut(c.slot))
+                    .map(|l| {
+                        let prev = *l;
+                        *l = LastExchange {
+                            t1_ns: c.sent_ns,
+                            t4_ns,
+                            t2,
+                        };
+                        prev
+                    });
+                match last {
+                    // T3 is when our previous reply left: the sample is the
+                    // previous exchange's, with its T1, T2 and T4.
+                    Some(prev) if interleaved => {
+                        if prev.t2 == NtpTimestamp::ZERO {
+                            t.invalid += 1;
+                            return;
+                        }
+                        t.interleaved += 1;
+                        let t2 = prev.t2.to_unix_nanos_near(prev.t1_ns) as i64;
+                        let t3 = t3.to_unix_nanos_near(prev.t1_ns) as i64;
+                        t.xhists.record(prev.t1_ns, t2, t3, prev.t4_ns);
+                    }
+                    _ => {
+                        let t2 = t2.to_unix_nanos_near(c.sent_ns) as i64;
+                        let t3 = t3.to_unix_nanos_near(c.sent_ns) as i64;
+                        t.hists.record(c.sent_ns, t2, t3, t4_ns);
+                    }
+                }
             }
             // A request back from a reflector: a round trip and nothing
             // else to measure.
@@ -452,6 +534,7 @@ mod tests {
             ping,
             accept_partial_checksum: false,
             echo: false,
+            xleave: false,
         }
     }
 
@@ -653,6 +736,67 @@ mod tests {
         );
         assert!(near(&t.hists.delay, 20_000), "{}", t.hists.delay.max());
         assert!(t.hists.offset.max() <= 954, "{}", t.hists.offset.max());
+    }
+
+    /// Interleaved mode against ntpx's responder and a store of transmit
+    /// times (the server's table, in memory): the first two replies are
+    /// basic, the rest interleaved. Legs of 10 µs each way; each reply
+    /// really leaves 4 µs after the server read its basic T3. So basic
+    /// samples are off by the 2 µs that reading T3 early costs, and the
+    /// interleaved ones (the previous exchange, with the precise T3) by
+    /// nothing.
+    #[test]
+    fn interleaved_replies_fill_their_own_histograms() {
+        use crate::proto::ntp::{Marker, TxStore};
+        use crate::proto::respond::respond_with;
+        struct Store(std::collections::HashMap<u64, NtpTimestamp>);
+        impl TxStore for Store {
+            fn take(&mut self, t2: NtpTimestamp, _: u64) -> Option<NtpTimestamp> {
+                self.0.remove(&t2.to_bits())
+            }
+        }
+        let mut store = Store(Default::default());
+        let mut e = Engine::new(&EngineConfig {
+            xleave: true,
+            ..engine_cfg(Some((1, 0)))
+        });
+        let mut cfg = responder();
+        cfg.interleave = Some(Marker::new([1, 2], -20));
+        let state = state();
+        let mut buf = [0u8; 128];
+        let ts = NtpTimestamp::from_unix_nanos;
+        for i in 0..10u64 {
+            let t1 = BASE + i * 1_000_000;
+            let len = e.next_request(&mut buf, t1).unwrap();
+            e.stamp_batch(t1);
+            let (t2, t3, left) = (t1 + 10_000, t1 + 11_000, t1 + 15_000);
+            let r = respond_with(
+                &mut buf[..len],
+                &cfg,
+                &state,
+                ts(t2),
+                || ts(t3),
+                0,
+                &mut store,
+            )
+            .unwrap();
+            assert_eq!(r.interleaved, i >= 2, "reply {i}");
+            if let Some(ex) = r.record {
+                store.0.insert(ex.t2.to_bits(), ts(left));
+            }
+            e.on_frame(&buf[..r.len], left + 10_000);
+        }
+        let t = e.finish().remove(0);
+        assert_eq!((t.good, t.interleaved), (10, 8));
+        let near = |h: &hdrhistogram::Histogram<u64>, want: u64| {
+            h.lowest_equivalent(h.max()).abs_diff(want) <= 954
+                && h.lowest_equivalent(h.min()).abs_diff(want) <= 954
+        };
+        assert!(near(&t.hists.offset, 2_000), "{}", t.hists.offset.max());
+        assert_eq!(t.hists.offset.len(), 2);
+        assert!(near(&t.xhists.offset, 0), "{}", t.xhists.offset.max());
+        assert!(near(&t.xhists.delay, 20_000), "{}", t.xhists.delay.max());
+        assert_eq!(t.xhists.offset.len(), 8);
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl RequestTemplate {
         src_port: u16,
         nonce: NtpTimestamp,
         ident: u16,
+        xleave: Option<Xleave>,
     ) -> Option<usize> {
         let out = out.get_mut(..self.len)?;
         out.copy_from_slice(&self.frame[..self.len]);
@@ -149,6 +150,9 @@ impl RequestTemplate {
         rest[0..2].copy_from_slice(&src_port.to_be_bytes());
         let ntp_at = udp::HEADER_LEN;
         rest[ntp_at + 40..ntp_at + 48].copy_from_slice(&nonce.to_bytes());
+        if let Some(x) = xleave {
+            x.write(&mut rest[ntp_at..ntp_at + ntp::HEADER_LEN]);
+        }
         // Cannot fail: the slice holds the whole datagram.
         if let Ok(mut u) = Udp::new_checked(&mut rest[..UDP_LEN]) {
             u.fill_checksum(pseudo);
@@ -158,11 +162,40 @@ impl RequestTemplate {
     /// Writes only the NTP part of a request carrying `nonce` (the UDP
     /// payload, for a datapath whose kernel adds the headers) into `out`;
     /// returns its length, or `None` if `out` is too short.
-    pub fn write_payload(&self, out: &mut [u8], nonce: NtpTimestamp) -> Option<usize> {
+    pub fn write_payload(
+        &self,
+        out: &mut [u8],
+        nonce: NtpTimestamp,
+        xleave: Option<Xleave>,
+    ) -> Option<usize> {
         let out = out.get_mut(..ntp::HEADER_LEN)?;
         out.copy_from_slice(&self.frame[self.len - ntp::HEADER_LEN..self.len]);
         out[40..48].copy_from_slice(&nonce.to_bytes());
+        if let Some(x) = xleave {
+            x.write(out);
+        }
         Some(ntp::HEADER_LEN)
+    }
+}
+
+/// The fields of an interleaved-mode request (RFC 9769) besides the
+/// nonce: the server's receive timestamp of the previous exchange as the
+/// origin (zero at first), and a receive timestamp that the server echoes
+/// as the origin of an interleaved reply. The generator puts its nonce
+/// with the lowest bit flipped there: it must differ from the transmit
+/// timestamp, and it tells an interleaved reply from a basic one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Xleave {
+    /// The request's origin timestamp.
+    pub origin: NtpTimestamp,
+    /// The request's receive timestamp.
+    pub receive: NtpTimestamp,
+}
+
+impl Xleave {
+    fn write(self, ntp: &mut [u8]) {
+        ntp[24..32].copy_from_slice(&self.origin.to_bytes());
+        ntp[32..40].copy_from_slice(&self.receive.to_bytes());
     }
 }
 
@@ -194,7 +227,7 @@ mod tests {
             let mut buf = [0u8; 256];
             let nonce = NtpTimestamp::from_bits(0x1234_5678_9abc_def0);
             let n = t
-                .write(&mut buf, src.parse().unwrap(), 40000, nonce, 7)
+                .write(&mut buf, src.parse().unwrap(), 40000, nonce, 7, None)
                 .unwrap();
             assert_eq!(n, t.len());
             let cfg = Responder {
@@ -230,12 +263,24 @@ mod tests {
             let nonce = NtpTimestamp::from_bits(0x8123_4567_89ab_cdef);
             let mut frame = [0u8; 256];
             let n = t
-                .write(&mut frame, src.parse().unwrap(), 4000, nonce, 1)
+                .write(&mut frame, src.parse().unwrap(), 4000, nonce, 1, None)
                 .unwrap();
             let mut payload = [0u8; 64];
-            assert_eq!(t.write_payload(&mut payload, nonce), Some(48));
+            assert_eq!(t.write_payload(&mut payload, nonce, None), Some(48));
             assert_eq!(&payload[..48], &frame[n - 48..n]);
-            assert!(t.write_payload(&mut payload[..47], nonce).is_none());
+            assert!(t.write_payload(&mut payload[..47], nonce, None).is_none());
+            // Interleaved: origin and receive set, in both, alike.
+            let x = Xleave {
+                origin: NtpTimestamp::from_bits(0xe900_0000_0000_0011),
+                receive: NtpTimestamp::from_bits(nonce.to_bits() ^ 1),
+            };
+            let n = t
+                .write(&mut frame, src.parse().unwrap(), 4000, nonce, 1, Some(x))
+                .unwrap();
+            assert_eq!(t.write_payload(&mut payload, nonce, Some(x)), Some(48));
+            assert_eq!(&payload[..48], &frame[n - 48..n]);
+            assert_eq!(payload[24..32], x.origin.to_bytes());
+            assert_eq!(payload[32..40], x.receive.to_bytes());
         }
     }
 
@@ -245,11 +290,11 @@ mod tests {
         let mut buf = [0u8; 256];
         let n = NtpTimestamp::from_bits(1);
         assert!(
-            t.write(&mut buf, "2001:db8::2".parse().unwrap(), 1, n, 0)
+            t.write(&mut buf, "2001:db8::2".parse().unwrap(), 1, n, 0, None)
                 .is_none()
         );
         assert!(
-            t.write(&mut buf[..40], "198.18.0.2".parse().unwrap(), 1, n, 0)
+            t.write(&mut buf[..40], "198.18.0.2".parse().unwrap(), 1, n, 0, None)
                 .is_none()
         );
         assert_eq!(t.len(), 90);

@@ -62,6 +62,20 @@ pub struct StepJson {
     pub offset_mean_ns: f64,
     /// Network delay (T4 − T1) − (T3 − T2).
     pub delay: Percentiles,
+    /// Interleaved mode (`--xleave`): interleaved replies, and the |offset|
+    /// and delay of their samples (each the previous exchange, with the
+    /// precise transmit time); the fields above are then basic replies'.
+    #[serde(default)]
+    pub interleaved: u64,
+    /// |offset| of the interleaved samples.
+    #[serde(default)]
+    pub xleave_offset_abs: Option<Percentiles>,
+    /// Mean signed offset of the interleaved samples (ns).
+    #[serde(default)]
+    pub xleave_offset_mean_ns: Option<f64>,
+    /// Delay of the interleaved samples.
+    #[serde(default)]
+    pub xleave_delay: Option<Percentiles>,
 }
 
 /// The JSON summary of a run.
@@ -120,6 +134,12 @@ fn step_json(target_rate: f64, start_unix_s: f64, seconds: f64, t: &Tally) -> St
         offset_abs: Percentiles::of(&named("offset", &t.hists.offset)),
         offset_mean_ns: t.hists.mean_offset_ns(),
         delay: Percentiles::of(&named("delay", &t.hists.delay)),
+        interleaved: t.interleaved,
+        xleave_offset_abs: (t.interleaved > 0)
+            .then(|| Percentiles::of(&named("offset", &t.xhists.offset))),
+        xleave_offset_mean_ns: (t.interleaved > 0).then(|| t.xhists.mean_offset_ns()),
+        xleave_delay: (t.interleaved > 0)
+            .then(|| Percentiles::of(&named("delay", &t.xhists.delay))),
     }
 }
 
@@ -249,6 +269,19 @@ pub fn text(r: &LoadResult) -> String {
     let _ = writeln!(s, "\nlatency of good replies (all steps):");
     s.push_str(&percentile_table(&hist_list(t)));
     let _ = writeln!(s, "mean offset {:.0}ns", t.hists.mean_offset_ns());
+    if t.interleaved > 0 {
+        let _ = writeln!(
+            s,
+            "\ninterleaved replies: {} of {} good; their samples (the previous exchange, with the \
+             time the previous reply really left):",
+            t.interleaved, t.good
+        );
+        s.push_str(&percentile_table(&[
+            named("|offset|", &t.xhists.offset),
+            named("delay", &t.xhists.delay),
+        ]));
+        let _ = writeln!(s, "mean offset {:.0}ns", t.xhists.mean_offset_ns());
+    }
     s
 }
 

@@ -81,6 +81,8 @@ pub struct LoadConfig {
     /// The target reflects requests (`--reflector`): see
     /// `check::Expect::echo`.
     pub echo: bool,
+    /// Interleaved requests (ping mode): see `engine::EngineConfig::xleave`.
+    pub xleave: bool,
     /// Print a live progress line (on a terminal).
     pub progress: bool,
 }
@@ -193,6 +195,7 @@ fn probe_mac(
         version,
         accept_partial_checksum,
         echo,
+        xleave: false,
     };
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut next_send = Instant::now();
@@ -474,6 +477,7 @@ pub fn run(cfg: &LoadConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<LoadResul
                 ping,
                 accept_partial_checksum: partial_checksums,
                 echo: cfg.echo,
+                xleave: cfg.xleave,
             });
             let s = Schedule {
                 cpu: cfg.cpus.get(i).copied(),

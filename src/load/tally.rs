@@ -110,8 +110,13 @@ pub struct Tally {
     /// Replies accepted with a UDP checksum left partial by the server's
     /// stack (veth only; received during this step).
     pub partial_checksum: u64,
-    /// The good replies' histograms.
+    /// The good replies' histograms (basic mode).
     pub hists: Hists,
+    /// Good interleaved replies (RFC 9769): each is a sample of the
+    /// previous exchange, with the precise transmit time.
+    pub interleaved: u64,
+    /// The interleaved samples' histograms.
+    pub xhists: Hists,
 }
 
 impl Tally {
@@ -143,6 +148,8 @@ impl Tally {
             *a += b;
         }
         self.hists.add(&other.hists);
+        self.interleaved += other.interleaved;
+        self.xhists.add(&other.xhists);
     }
 
     /// `reason=n` for each non-zero rejection reason.

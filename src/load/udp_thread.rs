@@ -224,6 +224,7 @@ mod tests {
             ping: None,
             accept_partial_checksum: false,
             echo: false,
+            xleave: false,
         });
         let clock = crate::sys::clock::SystemClock;
         let s = Schedule {
