@@ -99,8 +99,9 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             )
             .is_some()
             {
-                // Wrong time is worse than none (see the AF_XDP loop).
-                if ctx.too_late(rx_ns, tx_ns) {
+                // Wrong time is worse than none (see the AF_XDP loop); an
+                // interleaved reply's T3 was not read now.
+                if stamping.previous_tx.is_none() && ctx.too_late(rx_ns, tx_ns) {
                     stats.drop(DropReason::Late, 1);
                     continue;
                 }

@@ -120,8 +120,10 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                 // shrink cannot fail.
                 // Wrong time is worse than none: a reply that would leave
                 // more than the bound after its request arrived (the
-                // worker fell behind, or woke late) is dropped.
-                Ok(_) if ctx.too_late(rx_ns, tx_ns) => {
+                // worker fell behind, or woke late) is dropped. Not an
+                // interleaved one: its T3 was not read now, but stamped
+                // when the previous reply really left.
+                Ok(r) if !r.interleaved && ctx.too_late(rx_ns, tx_ns) => {
                     stats.drop(DropReason::Late, 1);
                     Verdict::Release
                 }
