@@ -126,18 +126,23 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
         stats.drop(DropReason::SendError, out.failed as u64);
         if let Some(st) = store.as_mut() {
             // The kernel stamps a datagram as the driver takes it, within
-            // the send above; what is queued now is read now (the rest at
-            // the next batch). Each looped-back reply ends with its 48
-            // bytes of NTP: its T2 names the table entry.
-            sock.tx_stamps(|frame, ns| {
-                let ntp = frame
-                    .len()
-                    .checked_sub(ntp::HEADER_LEN)
-                    .map(|at| &frame[at..]);
-                if let (Some(p), true) = (ntp.and_then(ntp::Packet::new_checked), ns != 0) {
-                    st.stamp(p.receive(), NtpTimestamp::from_unix_nanos(ns));
-                }
-            });
+            // the send above; what is queued now is read now (one that
+            // comes later, at the next batch that asks for one: a batch
+            // that asked for none makes no error-queue call). Each
+            // looped-back reply ends with its 48 bytes of NTP: its T2
+            // names the table entry.
+            let asked = replies[..k].iter().any(|r| r.2);
+            if asked {
+                sock.tx_stamps(|frame, ns| {
+                    let ntp = frame
+                        .len()
+                        .checked_sub(ntp::HEADER_LEN)
+                        .map(|at| &frame[at..]);
+                    if let (Some(p), true) = (ntp.and_then(ntp::Packet::new_checked), ns != 0) {
+                        st.stamp(p.receive(), NtpTimestamp::from_unix_nanos(ns));
+                    }
+                });
+            }
             stats.xleave(std::mem::take(&mut st.counts));
         }
         stats.publish(batch_now);
