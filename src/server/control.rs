@@ -159,8 +159,15 @@ pub(super) struct PhcFollower {
 }
 
 impl PhcFollower {
-    fn sample(&mut self, tai_offset_s: i32) {
-        match self.sampler.sample(tai_offset_s) {
+    /// One comparison, unless a leap second is near: the comparisons
+    /// return UTC, which repeats a second then, and converting it with
+    /// either offset would show the fit a one-second step.
+    fn sample(&mut self, tai: &clock::TaiScale) {
+        let now = clock::tai_now_ns();
+        if tai.leap_tai_ns != 0 && now.abs_diff(tai.leap_tai_ns) < 2_000_000_000 {
+            return;
+        }
+        match self.sampler.sample(tai.offset_at(now)) {
             Ok(s) => {
                 self.tracker.add(s);
             }
@@ -191,7 +198,7 @@ impl XdpLive {
     pub(super) fn publish(&mut self, state: &SharedState) {
         let snap = state.load();
         if let Some(p) = self.phc.as_mut() {
-            p.sample(snap.tai.offset_s);
+            p.sample(&snap.tai);
         }
         let age = clock::SystemClock
             .now()

@@ -181,14 +181,31 @@ impl XleaveTable {
     /// Records a reply that carried `t2` to `client`, its transmit time
     /// still unknown. False if the slot was busy (the client then gets a
     /// basic reply next time).
+    ///
+    /// Two replies with the same T2 whose transmit time is still unknown
+    /// (requests in the same clock quantum, or a batch's shared fallback
+    /// stamp; behind one NAT address the marks are the same too) could not
+    /// be told apart when their stamps come back: the slot is emptied and
+    /// neither is recorded, so neither client is ever given the other's.
     pub fn record(&self, t2: NtpTimestamp, client: u64) -> bool {
-        self.slots[slot_of(t2.to_bits(), self.mask)].update(|_| {
+        let bits = t2.to_bits();
+        let mut recorded = false;
+        let written = self.slots[slot_of(bits, self.mask)].update(|cur| {
+            if cur.t2 == bits && cur.tx == 0 {
+                return Some(Entry {
+                    t2: 0,
+                    client: 0,
+                    tx: 0,
+                });
+            }
+            recorded = true;
             Some(Entry {
-                t2: t2.to_bits(),
+                t2: bits,
                 client,
                 tx: 0,
             })
-        })
+        });
+        written && recorded
     }
 
     /// Stores the transmit time of the reply recorded under `t2`, if it is
@@ -319,31 +336,59 @@ mod tests {
 
     #[test]
     fn concurrent_writers_and_readers_never_see_a_torn_entry() {
-        let t = std::sync::Arc::new(XleaveTable::new(4));
+        // Small enough that the threads keep colliding in slots.
+        let t = std::sync::Arc::new(XleaveTable::new(64));
         let threads: Vec<_> = (0..2u64)
             .map(|w| {
                 let t = t.clone();
                 std::thread::spawn(move || {
                     let mut got = 0u64;
                     for i in 1..200_000u64 {
-                        // Each entry's tx is its t2 + client: a torn read
-                        // would break that.
+                        // Each entry's tx is its t2 + 1 + client: a torn
+                        // read, or one given to the wrong client, would
+                        // break that.
                         let t2 = ts((i << 8) | (w << 1) | 1);
                         if t.record(t2, w) {
-                            t.stamp(t2, ts(t2.to_bits() + w));
+                            t.stamp(t2, ts(t2.to_bits() + 1 + w));
                         }
-                        let probe = ts(((i / 2) << 8) | ((1 - w) << 1) | 1);
-                        if let Some(tx) = t.take(probe, 1 - w) {
-                            assert_eq!(tx.to_bits(), probe.to_bits() + (1 - w));
-                            got += 1;
+                        // Recent entries of this thread (the other one
+                        // writes into the same slots meanwhile): for
+                        // their own client, and for the other one.
+                        for back in [1u64, 3] {
+                            let probe = ts((i.saturating_sub(back) << 8) | (w << 1) | 1);
+                            assert_eq!(t.take(probe, 1 - w), None, "given to the wrong client");
+                            if let Some(tx) = t.take(probe, w) {
+                                assert_eq!(tx.to_bits(), probe.to_bits() + 1 + w);
+                                got += 1;
+                            }
                         }
                     }
                     got
                 })
             })
             .collect();
-        for th in threads {
-            th.join().unwrap();
-        }
+        let got: u64 = threads.into_iter().map(|th| th.join().unwrap()).sum();
+        // Many probes find their entry (the other thread evicts some).
+        assert!(got > 10_000, "{got}");
+    }
+
+    #[test]
+    fn two_replies_with_the_same_t2_are_never_told_apart() {
+        let t = XleaveTable::new(16);
+        let t2 = ts(0xe9a0_0000_0000_0101);
+        assert!(t.record(t2, 1));
+        // The same T2 to another client (or the same address behind a
+        // NAT) before the first was stamped: neither is kept.
+        assert!(!t.record(t2, 2));
+        assert!(!t.stamp(t2, ts(0xe9a0_0000_0000_2000)));
+        assert_eq!(t.take(t2, 1), None);
+        assert_eq!(t.take(t2, 2), None);
+        // Once stamped, a later reply with that T2 simply replaces it.
+        assert!(t.record(t2, 1));
+        assert!(t.stamp(t2, ts(0xe9a0_0000_0000_2000)));
+        assert!(t.record(t2, 2));
+        assert!(t.stamp(t2, ts(0xe9a0_0000_0000_3000)));
+        assert_eq!(t.take(t2, 1), None);
+        assert_eq!(t.take(t2, 2), Some(ts(0xe9a0_0000_0000_3000)));
     }
 }

@@ -186,7 +186,7 @@ pub fn compute(
         ntp,
         // The kernel steps UTC at a leap it was told of (STA_INS/STA_DEL),
         // whoever announces it.
-        tai: TaiScale::for_leap(d.leap, d.tai_offset_s, now_unix_ns),
+        tai: TaiScale::for_leap(d.leap, d.tai_offset_s, now_unix_ns, d.leap_in_progress),
         computed: now,
         max_age_ns: cfg.max_age_ns,
     }
@@ -348,6 +348,7 @@ mod tests {
             leap,
             maxerror_us: 500_000,
             tai_offset_s: 37,
+            leap_in_progress: false,
         }
     }
 
@@ -475,6 +476,34 @@ mod tests {
         d.tai_offset_s = 37;
         let snap = compute(&cfg(Source::Kernel), -24, &d, None, (midnight - 2) * NS);
         assert_eq!(snap.tai.leap_tai_ns, (midnight + 37) * NS);
+        // A refresh during the inserted second (TIME_OOP: UTC stepped back,
+        // the kernel's offset already 38) sees the same leap.
+        let oop = Discipline {
+            tai_offset_s: 38,
+            leap_in_progress: true,
+            ..d
+        };
+        let during = compute(
+            &cfg(Source::Kernel),
+            -24,
+            &oop,
+            None,
+            (midnight - 1) * NS + NS / 3,
+        );
+        assert_eq!(during.tai, snap.tai);
+        // And one after it (TIME_WAIT: no leap, offset 38).
+        let after = compute(
+            &cfg(Source::Kernel),
+            -24,
+            &Discipline {
+                leap: Leap::None,
+                tai_offset_s: 38,
+                ..d
+            },
+            None,
+            midnight * NS + NS / 3,
+        );
+        assert_eq!(after.tai, TaiScale::fixed(38));
         let r = Responder::new([2, 0, 0, 0, 0, 1], vec![[198, 18, 0, 1].into()], vec![]);
         let (mut announced, mut after) = (0, 0);
         let start_tai = (midnight - 2 + 37) * NS;

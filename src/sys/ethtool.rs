@@ -281,8 +281,10 @@ pub fn enable_rx_hw_timestamps(iface: &str, info: &TsInfo) -> io::Result<i32> {
     let Some(want) = widen_rx_filter(current, info.rx_filters) else {
         return Ok(current);
     };
-    let tx_type = u32_at(cfg.words(), 1);
-    set_u32s(cfg.words(), &[0, tx_type, want as u32]);
+    // Flags (e.g. HWTSTAMP_FLAG_BONDED_PHC_INDEX) and the transmit type as
+    // they were: only the receive filter changes.
+    let (flags, tx_type) = (u32_at(cfg.words(), 0), u32_at(cfg.words(), 1));
+    set_u32s(cfg.words(), &[flags, tx_type, want as u32]);
     hwtstamp(&sock, iface, libc::SIOCSHWTSTAMP, &mut cfg)?;
     // The driver may have chosen a wider filter than asked.
     Ok(u32_at(cfg.words(), 2) as i32)
@@ -321,7 +323,9 @@ fn ifreq_ioctl(
     }
     ifr.ifr_ifru.ifru_data = buf.words().as_mut_ptr().cast();
     // SAFETY: `ifr` names the interface and points at `buf`'s words, which
-    // hold the command's struct. Whatever the kernel writes lands in those
+    // hold the request's struct (the callers: SIOCETHTOOL's commands,
+    // SIOCGHWTSTAMP / SIOCSHWTSTAMP's hwtstamp_config; all of them read
+    // and write only through `ifr_data`). Whatever the kernel writes lands in those
     // words or faults on the guard page right behind them (the kernel
     // checks its user copies: EFAULT, never a stray write), so no memory
     // but `buf`'s own can change. `buf` outlives the call; `sock` is an

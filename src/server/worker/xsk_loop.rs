@@ -80,10 +80,11 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
         // thread stopped refreshing it.
         let header = snap.header_at(batch_now, ctx.clock.now_tai_nanos());
         let done = q.reply(|frame| {
-            let sw = frame.take_meta().map_or(0, |m| m.rx_sw_tai_ns);
-            // No hardware stamp: `rx_hw_ns` is on the NIC clock's timescale,
-            // and there is no PHC→UTC mapping yet (the programs write 0).
-            let hw = 0;
+            // The program's stamps: the NIC's (mapped to CLOCK_TAI in XDP,
+            // 0 without one) and its own software stamp.
+            let (hw, sw) = frame
+                .take_meta()
+                .map_or((0, 0), |m| (m.rx_hw_ns, m.rx_sw_tai_ns));
             let rx_ns = clock::receive_time(hw, sw, &snap.tai, batch_now);
             let mut tx_ns = 0;
             let now = || {

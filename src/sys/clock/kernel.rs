@@ -17,6 +17,9 @@ pub struct Discipline {
     /// TAI − UTC in seconds (0 if nobody set it, which makes CLOCK_TAI
     /// read the same as CLOCK_REALTIME).
     pub tai_offset_s: i32,
+    /// The inserted second is running (`TIME_OOP`): the kernel has already
+    /// stepped UTC back and moved `tai_offset_s` to its new value.
+    pub leap_in_progress: bool,
 }
 
 /// Reads the kernel's clock discipline.
@@ -63,6 +66,7 @@ pub fn from_timex(state: i32, status: i32, maxerror: libc::c_long, tai: i32) -> 
         leap,
         maxerror_us: maxerror,
         tai_offset_s: tai,
+        leap_in_progress: state == libc::TIME_OOP,
     }
 }
 
@@ -86,10 +90,9 @@ mod tests {
         );
         assert_eq!(from_timex(libc::TIME_OK, 0, 0, 0).leap, Leap::None);
         // The inserted second running; then done, STA_INS not yet cleared.
-        assert_eq!(
-            from_timex(libc::TIME_OOP, libc::STA_INS, 0, 0).leap,
-            Leap::Insert
-        );
+        let oop = from_timex(libc::TIME_OOP, libc::STA_INS, 0, 0);
+        assert!(oop.leap == Leap::Insert && oop.leap_in_progress);
+        assert!(!from_timex(libc::TIME_INS, libc::STA_INS, 0, 0).leap_in_progress);
         assert_eq!(
             from_timex(libc::TIME_WAIT, libc::STA_INS, 0, 0).leap,
             Leap::None

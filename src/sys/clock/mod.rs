@@ -73,17 +73,18 @@ pub fn tai_to_unix_nanos(tai_ns: u64, tai_offset_s: i32) -> u64 {
 }
 
 /// The receive time of a request: the earliest and most precise stamp
-/// there is. A hardware stamp wins, once it is UTC: a NIC stamp is on its
-/// clock's (PHC's) timescale — usually TAI, or free-running — and must go
-/// through a PHC→UTC mapping before it is passed here as `hw_utc_ns`.
-/// Else the XDP program's software stamp (`CLOCK_TAI`, converted with the
-/// kernel's offset in force when it was taken, see [`TaiScale`]); else `fallback` (the worker's own clock read when it
-/// picked up the batch). Zero means "no stamp" (veth's hardware-stamp
-/// kfunc succeeds with 0).
+/// there is, as UTC Unix nanoseconds. A hardware stamp wins: the NIC's
+/// clock (PHC) reading, which the XDP program has already mapped to
+/// `CLOCK_TAI` (`sys::clock::phc::PhcMap`) into the metadata's
+/// `rx_hw_ns`. Else the XDP program's software stamp (`CLOCK_TAI`). Both
+/// convert with the kernel's offset in force when they were taken (see
+/// [`TaiScale`]). Else `fallback` (the worker's own clock read when it
+/// picked up the batch, already UTC). Zero means "no stamp" (veth's
+/// hardware-stamp kfunc succeeds with 0).
 #[inline]
-pub fn receive_time(hw_utc_ns: u64, sw_tai_ns: u64, tai: &TaiScale, fallback: u64) -> u64 {
-    if hw_utc_ns != 0 {
-        hw_utc_ns
+pub fn receive_time(hw_tai_ns: u64, sw_tai_ns: u64, tai: &TaiScale, fallback: u64) -> u64 {
+    if hw_tai_ns != 0 {
+        tai.to_unix_nanos(hw_tai_ns)
     } else if sw_tai_ns != 0 {
         tai.to_unix_nanos(sw_tai_ns)
     } else {
@@ -138,7 +139,10 @@ mod tests {
     fn receive_time_prefers_hardware_then_software() {
         let off = &TaiScale::fixed(37);
         let tai = 1_700_000_037_000_000_000u64;
-        assert_eq!(receive_time(5, tai, off, 9), 5);
+        assert_eq!(
+            receive_time(tai + 5, tai - 3, off, 9),
+            1_700_000_000_000_000_005
+        );
         assert_eq!(receive_time(0, tai, off, 9), 1_700_000_000_000_000_000);
         assert_eq!(receive_time(0, 0, off, 9), 9);
     }

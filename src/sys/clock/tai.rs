@@ -43,10 +43,17 @@ impl TaiScale {
 
     /// The scale for a leap the kernel applies at the end of the UTC day
     /// that `now_unix_ns` falls in (what `STA_INS` / `STA_DEL` mean), with
-    /// `offset_s` in force now. During an inserted second (the kernel has
-    /// already stepped UTC back, so "now" is again in the last second of
-    /// the day) this is the same instant.
-    pub fn for_leap(leap: Leap, offset_s: i32, now_unix_ns: u64) -> TaiScale {
+    /// `offset_s` the kernel's offset now. During an inserted second
+    /// (`in_progress`: the kernel's `TIME_OOP`) the kernel has already
+    /// stepped UTC back, so "now" is again in the last second of the day,
+    /// and already moved its offset to the new value: the same instant,
+    /// with the offset before it one less.
+    pub fn for_leap(leap: Leap, offset_s: i32, now_unix_ns: u64, in_progress: bool) -> TaiScale {
+        let offset_s = if in_progress && leap == Leap::Insert {
+            offset_s - 1
+        } else {
+            offset_s
+        };
         let midnight = (now_unix_ns / NS / DAY_S + 1) * DAY_S;
         let at_tai = |unix_s: u64| {
             unix_s
@@ -186,7 +193,7 @@ mod tests {
 
     #[test]
     fn an_inserted_second_repeats_23_59_59_and_only_then_the_offset_moves() {
-        let s = TaiScale::for_leap(Leap::Insert, 36, BEFORE);
+        let s = TaiScale::for_leap(Leap::Insert, 36, BEFORE, false);
         assert_eq!(s.leap_tai_ns, (MIDNIGHT + 36) * NS);
         assert_eq!(s.offset_after_s, 37);
         let tai = |unix_s: u64, off: u64| (unix_s + off) * NS;
@@ -208,17 +215,18 @@ mod tests {
         assert_eq!(s.to_unix_nanos(tai(MIDNIGHT + 5, 37)), (MIDNIGHT + 5) * NS);
         // Announced until the inserted second is over.
         assert_eq!(s.leap_over_tai_ns(), s.leap_tai_ns + NS);
-        // Computed during the inserted second (UTC reads 23:59:59 again):
-        // the same instant, not tomorrow's.
+        // Computed during the inserted second (UTC reads 23:59:59 again,
+        // TIME_OOP, and the kernel's offset is already 37): the same
+        // instant and offsets, not tomorrow's.
         assert_eq!(
-            TaiScale::for_leap(Leap::Insert, 36, (MIDNIGHT - 1) * NS + 3),
+            TaiScale::for_leap(Leap::Insert, 37, (MIDNIGHT - 1) * NS + 3, true),
             s
         );
     }
 
     #[test]
     fn a_deleted_second_skips_23_59_59() {
-        let s = TaiScale::for_leap(Leap::Delete, 37, BEFORE);
+        let s = TaiScale::for_leap(Leap::Delete, 37, BEFORE, false);
         assert_eq!(s.offset_after_s, 36);
         assert_eq!(s.leap_tai_ns, (MIDNIGHT - 1 + 37) * NS);
         assert_eq!(s.to_unix_nanos(s.leap_tai_ns - 1), (MIDNIGHT - 1) * NS - 1);
@@ -228,7 +236,7 @@ mod tests {
 
     #[test]
     fn no_leap_no_change() {
-        let s = TaiScale::for_leap(Leap::None, 37, BEFORE);
+        let s = TaiScale::for_leap(Leap::None, 37, BEFORE, false);
         assert_eq!(s, TaiScale::fixed(37));
         assert_eq!(s.to_unix_nanos(u64::MAX / 2), u64::MAX / 2 - 37 * NS);
         assert_eq!(s.leap_over_tai_ns(), u64::MAX);

@@ -14,8 +14,8 @@ pub const META_MAGIC: u32 = 0x4e54_5058;
 pub struct Meta {
     /// `bpf_ktime_get_tai_ns()` when the program ran.
     pub rx_sw_tai_ns: u64,
-    /// NIC hardware receive stamp on the NIC clock's own timescale (TAI,
-    /// UTC or free-running: not UTC until mapped), 0 = none.
+    /// The NIC's hardware receive stamp, mapped by the program from the
+    /// NIC's clock to `CLOCK_TAI` (`sys::clock::phc::PhcMap`); 0 = none.
     pub rx_hw_ns: u64,
     /// Reserved flags.
     pub flags: u32,

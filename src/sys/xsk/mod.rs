@@ -121,6 +121,8 @@ const WANT_TX_BUDGET: usize = BATCH;
 const TX_RETRIES: usize = 4;
 /// Completions read back per round when tagged frames are outstanding.
 const COMPLETION_CHUNK: usize = 64;
+/// Transmit stamps kept between two [`XskQueue::recycle_with`] calls.
+pub const STAMPS_HELD: usize = 1024;
 
 /// The TX metadata area in front of a frame as the `xdp` crate registers
 /// it (`tx_metadata_len` = 16: `flags`, then the completion timestamp; the
@@ -180,6 +182,9 @@ pub struct XskQueue {
     tagged_outstanding: u32,
     /// Frames read back from completions while their tags are read.
     compl_slab: HeapSlab,
+    /// Tags and stamps read, not yet handed to `recycle_with`'s callback
+    /// (capacity [`STAMPS_HELD`], allocated at open).
+    stamps: Vec<(TxTag, u64)>,
     /// Frames given to the fill ring and not yet back on the RX ring: on
     /// the fill ring, or held by the kernel to receive into. The fill ring
     /// has at least `ring_size - in_kernel` free slots (see
@@ -466,6 +471,7 @@ impl XskQueue {
                         tx_metadata: opts.tx_timestamps,
                         tagged_outstanding: 0,
                         compl_slab: HeapSlab::with_capacity(COMPLETION_CHUNK),
+                        stamps: Vec::with_capacity(STAMPS_HELD),
                         in_kernel: filled as u32,
                     });
                 }
@@ -535,23 +541,27 @@ impl XskQueue {
 
     /// [`Self::recycle`], showing each completed tagged frame's tag and
     /// kernel transmit timestamp (`CLOCK_TAI` ns in copy mode; 0: none) to
-    /// `stamped`.
-    pub fn recycle_with(&mut self, stamped: impl FnMut(TxTag, u64)) {
-        self.reap_tagged(stamped);
+    /// `stamped`: those reaped now, and those reaped since the last call
+    /// (while replies were sent).
+    pub fn recycle_with(&mut self, mut stamped: impl FnMut(TxTag, u64)) {
         self.recycle_keeping(0);
+        for (tag, ts) in self.stamps.drain(..) {
+            stamped(tag, ts);
+        }
     }
 
-    /// Reaps completions, reading the tags of tagged frames. The `xdp`
-    /// crate returns completed frames to its free list without saying
-    /// which they were, but it keeps that list last-in first-out: the
-    /// frames just reaped are the next ones allocated. So each chunk is
-    /// reaped, then allocated back (their bytes, and the tag and kernel
-    /// timestamp in front of them, still in place), read and freed.
-    /// Should that order ever change, the tags read are other frames'
-    /// (cleared ones: nothing is reported) or stale ones whose T2 no longer
-    /// matches the table: replies fall back to basic mode, never to a
-    /// wrong time.
-    fn reap_tagged(&mut self, mut stamped: impl FnMut(TxTag, u64)) {
+    /// Reaps completions while tagged frames are out, keeping their tags
+    /// and stamps for [`Self::recycle_with`] (up to [`STAMPS_HELD`]; more
+    /// are lost: those clients get a basic reply). The `xdp` crate returns
+    /// completed frames to its free list without saying which they were,
+    /// but it keeps that list last-in first-out: the frames just reaped are
+    /// the next ones allocated. So each chunk is reaped, then allocated
+    /// back (their bytes, and the tag and kernel timestamp in front of
+    /// them, still in place), read and freed. Should that order ever
+    /// change, the tags read are other frames' (cleared ones: nothing is
+    /// reported) or stale ones whose T2 no longer matches the table:
+    /// replies fall back to basic mode, never to a wrong time.
+    fn reap_tagged(&mut self) {
         while self.tagged_outstanding > 0 && self.tx_outstanding > 0 {
             let want = (self.tx_outstanding as usize).min(COMPLETION_CHUNK);
             let done = self.rings.completion.dequeue(&mut self.umem, want);
@@ -568,9 +578,11 @@ impl XskQueue {
                 }
             }
             while let Some(mut p) = self.compl_slab.pop_back() {
-                if let Some((tag, ts)) = take_tag(&mut p) {
+                if let Some(stamp) = take_tag(&mut p) {
                     self.tagged_outstanding = self.tagged_outstanding.saturating_sub(1);
-                    stamped(tag, ts);
+                    if self.stamps.len() < STAMPS_HELD {
+                        self.stamps.push(stamp);
+                    }
                 }
                 self.umem.free_packet(p);
             }
@@ -622,6 +634,10 @@ impl XskQueue {
 
     /// Moves frames the kernel has finished sending back to the free list.
     pub fn reap_completions(&mut self) {
+        // Tagged frames' completions carry stamps: read them first.
+        if self.tagged_outstanding > 0 {
+            self.reap_tagged();
+        }
         let done = self
             .rings
             .completion
@@ -903,5 +919,50 @@ mod sys {
             SO_BUSY_POLL_BUDGET,
             budget.min(i32::MAX as u32) as libc::c_int,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `reap_tagged` relies on: the UMEM's free list is last-in
+    /// first-out, and a frame's bytes (in front of its data too) survive a
+    /// free and the next allocation.
+    #[test]
+    fn the_umem_free_list_is_last_in_first_out() {
+        let cfg = UmemCfgBuilder {
+            frame_size: FrameSize::TwoK,
+            head_room: HEADROOM,
+            frame_count: 8,
+            tx_timestamp: true,
+            ..Default::default()
+        }
+        .build()
+        .unwrap();
+        let mut umem = Umem::map(cfg).unwrap();
+        let take = |umem: &mut Umem| {
+            // SAFETY: the packets are freed back to `umem` below, before it
+            // is dropped.
+            unsafe { umem.alloc() }.unwrap()
+        };
+        let mut a = take(&mut umem);
+        let mut b = take(&mut umem);
+        assert!(write_before(&mut a, TX_META_LEN + TAG_LEN, b"frame a"));
+        assert!(write_before(&mut b, TX_META_LEN + TAG_LEN, b"frame b"));
+        umem.free_packet(a);
+        umem.free_packet(b);
+        let read = |p: &mut Packet| {
+            p.adjust_head(-((TX_META_LEN + TAG_LEN) as i32)).unwrap();
+            let got = p[..7].to_vec();
+            p.adjust_head((TX_META_LEN + TAG_LEN) as i32).unwrap();
+            got
+        };
+        let mut first = take(&mut umem);
+        let mut second = take(&mut umem);
+        assert_eq!(read(&mut first), b"frame b");
+        assert_eq!(read(&mut second), b"frame a");
+        umem.free_packet(first);
+        umem.free_packet(second);
     }
 }
