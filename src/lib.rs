@@ -6,22 +6,26 @@
 //!  NIC queue n
 //!   │
 //!   ▼
-//!  XDP program  bpf/ntpx.bpf.c, loaded by server::program (sys::bpf)
+//!  XDP program  bpf/ntpx.bpf.c, loaded by server::program (sys::bpf);
+//!   │             device-bound where the NIC has receive stamps (server::hw_rx)
 //!   │ not NTP, or not for us ──► kernel stack
 //!   │ plain request (bpf/reply.h): judged with proto::respond's checks
 //!   │   junk ──► dropped, counted under its reason
 //!   │   good ──► reply written in place, T2/T3 read in XDP ──► XDP_TX ──► client
 //!   │            (server::path decides; the state comes from server::control)
-//!   │ any other request: software stamp (TAI) in front of the frame
+//!   │ an interleaved client (its origin carries our mark, proto::ntp::interleave),
+//!   │ or any other request: stamps (TAI; the NIC's, mapped from its PHC by
+//!   │ sys::clock::phc) in front of the frame
 //!   ▼
 //!  AF_XDP RX ring n  sys::xsk
 //!   ▼
 //!  worker n  server::worker::xsk_loop (pinned thread)
 //!   │ proto::respond: checks, the NTP decision (proto::ntp), reply
-//!   │ written over the request in place, T3 from sys::clock
+//!   │ written over the request in place, T3 from sys::clock, or, for an
+//!   │ interleaved client, when our previous reply to it left (server::interleave)
 //!   ▼
-//!  AF_XDP TX ring n (the same UMEM frame)  sys::xsk
-//!   ▼
+//!  AF_XDP TX ring n (the same UMEM frame), its completion stamp asked for
+//!   ▼                                       when an interleaved client will want it
 //!  NIC queue n ──► client
 //! ```
 //!

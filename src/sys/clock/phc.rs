@@ -578,6 +578,17 @@ mod tests {
     }
 
     #[test]
+    fn the_ioctl_numbers_are_the_kernels() {
+        use linux_raw_sys::ioctl as k;
+        assert_eq!(PTP_SYS_OFFSET, u64::from(k::PTP_SYS_OFFSET));
+        assert_eq!(PTP_SYS_OFFSET_PRECISE, u64::from(k::PTP_SYS_OFFSET_PRECISE));
+        assert_eq!(
+            PTP_SYS_OFFSET_EXTENDED,
+            u64::from(k::PTP_SYS_OFFSET_EXTENDED)
+        );
+    }
+
+    #[test]
     fn stamps_far_from_the_reference_or_zero_are_not_converted() {
         let m = PhcMap {
             phc_ref_ns: 100 * S,
