@@ -314,55 +314,17 @@ print(d[0] >> 6, d[1], int.from_bytes(d[8:12], 'big'), int.from_bytes(d[12:16], 
 
 /// A chronyd that never touches the clock (`-x`), serving no NTP (`port
 /// 0`), with its command socket in a private directory: `local stratum 3`
-/// makes it synchronised at once. Killed on drop.
-struct CmdChronyd {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl CmdChronyd {
-    fn start(dir: &Path) -> CmdChronyd {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let conf = dir.join("chrony.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "local stratum 3\nbindcmdaddress {0}/chronyd.sock\ncmdport 0\nport 0\npidfile {0}/chronyd.pid\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("chronyd")
-            .args(["-x", "-d", "-u", "root", "-f"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chronyd");
-        let sock = dir.join("chronyd.sock");
-        for _ in 0..100 {
-            if sock.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(sock.exists(), "chronyd made no command socket");
-        CmdChronyd {
-            child,
-            dir: dir.to_owned(),
-        }
-    }
-}
-
-impl Drop for CmdChronyd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(self.dir.join("chronyd.sock"));
-    }
+/// makes it synchronised at once.
+fn cmd_chronyd(dir: &Path) -> Chronyd {
+    Chronyd::start(
+        Command::new("chronyd"),
+        dir,
+        &format!(
+            "local stratum 3\nbindcmdaddress {}/chronyd.sock\nport 0",
+            dir.display()
+        ),
+    )
+    .wait_for_socket()
 }
 
 /// Five NTP requests to the server's IPv4 address from the client
@@ -467,7 +429,7 @@ fn the_header_follows_chronyd() {
     let sock = dir.join("chronyd.sock").display().to_string();
     let topo = Topology::up();
     peer_pass(&topo);
-    let mut chronyd = Some(CmdChronyd::start(&dir));
+    let mut chronyd = Some(cmd_chronyd(&dir));
     let mut server = Server::start(
         &topo,
         &[
@@ -499,7 +461,7 @@ fn the_header_follows_chronyd() {
     assert_eq!(got.3, 0x7f7f_0101, "chronyd's reference ID");
     chronyd.take();
     until("the kernel's state", |(li, st, _, _)| li == 3 && st == 0);
-    chronyd = Some(CmdChronyd::start(&dir));
+    chronyd = Some(cmd_chronyd(&dir));
     until("chronyd's state again", |(li, st, _, _)| li == 0 && st == 3);
     let out = server.stop();
     drop(chronyd);

@@ -8,8 +8,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// One sample of chronyd's measurements log.
@@ -39,10 +38,10 @@ fn samples(log: &Path) -> Vec<Sample> {
 }
 
 /// A chronyd in the client namespace polling `server` in interleaved
-/// mode, never touching the clock (`-x`).
+/// mode, never touching the clock (`-x`), logging its measurements.
 struct XleaveClient {
-    child: Child,
-    dir: PathBuf,
+    chronyd: Option<Chronyd>,
+    dir: std::path::PathBuf,
 }
 
 impl XleaveClient {
@@ -53,28 +52,15 @@ impl XleaveClient {
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("tempdir");
-        let conf = dir.join("chrony.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "server {server} xleave minpoll -3 maxpoll -3 iburst\n\
-                 logdir {d}\nlog measurements\ncmdport 0\nport 0\n\
-                 pidfile {d}/chronyd.pid\ndriftfile {d}/drift\n",
-                d = dir.display()
-            ),
-        )
-        .expect("write chrony.conf");
-        let child = topo
-            .cli_cmd("chronyd")
-            .args(["-x", "-d", "-u", "root", "-f"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chronyd");
-        XleaveClient { child, dir }
+        let directives = format!(
+            "server {server} xleave minpoll -3 maxpoll -3 iburst\n\
+             logdir {d}\nlog measurements\nport 0\ndriftfile {d}/drift",
+            d = dir.display()
+        );
+        XleaveClient {
+            chronyd: Some(Chronyd::start(topo.cli_cmd("chronyd"), &dir, &directives)),
+            dir,
+        }
     }
 
     fn samples(&self) -> Vec<Sample> {
@@ -84,8 +70,8 @@ impl XleaveClient {
 
 impl Drop for XleaveClient {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // chronyd first, then its directory.
+        self.chronyd.take();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

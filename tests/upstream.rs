@@ -11,53 +11,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A chronyd with `directives` in a private 0700 directory, started by
-/// `cmd` (in a namespace), never touching the clock. Killed on drop.
-struct Chronyd {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Chronyd {
-    fn start(mut cmd: Command, dir: &Path, directives: &str) -> Chronyd {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let conf = dir.join("chrony.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "{directives}\ncmdport 0\npidfile {0}/chronyd.pid\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let child = cmd
-            .args(["-x", "-d", "-u", "root", "-f"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chronyd");
-        Chronyd {
-            child,
-            dir: dir.to_owned(),
-        }
-    }
-}
-
-impl Drop for Chronyd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(self.dir.join("chronyd.sock"));
-    }
-}
 
 /// One NTP query from the client namespace: `(LI, stratum, reference ID)`.
 fn query(topo: &Topology, server: &str) -> Option<(u8, u8, u32)> {

@@ -1203,3 +1203,72 @@ pub fn drops_of(doc: &serde_json::Value) -> std::collections::BTreeMap<String, u
         })
         .unwrap_or_default()
 }
+
+// ---------------------------------------------------------------------------
+// chronyd
+// ---------------------------------------------------------------------------
+
+/// A chronyd run by `cmd` (in a namespace, or not) with `directives`, its
+/// config, pid file and any socket or log in `dir` (made 0700: chronyd
+/// wants a private directory for its command socket), in the foreground,
+/// never touching the clock (`-x`). Killed on drop; the directory stays
+/// (a test may restart chronyd in it) until the test removes it.
+pub struct Chronyd {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Chronyd {
+    pub fn start(mut cmd: Command, dir: &Path, directives: &str) -> Chronyd {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let conf = dir.join("chrony.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "{directives}\ncmdport 0\npidfile {0}/chronyd.pid\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = cmd
+            .args(["-x", "-d", "-u", "root", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chronyd");
+        Chronyd {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Waits (up to 5 s) for its command socket `chronyd.sock` to appear.
+    pub fn wait_for_socket(self) -> Chronyd {
+        let sock = self.dir.join("chronyd.sock");
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(sock.exists(), "chronyd made no command socket");
+        self
+    }
+}
+
+impl Drop for Chronyd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.join("chronyd.sock"));
+    }
+}
