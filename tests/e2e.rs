@@ -297,19 +297,10 @@ fn xdp_generic_workers_real_clients_v4_v6() {
     );
 }
 
-/// One NTP query from the client namespace with a socket of its own:
-/// `(LI, stratum, root dispersion, reference ID)` of the reply.
+/// One NTP query from the client namespace (see [`header_of`]); panics
+/// without an answer.
 fn raw_query(topo: &Topology, server: &str) -> (u8, u8, u32, u32) {
-    const CLIENT: &str = "import socket, sys\n\
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-s.settimeout(3)\n\
-req = bytearray(48); req[0] = 0x23; req[40:48] = bytes(range(1, 9))\n\
-s.sendto(req, (sys.argv[1], 123))\n\
-d = s.recv(200)\n\
-print(d[0] >> 6, d[1], int.from_bytes(d[8:12], 'big'), int.from_bytes(d[12:16], 'big'))\n";
-    let out = run_ok(topo.cli_cmd("python3").args(["-c", CLIENT, server]));
-    let v: Vec<u32> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
-    (v[0] as u8, v[1] as u8, v[2], v[3])
+    header_of(topo, server).unwrap_or_else(|| panic!("no answer from {server}"))
 }
 
 /// A chronyd that never touches the clock (`-x`), serving no NTP (`port
@@ -442,21 +433,8 @@ fn the_header_follows_chronyd() {
         ],
     );
     let v4 = topo.srv_v4.to_string();
-    let until = |what: &str, want: fn((u8, u8, u32, u32)) -> bool| {
-        let start = std::time::Instant::now();
-        loop {
-            let got = raw_query(&topo, &v4);
-            if want(got) {
-                eprintln!("{what}: after {:?}", start.elapsed());
-                return got;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "{what}: still {got:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let until =
+        |what: &str, want: fn((u8, u8, u32, u32)) -> bool| until_header(&topo, &v4, what, 15, want);
     let got = until("chronyd's state", |(li, st, _, _)| li == 0 && st == 3);
     assert_eq!(got.3, 0x7f7f_0101, "chronyd's reference ID");
     chronyd.take();

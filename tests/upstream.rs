@@ -11,28 +11,6 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
-
-/// One NTP query from the client namespace: `(LI, stratum, reference ID)`.
-fn query(topo: &Topology, server: &str) -> Option<(u8, u8, u32)> {
-    const CLIENT: &str = "import socket, sys\n\
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-s.settimeout(2)\n\
-req = bytearray(48); req[0] = 0x23; req[40:48] = bytes(range(1, 9))\n\
-s.sendto(req, (sys.argv[1], 123))\n\
-d = s.recv(200)\n\
-print(d[0] >> 6, d[1], int.from_bytes(d[12:16], 'big'))\n";
-    let out = topo
-        .cli_cmd("python3")
-        .args(["-c", CLIENT, server])
-        .output()
-        .ok()?;
-    let v: Vec<u32> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (v.len() == 3).then(|| (v[0] as u8, v[1] as u8, v[2]))
-}
 
 #[test]
 fn the_header_follows_a_chain_of_two_chronyds() {
@@ -79,19 +57,7 @@ fn the_header_follows_a_chain_of_two_chronyds() {
     let v4 = topo.srv_v4.to_string();
     let upper_ref = u32::from(topo.cli_v4);
     let until = |what: &str, want: &dyn Fn((u8, u8, u32)) -> bool| {
-        let start = Instant::now();
-        loop {
-            let got = query(&topo, &v4);
-            if got.is_some_and(want) {
-                println!("{what}: after {:.1} s", start.elapsed().as_secs_f64());
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(40),
-                "{what}: still {got:?}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        until_header(&topo, &v4, what, 40, |(li, st, _, r)| want((li, st, r)));
     };
     until(
         "the lower chronyd synchronised to the upper (stratum 6)",

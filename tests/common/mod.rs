@@ -1272,3 +1272,51 @@ impl Drop for Chronyd {
         let _ = std::fs::remove_file(self.dir.join("chronyd.sock"));
     }
 }
+
+/// One NTP query from the client namespace with a socket of its own:
+/// `(LI, stratum, root dispersion, reference ID)` of the reply, or `None`
+/// without one within 3 s.
+pub fn header_of(topo: &Topology, server: &str) -> Option<(u8, u8, u32, u32)> {
+    const CLIENT: &str = "import socket, sys\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.settimeout(3)\n\
+req = bytearray(48); req[0] = 0x23; req[40:48] = bytes(range(1, 9))\n\
+s.sendto(req, (sys.argv[1], 123))\n\
+d = s.recv(200)\n\
+print(d[0] >> 6, d[1], int.from_bytes(d[8:12], 'big'), int.from_bytes(d[12:16], 'big'))\n";
+    let out = topo
+        .cli_cmd("python3")
+        .args(["-c", CLIENT, server])
+        .output()
+        .ok()?;
+    let v: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (v.len() == 4).then(|| (v[0] as u8, v[1] as u8, v[2], v[3]))
+}
+
+/// Queries `server` until its reply's header satisfies `want` (printing
+/// how long that took: times are reported, never asserted), failing after
+/// `secs` seconds.
+pub fn until_header(
+    topo: &Topology,
+    server: &str,
+    what: &str,
+    secs: u64,
+    want: impl Fn((u8, u8, u32, u32)) -> bool,
+) -> (u8, u8, u32, u32) {
+    let start = Instant::now();
+    loop {
+        let got = header_of(topo, server);
+        if let Some(h) = got.filter(|&h| want(h)) {
+            println!("{what}: after {:.1} s", start.elapsed().as_secs_f64());
+            return h;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{what}: still {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
