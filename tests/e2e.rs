@@ -462,41 +462,24 @@ fn the_header_follows_a_local_ntp_daemon() {
         return;
     }
     let dir = tempdir("follow-ntp");
-    let conf = dir.join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "local stratum 4\nallow 127.0.0.1\nbindaddress 127.0.0.1\nport 123\ncmdport 0\npidfile {}/chronyd.pid\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
     let topo = Topology::up();
     peer_pass(&topo);
-    // Killed with the namespace (and below).
-    let mut chronyd = topo
-        .srv_cmd("chronyd")
-        .args(["-x", "-d", "-u", "root", "-f"])
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chronyd");
+    let chronyd = Chronyd::start(
+        topo.srv_cmd("chronyd"),
+        &dir,
+        "local stratum 4\nallow 127.0.0.1\nbindaddress 127.0.0.1\nport 123",
+    );
     let mut server = Server::start(&topo, &["--iface", topo.srv_if.as_str(), "--clock", "ntp"]);
     let v4 = topo.srv_v4.to_string();
-    let start = std::time::Instant::now();
-    let got = loop {
-        let got = raw_query(&topo, &v4);
-        if (got.0, got.1) == (0, 4) || start.elapsed() > Duration::from_secs(15) {
-            break got;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    eprintln!("the local daemon's state after {:?}", start.elapsed());
+    let got = until_header(
+        &topo,
+        &v4,
+        "the local daemon's state",
+        15,
+        |(li, st, _, _)| (li, st) == (0, 4),
+    );
     let out = server.stop();
-    let _ = chronyd.kill();
-    let _ = chronyd.wait();
+    drop(chronyd);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!((got.0, got.1, got.3), (0, 4, 0x7f7f_0101), "{out}");
     assert!(
