@@ -50,7 +50,7 @@ impl TaiScale {
     /// with the offset before it one less.
     pub fn for_leap(leap: Leap, offset_s: i32, now_unix_ns: u64, in_progress: bool) -> TaiScale {
         let offset_s = if in_progress && leap == Leap::Insert {
-            offset_s - 1
+            offset_s.saturating_sub(1)
         } else {
             offset_s
         };
@@ -65,13 +65,13 @@ impl TaiScale {
             Leap::Insert => TaiScale {
                 offset_s,
                 leap_tai_ns: at_tai(midnight),
-                offset_after_s: offset_s + 1,
+                offset_after_s: offset_s.saturating_add(1),
             },
             // 23:59:59 never comes.
             Leap::Delete => TaiScale {
                 offset_s,
                 leap_tai_ns: at_tai(midnight - 1),
-                offset_after_s: offset_s - 1,
+                offset_after_s: offset_s.saturating_sub(1),
             },
             Leap::None | Leap::Unsynchronized => TaiScale::fixed(offset_s),
         }
