@@ -841,9 +841,10 @@ fn too_many_interface_addresses_get_the_right_hint() {
 /// stamp kfunc, so with `--hw-timestamps on` the program loads
 /// device-bound and attaches natively; the stamp is always 0 there, so
 /// every request, answered in XDP or by the workers, falls back to the
-/// software stamp taken in XDP, and is counted as `hw_rx_missing`. In
-/// generic mode, where a device-bound program cannot attach, `on` is a
-/// clear error.
+/// software stamp taken in XDP, and is counted as `hw_rx_missing`. With
+/// `auto` (the default) a veth, which has no clock, gets the unbound
+/// program. In generic mode, where a device-bound program cannot attach,
+/// `on` is a clear error.
 #[test]
 fn device_bound_on_a_veth_falls_back_to_software_stamps() {
     let test = "device_bound_on_a_veth_falls_back_to_software_stamps";
@@ -875,6 +876,14 @@ fn device_bound_on_a_veth_falls_back_to_software_stamps() {
         assert!(answered >= 5, "{out}");
         assert_eq!(xdp_counter(&out, "hw_rx_missing"), answered, "{out}");
     }
+    // auto (the default): a veth has no clock to convert stamps with, so
+    // the unbound program, and nothing to count.
+    let mut server = Server::start(&topo, &["--iface", topo.srv_if.as_str()]);
+    let _ = raw_query(&topo, &v4);
+    let out = server.stop();
+    assert!(out.contains("no hardware receive stamps"), "{out}");
+    assert!(!out.contains("device-bound program"), "{out}");
+    assert_eq!(xdp_counter(&out, "hw_rx_missing"), 0, "{out}");
     let out = topo
         .srv_cmd(NTPX)
         .args([
