@@ -262,7 +262,7 @@ static __always_inline __u32 classify(struct xdp_md *ctx, struct ntpx_headers *h
  * call at compile time, which the verifier refuses outside a device-bound
  * program. */
 static __always_inline __u64 hw_rx_tai(struct xdp_md *ctx, const struct ntpx_state *st,
-				       const int hw)
+				       __u64 now, const int hw)
 {
 	__u64 raw = 0, tai;
 
@@ -273,6 +273,10 @@ static __always_inline __u64 hw_rx_tai(struct xdp_md *ctx, const struct ntpx_sta
 		return 0;
 	}
 	tai = st ? phc_to_tai(st, raw) : 0;
+	/* A mapped stamp further than this from the software one means a
+	 * mapping gone wrong (a PHC stepped since it was fitted): unused. */
+	if (tai && (tai > now ? tai - now : now - tai) > NTPX_HW_SW_MAX_NS)
+		tai = 0;
 	if (!tai)
 		count(NTPX_HW_RX_UNMAPPED);
 	return tai;
@@ -289,7 +293,7 @@ static __always_inline int redirect(struct xdp_md *ctx, __u64 now, const struct 
 		count(NTPX_PASS_NO_SOCKET);
 		return XDP_PASS;
 	}
-	if (ntpx_write_meta(ctx, now, hw_rx_tai(ctx, st, hw)))
+	if (ntpx_write_meta(ctx, now, hw_rx_tai(ctx, st, now, hw)))
 		count(NTPX_META_FAILED);
 	count(NTPX_REDIRECTED);
 	return bpf_redirect_map(&xsks, queue, XDP_PASS);
@@ -384,7 +388,7 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 	if (!st || !st->reply_in_xdp || (partial && st->partial_to_workers))
 		return redirect(ctx, now, st, hw_rx);
 	/* The NIC's stamp, where there is one, is the better T2. */
-	hw = hw_rx_tai(ctx, st, hw_rx);
+	hw = hw_rx_tai(ctx, st, now, hw_rx);
 	return reply(ctx, &h, &plain, st, hw ? hw : now, partial);
 }
 

@@ -392,6 +392,9 @@ static __always_inline void put_be64(__u8 *p, __u64 v)
  * src/sys/clock/phc.rs): 0 if there is none or `phc` is more than 4 s
  * from its reference (a stale mapping). */
 #define NTPX_PHC_MAX_DELTA_NS 4000000000ll
+/* A hardware stamp this far from the software one is not believed
+ * (HW_SW_MAX_NS in src/sys/clock/mod.rs). */
+#define NTPX_HW_SW_MAX_NS 10000000ull
 
 static __always_inline __u64 phc_to_tai(const struct ntpx_state *st, __u64 phc)
 {

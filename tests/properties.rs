@@ -24,7 +24,6 @@ use ntpx::proto::respond::{Responder, respond_with};
 use ntpx::server::interleave::XleaveTable;
 use ntpx::sys::clock::TaiScale;
 use ntpx::sys::clock::phc::PhcMap;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const SRV_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
@@ -255,44 +254,51 @@ fn marks_verify_for_their_client_and_t3_never_looks_marked() {
     });
 }
 
-/// The table against a model: whatever the sequence of records, stamps
-/// and takes (with colliding slots and reused T2s), a take returns only a
-/// transmit time stamped for that very T2 while it was recorded for that
-/// very client, and each at most once.
+/// The table against a model of the replies it was told of: whatever the
+/// sequence of records (colliding slots, T2s reused, several replies to
+/// one address), stamps (of any recorded reply, late or not) and takes, a
+/// take returns only the transmit time stamped for a reply that carried
+/// that very T2 to that very client, and each at most once. Replies to one
+/// address with one T2 cannot be told apart by the protocol itself (the
+/// client echoes only the T2): among those, any may be the one.
 #[test]
 fn the_table_never_hands_out_a_stamp_it_was_not_given_for_that_client() {
     arbtest(|u| {
         let t = XleaveTable::new(u.int_in_range(1..=8)?);
-        // (t2, client) → the stamps given for it while so recorded.
-        let mut given: HashMap<(u64, u64), Vec<u64>> = HashMap::new();
-        let mut recorded: HashMap<u64, u64> = HashMap::new();
+        // Reply n: (T2, client); its own transmit field is n + 1, and the
+        // stamp given for it is (n + 1) << 8.
+        let mut replies: Vec<(u64, u64)> = Vec::new();
+        let mut handed: std::collections::HashSet<u64> = Default::default();
         for _ in 0..u.int_in_range(0..=64)? {
-            let t2 = u.int_in_range(1..=6u64)? << 1 | 1;
-            let client = u.int_in_range(0..=2u64)?;
             match u.int_in_range(0..=2)? {
                 0 => {
-                    if t.record(NtpTimestamp::from_bits(t2), client) {
-                        recorded.insert(t2, client);
-                    } else {
-                        recorded.remove(&t2);
-                    }
+                    let t2 = u.int_in_range(1..=6u64)? << 1 | 1;
+                    let client = u.int_in_range(0..=2u64)?;
+                    let n = replies.len() as u64;
+                    t.record(
+                        NtpTimestamp::from_bits(t2),
+                        client,
+                        NtpTimestamp::from_bits(n + 1),
+                    );
+                    replies.push((t2, client));
                 }
-                1 => {
-                    let tx: u64 = u.arbitrary()?;
-                    if tx != 0 && t.stamp(NtpTimestamp::from_bits(t2), NtpTimestamp::from_bits(tx))
-                    {
-                        let c = *recorded.get(&t2).expect("stamped a T2 never recorded");
-                        given.entry((t2, c)).or_default().push(tx);
-                    }
+                1 if !replies.is_empty() => {
+                    let n = u.choose_index(replies.len())?;
+                    let t2 = replies[n].0;
+                    t.stamp(
+                        NtpTimestamp::from_bits(t2),
+                        NtpTimestamp::from_bits(n as u64 + 1),
+                        NtpTimestamp::from_bits((n as u64 + 1) << 8),
+                    );
                 }
                 _ => {
+                    let t2 = u.int_in_range(1..=6u64)? << 1 | 1;
+                    let client = u.int_in_range(0..=2u64)?;
                     if let Some(tx) = t.take(NtpTimestamp::from_bits(t2), client) {
-                        let list = given.get_mut(&(t2, client)).expect("a stamp never given");
-                        let i = list
-                            .iter()
-                            .position(|&x| x == tx.to_bits())
-                            .expect("a stamp given for another T2 or client");
-                        list.remove(i);
+                        let n = (tx.to_bits() >> 8) as usize;
+                        assert!(n >= 1 && n <= replies.len(), "a stamp never given: {tx:?}");
+                        assert_eq!(replies[n - 1], (t2, client), "another reply's stamp");
+                        assert!(handed.insert(tx.to_bits()), "given twice");
                     }
                 }
             }

@@ -763,9 +763,9 @@ fn interleaved_exchanges_through_the_table() {
                  r: &ntpx::proto::respond::Reply,
                  n: u64| {
         let ex = r.record.expect("recorded");
-        assert!(store.record(ex.t2, ex.client), "slot");
+        assert!(store.record(ex.t2, ex.client, r.transmit), "slot");
         // When the reply really left: after the basic T3.
-        store.stamp(ex.t2, t(n, 0x8020_0000));
+        store.stamp(ex.t2, r.transmit, t(n, 0x8020_0000));
     };
 
     // 1: origin 0.
@@ -803,7 +803,7 @@ fn interleaved_exchanges_through_the_table() {
     let (r5, _, t2_5, _) = exchange(&mut store, CLI4, t2_3, t(3, 0x9000_0000), 5);
     assert!(!r5.interleaved);
     let ex = r5.record.unwrap();
-    assert!(store.record(ex.t2, ex.client));
+    assert!(store.record(ex.t2, ex.client, r5.transmit));
     let (r6, ..) = exchange(&mut store, CLI4, t2_5, t(5, 0x9000_0000), 6);
     assert!(!r6.interleaved);
     // Spoofed: another source with a good origin → basic (and its mark
@@ -822,7 +822,7 @@ fn interleaved_exchanges_through_the_table() {
     );
     // Table full: sixteen newer records evict reply 6's slot → basic.
     for i in 0..64u64 {
-        store.record(t(100 + i, 0x8000_0001), 1);
+        store.record(t(100 + i, 0x8000_0001), 1, t(0, 1));
     }
     let (evicted, ..) = exchange(&mut store, CLI4, t2_6, t(6, 0x9000_0000), 9);
     assert!(!evicted.interleaved);

@@ -428,7 +428,6 @@ impl Engine {
                 self.tallies[self.step as usize].reject(Invalid::Timestamps);
             }
             Answer::Ntp { t2, t3, .. } => {
-                t.good += 1;
                 let last = self
                     .ping
                     .as_mut()
@@ -443,19 +442,22 @@ impl Engine {
                         prev
                     });
                 match last {
+                    // An interleaved reply to a client that had no previous
+                    // exchange: nothing it could be the transmit time of.
+                    Some(prev) if interleaved && prev.t2 == NtpTimestamp::ZERO => {
+                        t.invalid += 1;
+                    }
                     // T3 is when our previous reply left: the sample is the
                     // previous exchange's, with its T1, T2 and T4.
                     Some(prev) if interleaved => {
-                        if prev.t2 == NtpTimestamp::ZERO {
-                            t.invalid += 1;
-                            return;
-                        }
+                        t.good += 1;
                         t.interleaved += 1;
                         let t2 = prev.t2.to_unix_nanos_near(prev.t1_ns) as i64;
                         let t3 = t3.to_unix_nanos_near(prev.t1_ns) as i64;
                         t.xhists.record(prev.t1_ns, t2, t3, prev.t4_ns);
                     }
                     _ => {
+                        t.good += 1;
                         let t2 = t2.to_unix_nanos_near(c.sent_ns) as i64;
                         let t3 = t3.to_unix_nanos_near(c.sent_ns) as i64;
                         t.hists.record(c.sent_ns, t2, t3, t4_ns);

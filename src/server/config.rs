@@ -237,10 +237,10 @@ pub struct Settings {
 pub const DEFAULT_SPIN_US: u64 = 50;
 /// The default bound on a reply's residence, T3 − T2 (µs).
 pub const DEFAULT_MAX_RESIDENCE_US: u64 = 500;
-/// Default slots of the interleaved-mode table: 65,536 × 32 bytes = 2 MiB,
+/// Default slots of the interleaved-mode table: 65,536 × 64 bytes = 4 MiB,
 /// room for as many interleaved clients polling at once.
 pub const DEFAULT_INTERLEAVE_SLOTS: usize = 65_536;
-/// At most 2^24 slots (512 MiB).
+/// At most 2^24 slots (1 GiB).
 pub const MAX_INTERLEAVE_SLOTS: usize = 1 << 24;
 
 /// The most socket-datapath workers (they share one socket: more than

@@ -1,7 +1,8 @@
 //! The interleaved-mode table: for replies to interleaved clients, our
 //! receive timestamp (T2) → the precise time the reply left (RFC 9769).
 //!
-//! Fixed size (sized in config, allocated once at start, never grown) and
+//! Fixed size (sized in config, 64 bytes a slot, allocated once at start,
+//! never grown) and
 //! shared by every worker, so a client finds its state whichever queue or
 //! socket its next request arrives on. Lock-free: each slot is a seqlock
 //! whose writers claim it with a compare-and-swap and give up rather than
@@ -17,9 +18,9 @@ use crate::proto::ntp::{NtpTimestamp, TxStore};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, fence};
 
-/// One slot: 32 bytes, two per cache line.
+/// One slot: a cache line of its own.
 #[derive(Default)]
-#[repr(align(32))]
+#[repr(align(64))]
 struct Slot {
     /// Even: stable; odd: being written.
     seq: AtomicU64,
@@ -27,15 +28,30 @@ struct Slot {
     t2: AtomicU64,
     /// The client's folded address.
     client: AtomicU64,
-    /// The precise transmit time (NTP, UTC); 0: not known (yet).
+    /// The reply's own transmit field (T3, as sent): which of the replies
+    /// that carried this T2 a stamp belongs to.
+    reply: AtomicU64,
+    /// The precise transmit time (NTP, UTC); 0: not known (yet);
+    /// [`POISON`]: two replies carried this T2 (see [`XleaveTable::record`]).
     tx: AtomicU64,
+    /// The T2 of the last record that could not claim the slot (another
+    /// worker was writing it): no entry of that T2 is given out, since the
+    /// reply that carried it went unrecorded.
+    contested: AtomicU64,
 }
+
+/// `tx` of a slot whose T2 was sent in two replies.
+const POISON: u64 = u64::MAX;
+/// Tries to claim a slot before a record gives up (the writers' critical
+/// sections are a few stores).
+const CLAIM_TRIES: usize = 64;
 
 /// What is in a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     t2: u64,
     client: u64,
+    reply: u64,
     tx: u64,
 }
 
@@ -48,6 +64,7 @@ impl Slot {
         let e = Entry {
             t2: self.t2.load(Relaxed),
             client: self.client.load(Relaxed),
+            reply: self.reply.load(Relaxed),
             tx: self.tx.load(Relaxed),
         };
         fence(Acquire);
@@ -71,12 +88,14 @@ impl Slot {
         let cur = Entry {
             t2: self.t2.load(Relaxed),
             client: self.client.load(Relaxed),
+            reply: self.reply.load(Relaxed),
             tx: self.tx.load(Relaxed),
         };
         let done = match f(cur) {
             Some(e) => {
                 self.t2.store(e.t2, Relaxed);
                 self.client.store(e.client, Relaxed);
+                self.reply.store(e.reply, Relaxed);
                 self.tx.store(e.tx, Relaxed);
                 true
             }
@@ -179,40 +198,59 @@ impl XleaveTable {
     }
 
     /// Records a reply that carried `t2` to `client`, its transmit time
-    /// still unknown. False if the slot was busy (the client then gets a
+    /// still unknown. False if it is not recorded (the client then gets a
     /// basic reply next time).
     ///
-    /// Two replies with the same T2 whose transmit time is still unknown
-    /// (requests in the same clock quantum, or a batch's shared fallback
-    /// stamp; behind one NAT address the marks are the same too) could not
-    /// be told apart when their stamps come back: the slot is emptied and
-    /// neither is recorded, so neither client is ever given the other's.
-    pub fn record(&self, t2: NtpTimestamp, client: u64) -> bool {
+    /// A reply is told from another only by its T2, and an interleaved
+    /// client only by the T2 it echoes and its address. Two replies with
+    /// the same T2 (requests in one clock quantum from one address, e.g.
+    /// behind a NAT, or a batch's shared fallback stamp) could not be told
+    /// apart, neither when their stamps come back nor when their clients
+    /// ask: the slot keeps a tombstone for that T2 and neither is ever
+    /// given out. A record that cannot claim the slot at all marks its T2
+    /// contested, with the same effect.
+    ///
+    /// `reply` is the reply's own transmit field (T3 as sent): a transmit
+    /// stamp is stored only for the reply it names ([`Self::stamp`]), so
+    /// the late stamp of an evicted reply never lands on a newer one that
+    /// carried the same T2.
+    pub fn record(&self, t2: NtpTimestamp, client: u64, reply: NtpTimestamp) -> bool {
         let bits = t2.to_bits();
-        let mut recorded = false;
-        let written = self.slots[slot_of(bits, self.mask)].update(|cur| {
-            if cur.t2 == bits && cur.tx == 0 {
-                return Some(Entry {
-                    t2: 0,
-                    client: 0,
+        let slot = &self.slots[slot_of(bits, self.mask)];
+        for _ in 0..CLAIM_TRIES {
+            let mut recorded = false;
+            let claimed = slot.update(|cur| {
+                if cur.t2 == bits {
+                    return Some(Entry {
+                        t2: bits,
+                        client: 0,
+                        reply: 0,
+                        tx: POISON,
+                    });
+                }
+                recorded = true;
+                Some(Entry {
+                    t2: bits,
+                    client,
+                    reply: reply.to_bits(),
                     tx: 0,
-                });
+                })
+            });
+            if claimed {
+                return recorded;
             }
-            recorded = true;
-            Some(Entry {
-                t2: bits,
-                client,
-                tx: 0,
-            })
-        });
-        written && recorded
+            std::hint::spin_loop();
+        }
+        slot.contested.store(bits, Release);
+        false
     }
 
-    /// Stores the transmit time of the reply recorded under `t2`, if it is
-    /// still there and not yet stamped. False if it was evicted or busy.
-    pub fn stamp(&self, t2: NtpTimestamp, tx: NtpTimestamp) -> bool {
+    /// Stores the transmit time of the reply recorded under `t2` whose own
+    /// transmit field was `reply`, if it is still there and not yet
+    /// stamped. False if it was evicted, replaced, poisoned or busy.
+    pub fn stamp(&self, t2: NtpTimestamp, reply: NtpTimestamp, tx: NtpTimestamp) -> bool {
         self.slots[slot_of(t2.to_bits(), self.mask)].update(|e| {
-            (e.t2 == t2.to_bits() && e.tx == 0).then_some(Entry {
+            (e.t2 == t2.to_bits() && e.reply == reply.to_bits() && e.tx == 0).then_some(Entry {
                 tx: tx.to_bits(),
                 ..e
             })
@@ -225,7 +263,10 @@ impl XleaveTable {
         let bits = t2.to_bits();
         let s = &self.slots[slot_of(bits, self.mask)];
         let e = s.read()?;
-        if e.t2 != bits || e.client != client || e.tx == 0 {
+        if e.t2 != bits || e.client != client || e.tx == 0 || e.tx == POISON {
+            return None;
+        }
+        if s.contested.load(Acquire) == bits {
             return None;
         }
         let mut got = None;
@@ -235,6 +276,7 @@ impl XleaveTable {
                 Entry {
                     t2: 0,
                     client: 0,
+                    reply: 0,
                     tx: 0,
                 }
             })
@@ -261,15 +303,15 @@ pub struct Store<'a> {
 
 impl Store<'_> {
     /// See [`XleaveTable::record`].
-    pub fn record(&mut self, t2: NtpTimestamp, client: u64) -> bool {
-        let done = self.table.record(t2, client);
+    pub fn record(&mut self, t2: NtpTimestamp, client: u64, reply: NtpTimestamp) -> bool {
+        let done = self.table.record(t2, client, reply);
         self.counts.recorded += u64::from(done);
         done
     }
 
     /// See [`XleaveTable::stamp`].
-    pub fn stamp(&mut self, t2: NtpTimestamp, tx: NtpTimestamp) {
-        self.counts.stamped += u64::from(self.table.stamp(t2, tx));
+    pub fn stamp(&mut self, t2: NtpTimestamp, reply: NtpTimestamp, tx: NtpTimestamp) {
+        self.counts.stamped += u64::from(self.table.stamp(t2, reply, tx));
     }
 }
 
@@ -296,6 +338,9 @@ impl TxStore for Option<Store<'_>> {
 mod tests {
     use super::*;
 
+    /// A reply's own transmit field, for tests where one reply per T2.
+    const R: NtpTimestamp = NtpTimestamp::from_bits(0x5555);
+
     fn ts(b: u64) -> NtpTimestamp {
         NtpTimestamp::from_bits(b)
     }
@@ -304,12 +349,12 @@ mod tests {
     fn record_stamp_take_once() {
         let t = XleaveTable::new(1000);
         assert_eq!(t.len(), 1024);
-        assert!(t.record(ts(0xe9a0_0000_1234_5679), 7));
+        assert!(t.record(ts(0xe9a0_0000_1234_5679), 7, R));
         // No transmit time yet: nothing to give.
         assert_eq!(t.take(ts(0xe9a0_0000_1234_5679), 7), None);
-        assert!(t.stamp(ts(0xe9a0_0000_1234_5679), ts(0xe9a0_0000_2000_0000)));
+        assert!(t.stamp(ts(0xe9a0_0000_1234_5679), R, ts(0xe9a0_0000_2000_0000)));
         // Stamped once only.
-        assert!(!t.stamp(ts(0xe9a0_0000_1234_5679), ts(0xe9a0_0000_3000_0000)));
+        assert!(!t.stamp(ts(0xe9a0_0000_1234_5679), R, ts(0xe9a0_0000_3000_0000)));
         // Another client (spoofed origin): nothing.
         assert_eq!(t.take(ts(0xe9a0_0000_1234_5679), 8), None);
         assert_eq!(
@@ -323,14 +368,14 @@ mod tests {
     #[test]
     fn a_full_table_evicts_and_answers_basic() {
         let t = XleaveTable::new(1);
-        assert!(t.record(ts(0x1001), 1));
-        t.stamp(ts(0x1001), ts(0x2000));
+        assert!(t.record(ts(0x1001), 1, R));
+        t.stamp(ts(0x1001), R, ts(0x2000));
         // The one slot is taken by the next record: the first is lost.
-        assert!(t.record(ts(0x3001), 2));
+        assert!(t.record(ts(0x3001), 2, R));
         assert_eq!(t.take(ts(0x1001), 1), None);
         // A late stamp for the evicted reply does not land on the new one.
-        assert!(!t.stamp(ts(0x1001), ts(0x2000)));
-        assert!(t.stamp(ts(0x3001), ts(0x4000)));
+        assert!(!t.stamp(ts(0x1001), R, ts(0x2000)));
+        assert!(t.stamp(ts(0x3001), R, ts(0x4000)));
         assert_eq!(t.take(ts(0x3001), 2), Some(ts(0x4000)));
     }
 
@@ -348,8 +393,8 @@ mod tests {
                         // read, or one given to the wrong client, would
                         // break that.
                         let t2 = ts((i << 8) | (w << 1) | 1);
-                        if t.record(t2, w) {
-                            t.stamp(t2, ts(t2.to_bits() + 1 + w));
+                        if t.record(t2, w, R) {
+                            t.stamp(t2, R, ts(t2.to_bits() + 1 + w));
                         }
                         // Recent entries of this thread (the other one
                         // writes into the same slots meanwhile): for
@@ -376,19 +421,44 @@ mod tests {
     fn two_replies_with_the_same_t2_are_never_told_apart() {
         let t = XleaveTable::new(16);
         let t2 = ts(0xe9a0_0000_0000_0101);
-        assert!(t.record(t2, 1));
+        assert!(t.record(t2, 1, R));
         // The same T2 to another client (or the same address behind a
-        // NAT) before the first was stamped: neither is kept.
-        assert!(!t.record(t2, 2));
-        assert!(!t.stamp(t2, ts(0xe9a0_0000_0000_2000)));
+        // NAT) before the first was stamped: neither is kept, and a third
+        // with that T2 does not revive the slot for a late stamp.
+        assert!(!t.record(t2, 2, R));
+        assert!(!t.record(t2, 3, R));
+        assert!(!t.stamp(t2, R, ts(0xe9a0_0000_0000_2000)));
+        for c in 1..=3 {
+            assert_eq!(t.take(t2, c), None);
+        }
+        // The same once the first was stamped: the second reply cannot
+        // take its place.
+        let t2 = ts(0xe9a0_0000_0000_0303);
+        assert!(t.record(t2, 1, R));
+        assert!(t.stamp(t2, R, ts(0xe9a0_0000_0000_2000)));
+        assert!(!t.record(t2, 1, R));
+        assert!(!t.stamp(t2, R, ts(0xe9a0_0000_0000_3000)));
         assert_eq!(t.take(t2, 1), None);
-        assert_eq!(t.take(t2, 2), None);
-        // Once stamped, a later reply with that T2 simply replaces it.
-        assert!(t.record(t2, 1));
-        assert!(t.stamp(t2, ts(0xe9a0_0000_0000_2000)));
-        assert!(t.record(t2, 2));
-        assert!(t.stamp(t2, ts(0xe9a0_0000_0000_3000)));
+        // The late stamp of an evicted reply does not land on a newer
+        // reply that carried the same T2: it names its own reply.
+        let t = XleaveTable::new(1);
+        let (a, b) = (ts(0x7001), ts(0x7003));
+        let t2 = ts(0xe9a0_0000_0000_0707);
+        assert!(t.record(t2, 1, a));
+        assert!(t.record(ts(0x9009), 5, R)); // evicts it
+        assert!(t.record(t2, 1, b));
+        assert!(!t.stamp(t2, a, ts(0xe9a0_0000_0000_2000)));
+        assert!(t.stamp(t2, b, ts(0xe9a0_0000_0000_3000)));
+        assert_eq!(t.take(t2, 1), Some(ts(0xe9a0_0000_0000_3000)));
+        let t = XleaveTable::new(16);
+        // A record that cannot claim its slot contests its T2.
+        let t2 = ts(0xe9a0_0000_0000_0505);
+        assert!(t.record(t2, 1, R));
+        assert!(t.stamp(t2, R, ts(0xe9a0_0000_0000_2000)));
+        let slot = &t.slots[slot_of(t2.to_bits(), t.mask)];
+        slot.seq.fetch_add(1, Relaxed); // a writer holds it
+        assert!(!t.record(t2, 2, R));
+        slot.seq.fetch_add(1, Relaxed);
         assert_eq!(t.take(t2, 1), None);
-        assert_eq!(t.take(t2, 2), Some(ts(0xe9a0_0000_0000_3000)));
     }
 }

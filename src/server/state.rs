@@ -186,7 +186,19 @@ pub fn compute(
         ntp,
         // The kernel steps UTC at a leap it was told of (STA_INS/STA_DEL),
         // whoever announces it.
-        tai: TaiScale::for_leap(d.leap, d.tai_offset_s, now_unix_ns, d.leap_in_progress),
+        // The leap's day from the kernel's own reading taken with its leap
+        // state (a clock read apart could fall on the other side of
+        // midnight).
+        tai: TaiScale::for_leap(
+            d.leap,
+            d.tai_offset_s,
+            if d.time_unix_ns != 0 {
+                d.time_unix_ns
+            } else {
+                now_unix_ns
+            },
+            d.leap_in_progress,
+        ),
         computed: now,
         max_age_ns: cfg.max_age_ns,
     }
@@ -349,6 +361,7 @@ mod tests {
             maxerror_us: 500_000,
             tai_offset_s: 37,
             leap_in_progress: false,
+            time_unix_ns: 0,
         }
     }
 
@@ -491,6 +504,20 @@ mod tests {
             (midnight - 1) * NS + NS / 3,
         );
         assert_eq!(during.tai, snap.tai);
+        // The same when the clock read apart still says 00:00:00 (the
+        // step not yet seen) but the kernel's own reading, taken with its
+        // state, says 23:59:59 again.
+        let racing = compute(
+            &cfg(Source::Kernel),
+            -24,
+            &Discipline {
+                time_unix_ns: (midnight - 1) * NS + NS / 10,
+                ..oop
+            },
+            None,
+            midnight * NS + NS / 10,
+        );
+        assert_eq!(racing.tai, snap.tai);
         // And one after it (TIME_WAIT: no leap, offset 38).
         let after = compute(
             &cfg(Source::Kernel),

@@ -113,9 +113,9 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 // An interleaved client will ask when this reply left.
                 let stamp = candidate
                     && store.as_mut().is_some_and(|st| {
-                        let t2 = ntp::Packet::new_checked(&sock.buf_mut(i)[..ntp::HEADER_LEN])
-                            .map(|p| p.receive());
-                        t2.is_some_and(|t2| st.record(t2, client))
+                        let sent = ntp::Packet::new_checked(&sock.buf_mut(i)[..ntp::HEADER_LEN])
+                            .map(|p| (p.receive(), p.transmit()));
+                        sent.is_some_and(|(t2, t3)| st.record(t2, client, t3))
                     });
                 replies[k] = (i, ntp::HEADER_LEN, stamp);
                 k += 1;
@@ -129,8 +129,8 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             // the send above; what is queued now is read now (one that
             // comes later, at the next batch that asks for one: a batch
             // that asked for none makes no error-queue call). Each
-            // looped-back reply ends with its 48 bytes of NTP: its T2
-            // names the table entry.
+            // looped-back reply ends with its 48 bytes of NTP: its T2 and
+            // T3 name the table entry and the reply.
             let asked = replies[..k].iter().any(|r| r.2);
             if asked {
                 sock.tx_stamps(|frame, ns| {
@@ -139,7 +139,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                         .checked_sub(ntp::HEADER_LEN)
                         .map(|at| &frame[at..]);
                     if let (Some(p), true) = (ntp.and_then(ntp::Packet::new_checked), ns != 0) {
-                        st.stamp(p.receive(), NtpTimestamp::from_unix_nanos(ns));
+                        st.stamp(p.receive(), p.transmit(), NtpTimestamp::from_unix_nanos(ns));
                     }
                 });
             }

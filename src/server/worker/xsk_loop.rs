@@ -48,6 +48,7 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                         let utc = tai.to_unix_nanos(tai_ns);
                         st.stamp(
                             NtpTimestamp::from_bits(tag.t2),
+                            NtpTimestamp::from_bits(tag.t3),
                             NtpTimestamp::from_unix_nanos(utc),
                         );
                     }
@@ -100,21 +101,12 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                 rng.u64(..),
                 &mut store,
             );
-            if let Ok(r) = &reply {
-                if r.interleaved {
-                    // Its T3 was not read from the clock: when it is sent
-                    // is what the service time measures.
-                    tx_ns = ctx.clock.now_unix_nanos();
-                }
-                // An interleaved client will ask for this reply's
-                // transmit time: have the kernel stamp it.
-                if let (Some(ex), Some(st)) = (r.record, store.as_mut())
-                    && st.record(ex.t2, ex.client)
-                {
-                    frame.request_tx_stamp(TxTag {
-                        t2: ex.t2.to_bits(),
-                    });
-                }
+            if let Ok(r) = &reply
+                && r.interleaved
+            {
+                // Its T3 was not read from the clock: when it is sent is
+                // what the service time measures.
+                tx_ns = ctx.clock.now_unix_nanos();
             }
             match reply {
                 // The reply is never longer than the request, so the
@@ -129,6 +121,17 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                     Verdict::Release
                 }
                 Ok(reply) if frame.set_len(reply.len) => {
+                    // An interleaved client will ask for this reply's
+                    // transmit time: record it, and have the kernel stamp
+                    // it (only replies that go out are recorded).
+                    if let (Some(ex), Some(st)) = (reply.record, store.as_mut())
+                        && st.record(ex.t2, ex.client, reply.transmit)
+                    {
+                        frame.request_tx_stamp(TxTag {
+                            t2: ex.t2.to_bits(),
+                            t3: reply.transmit.to_bits(),
+                        });
+                    }
                     stats.service_ns(tx_ns.saturating_sub(rx_ns));
                     if reply.partial_checksum {
                         stats.partial_checksum();

@@ -20,6 +20,10 @@ pub struct Discipline {
     /// The inserted second is running (`TIME_OOP`): the kernel has already
     /// stepped UTC back and moved `tai_offset_s` to its new value.
     pub leap_in_progress: bool,
+    /// UTC as the kernel read it with this state (Unix ns; 0: unknown):
+    /// consistent with the leap fields, where a clock read made apart
+    /// could fall on the other side of a leap.
+    pub time_unix_ns: u64,
 }
 
 /// Reads the kernel's clock discipline.
@@ -43,7 +47,19 @@ impl KernelClock for SystemKernelClock {
         if state < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(from_timex(state, tx.status, tx.maxerror, tx.tai))
+        let mut d = from_timex(state, tx.status, tx.maxerror, tx.tai);
+        // The time the kernel read with that state, already corrected for
+        // a leap second in progress (tv_usec holds ns with STA_NANO).
+        let frac = tx.time.tv_usec.max(0) as u64;
+        let frac_ns = if tx.status & libc::STA_NANO != 0 {
+            frac
+        } else {
+            frac.saturating_mul(1000)
+        };
+        d.time_unix_ns = (tx.time.tv_sec.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(frac_ns);
+        Ok(d)
     }
 }
 
@@ -67,6 +83,7 @@ pub fn from_timex(state: i32, status: i32, maxerror: libc::c_long, tai: i32) -> 
         maxerror_us: maxerror,
         tai_offset_s: tai,
         leap_in_progress: state == libc::TIME_OOP,
+        time_unix_ns: 0,
     }
 }
 

@@ -72,6 +72,12 @@ pub fn tai_to_unix_nanos(tai_ns: u64, tai_offset_s: i32) -> u64 {
     tai_ns.wrapping_sub((i64::from(tai_offset_s) * 1_000_000_000) as u64)
 }
 
+/// A hardware stamp further than this (10 ms) from the software stamp of
+/// the same frame is not believed: its PHC mapping has gone wrong (the
+/// PHC was stepped since the fit). The XDP program applies the same bound
+/// (`NTPX_HW_SW_MAX_NS`).
+pub const HW_SW_MAX_NS: u64 = 10_000_000;
+
 /// The receive time of a request: the earliest and most precise stamp
 /// there is, as UTC Unix nanoseconds. A hardware stamp wins: the NIC's
 /// clock (PHC) reading, which the XDP program has already mapped to
@@ -83,7 +89,7 @@ pub fn tai_to_unix_nanos(tai_ns: u64, tai_offset_s: i32) -> u64 {
 /// hardware-stamp kfunc succeeds with 0).
 #[inline]
 pub fn receive_time(hw_tai_ns: u64, sw_tai_ns: u64, tai: &TaiScale, fallback: u64) -> u64 {
-    if hw_tai_ns != 0 {
+    if hw_tai_ns != 0 && (sw_tai_ns == 0 || hw_tai_ns.abs_diff(sw_tai_ns) <= HW_SW_MAX_NS) {
         tai.to_unix_nanos(hw_tai_ns)
     } else if sw_tai_ns != 0 {
         tai.to_unix_nanos(sw_tai_ns)

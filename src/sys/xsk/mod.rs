@@ -128,18 +128,20 @@ pub const STAMPS_HELD: usize = 1024;
 /// it (`tx_metadata_len` = 16: `flags`, then the completion timestamp; the
 /// kernel's 6.15+ `launch_time` lies beyond and is never requested).
 const TX_META_LEN: usize = 16;
-/// Our tag in front of that: magic, 4 bytes unused, T2 (16 bytes). Inside the UMEM
+/// Our tag in front of that: magic, 4 bytes unused, T2, T3 (24 bytes). Inside the UMEM
 /// headroom, which the kernel never writes on transmit.
-const TAG_LEN: usize = 16;
+const TAG_LEN: usize = 24;
 const TAG_MAGIC: u32 = 0x5854_4147;
 const _: () = assert!((TX_META_LEN + TAG_LEN) as u32 <= HEADROOM);
 
 /// What a reply that asked for its transmit time carries until its
-/// completion: the T2 it was recorded under.
+/// completion: its receive and transmit fields, which name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxTag {
     /// The reply's receive timestamp (raw NTP bits).
     pub t2: u64,
+    /// The reply's own transmit field (raw NTP bits).
+    pub t3: u64,
 }
 
 /// The four rings of a bound socket.
@@ -314,6 +316,7 @@ impl XskFrame<'_> {
         let mut b = [0u8; TAG_LEN];
         b[0..4].copy_from_slice(&TAG_MAGIC.to_ne_bytes());
         b[8..16].copy_from_slice(&tag.t2.to_ne_bytes());
+        b[16..24].copy_from_slice(&tag.t3.to_ne_bytes());
         self.tagged = write_before(self.packet, TX_META_LEN + TAG_LEN, &b);
         self.tagged
     }
@@ -357,7 +360,10 @@ fn take_tag(packet: &mut Packet) -> Option<(TxTag, u64)> {
     let u32_at = |b: &[u8], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let u64_at = |b: &[u8], i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
     let got = (u32_at(b, 0) == TAG_MAGIC).then(|| {
-        let tag = TxTag { t2: u64_at(b, 8) };
+        let tag = TxTag {
+            t2: u64_at(b, 8),
+            t3: u64_at(b, 16),
+        };
         // flags (8 bytes), then the kernel's completion timestamp.
         (tag, u64_at(b, TAG_LEN + 8))
     });
