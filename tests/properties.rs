@@ -216,7 +216,8 @@ fn replies_are_well_formed_never_longer_and_echo_the_origin() {
     // The frames reach the reply often enough to mean something.
     let (tried, answered) = (TRIED.load(Relaxed), ANSWERED.load(Relaxed));
     println!("{answered} of {tried} frames answered");
-    assert!(answered * 4 >= tried, "{answered} of {tried}");
+    // About a quarter get through; a tenth is far below any chance dip.
+    assert!(answered * 10 >= tried, "{answered} of {tried}");
 }
 
 #[test]
