@@ -499,11 +499,9 @@ fn finish_udp(
     let mut u = Udp::new_checked(&mut *datagram).map_err(|_| DropReason::Truncated)?;
     u.emit_reply_header(cfg.port, checked.client_port, REPLY_UDP_LEN as u16);
     let payload = &mut datagram[udp::HEADER_LEN..];
-    let t3 = ntp::write_reply_with(payload, req, state, &cfg.policy, rx, now, noise, stamping)
-        .ok_or(DropReason::Truncated)?;
-    let t2 = ntp::Packet::new_checked(&*payload)
-        .ok_or(DropReason::Truncated)?
-        .receive();
+    let (t2, t3) =
+        ntp::write_reply_with(payload, req, state, &cfg.policy, rx, now, noise, stamping)
+            .ok_or(DropReason::Truncated)?;
     Udp::new_checked(datagram)
         .map_err(|_| DropReason::Truncated)?
         .fill_checksum(pseudo);

@@ -82,10 +82,6 @@ fn served_addresses(
     Ok((v4, v6))
 }
 
-/// The responder's view of this host: the interface's MAC, the served
-/// addresses, the host's own addresses and prefixes (the interface's for
-/// the XDP datapath, every interface's for the socket datapath, whose
-/// socket listens on all of them), and the reply policy.
 /// A random key for the interleaved-mode marks, from the OS's entropy:
 /// std's `RandomState` is seeded from it (getrandom), which spares a
 /// dependency for two words read once at start.
@@ -99,6 +95,10 @@ fn random_key() -> [u64; 2] {
     [word(0), word(1)]
 }
 
+/// The responder's view of this host: the interface's MAC, the served
+/// addresses, the host's own addresses and prefixes (the interface's for
+/// the XDP datapath, every interface's for the socket datapath, whose
+/// socket listens on all of them), and the reply policy.
 fn responder_for(settings: &Settings, precision: i8) -> anyhow::Result<Responder> {
     let iface = settings.interface.as_deref();
     if let Some(iface) = iface {

@@ -185,10 +185,9 @@ pub fn compute(
     Snapshot {
         ntp,
         // The kernel steps UTC at a leap it was told of (STA_INS/STA_DEL),
-        // whoever announces it.
-        // The leap's day from the kernel's own reading taken with its leap
-        // state (a clock read apart could fall on the other side of
-        // midnight).
+        // whoever announces it; the leap's day from the kernel's own
+        // reading taken with that state (a clock read apart could fall on
+        // the other side of midnight).
         tai: TaiScale::for_leap(
             d.leap,
             d.tai_offset_s,
@@ -272,7 +271,8 @@ impl SharedState {
         clock: &impl Clock,
         upstream: Option<&mut dyn Upstream>,
     ) -> std::io::Result<()> {
-        let now = clock.now();
+        let now_ns = clock.now_unix_nanos();
+        let now = NtpTimestamp::from_unix_nanos(now_ns);
         let report = match (self.cfg.source, upstream) {
             (Source::Chrony | Source::Ntp, u) => {
                 let mut last = self.last_report.lock().unwrap_or_else(|e| e.into_inner());
@@ -306,13 +306,13 @@ impl SharedState {
             self.precision,
             &kernel.discipline()?,
             report.as_ref(),
-            clock.now_unix_nanos(),
+            now_ns,
         );
         // A leap the list knows of and nobody announced yet.
         if let Some(list) = &self.leap_list
             && next.ntp.leap == Leap::None
         {
-            next.ntp.leap = list.leap_today(clock.now_unix_nanos());
+            next.ntp.leap = list.leap_today(now_ns);
         }
         if **self.current.load() != next {
             self.current.store(Arc::new(next));

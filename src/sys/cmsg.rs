@@ -171,46 +171,11 @@ pub fn parse(buf: &CmsgBuf, len: usize) -> Cmsgs {
     out
 }
 
-/// Writes one `IPV6_PKTINFO` message selecting `src` as the reply's source
-/// address (IPv4 as a mapped address, which the kernel accepts on a
-/// dual-stack socket). Returns the control length to send, 0 if none.
-pub fn write_pktinfo(buf: &mut CmsgBuf, src: Option<IpAddr>) -> usize {
-    let Some(src) = src else { return 0 };
-    let addr = match src {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    };
-    let len = HDR + size_of::<libc::in6_pktinfo>();
-    let space = align(len);
-    let b = &mut buf.0[..space];
-    b.fill(0);
-    let put = |b: &mut [u8], at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
-    put(b, offset_of!(libc::cmsghdr, cmsg_len), &len.to_ne_bytes());
-    put(
-        b,
-        offset_of!(libc::cmsghdr, cmsg_level),
-        &libc::IPPROTO_IPV6.to_ne_bytes(),
-    );
-    put(
-        b,
-        offset_of!(libc::cmsghdr, cmsg_type),
-        &libc::IPV6_PKTINFO.to_ne_bytes(),
-    );
-    // ipi6_addr, then ipi6_ifindex 0 (left zero): the kernel picks the
-    // interface by routing.
-    put(b, HDR, &addr.octets());
-    space
-}
-
-/// `SOF_TIMESTAMPING_TX_SOFTWARE` (linux/net_tstamp.h).
-pub const SOF_TIMESTAMPING_TX_SOFTWARE: u32 = 1 << 1;
-
-/// Appends, at `at` (the length written so far), a `SO_TIMESTAMPING`
-/// message asking for this datagram's software transmit stamp (on the
-/// socket's error queue). Returns the new control length; `at` unchanged
-/// if there is no room.
-pub fn append_tx_stamp_request(buf: &mut CmsgBuf, at: usize) -> usize {
-    let len = HDR + size_of::<u32>();
+/// Writes one record (`level`, `kind`, `data`) at `at` (the control
+/// length written so far); returns the new length, or `at` unchanged if
+/// there is no room.
+fn append_record(buf: &mut CmsgBuf, at: usize, level: i32, kind: i32, data: &[u8]) -> usize {
+    let len = HDR + data.len();
     let space = align(len);
     let Some(b) = buf.0.get_mut(at..at + space) else {
         return at;
@@ -221,15 +186,44 @@ pub fn append_tx_stamp_request(buf: &mut CmsgBuf, at: usize) -> usize {
     put(
         b,
         offset_of!(libc::cmsghdr, cmsg_level),
-        &libc::SOL_SOCKET.to_ne_bytes(),
+        &level.to_ne_bytes(),
     );
-    put(
-        b,
-        offset_of!(libc::cmsghdr, cmsg_type),
-        &libc::SO_TIMESTAMPING.to_ne_bytes(),
-    );
-    put(b, HDR, &SOF_TIMESTAMPING_TX_SOFTWARE.to_ne_bytes());
+    put(b, offset_of!(libc::cmsghdr, cmsg_type), &kind.to_ne_bytes());
+    put(b, HDR, data);
     at + space
+}
+
+/// Writes one `IPV6_PKTINFO` message selecting `src` as the reply's source
+/// address (IPv4 as a mapped address, which the kernel accepts on a
+/// dual-stack socket). Returns the control length to send, 0 if none.
+pub fn write_pktinfo(buf: &mut CmsgBuf, src: Option<IpAddr>) -> usize {
+    let Some(src) = src else { return 0 };
+    let addr = match src {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    // ipi6_addr, then ipi6_ifindex 0: the kernel picks the interface by
+    // routing.
+    let mut info = [0u8; size_of::<libc::in6_pktinfo>()];
+    info[..16].copy_from_slice(&addr.octets());
+    append_record(buf, 0, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &info)
+}
+
+/// `SOF_TIMESTAMPING_TX_SOFTWARE` (linux/net_tstamp.h).
+pub const SOF_TIMESTAMPING_TX_SOFTWARE: u32 = 1 << 1;
+
+/// Appends, at `at` (the length written so far), a `SO_TIMESTAMPING`
+/// message asking for this datagram's software transmit stamp (on the
+/// socket's error queue). Returns the new control length; `at` unchanged
+/// if there is no room.
+pub fn append_tx_stamp_request(buf: &mut CmsgBuf, at: usize) -> usize {
+    append_record(
+        buf,
+        at,
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPING,
+        &SOF_TIMESTAMPING_TX_SOFTWARE.to_ne_bytes(),
+    )
 }
 
 /// An IPv4-mapped IPv6 address as IPv4; others unchanged.

@@ -240,12 +240,13 @@ pub fn write_reply(
     now: impl FnOnce() -> NtpTimestamp,
     noise: u64,
 ) -> Option<NtpTimestamp> {
-    write_reply_with(out, req, state, policy, rx, now, noise, Stamping::default())
+    write_reply_with(out, req, state, policy, rx, now, noise, Stamping::default()).map(|(_, t3)| t3)
 }
 
 /// [`write_reply`], with T2 marked for interleaved mode and, given the
 /// precise transmit time of our previous reply, an interleaved reply
-/// (`now` is then not called). Every T3 has its lowest bit clear.
+/// (`now` is then not called). Every T3 has its lowest bit clear. Returns
+/// the receive and transmit timestamps written (T2, T3).
 #[allow(clippy::too_many_arguments)]
 pub fn write_reply_with(
     out: &mut [u8],
@@ -256,7 +257,7 @@ pub fn write_reply_with(
     now: impl FnOnce() -> NtpTimestamp,
     noise: u64,
     stamping: Stamping,
-) -> Option<NtpTimestamp> {
+) -> Option<(NtpTimestamp, NtpTimestamp)> {
     let mut p = Packet::new_checked(out)?;
     let synced = state.leap != Leap::Unsynchronized;
     // LI: the server's leap state, 3 when not synchronised. VN: copied
@@ -311,7 +312,7 @@ pub fn write_reply_with(
     };
     p.set_ref_time(ref_time);
     p.set_transmit(t3);
-    Some(t3)
+    Some((t2, t3))
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             // is owed (the kernel's transmit stamp of our previous reply).
             let client = fold(client);
             let (stamping, candidate) = interleave_stamping(cfg, &req, client, &mut store);
-            if ntp::write_reply_with(
+            if let Some((t2, t3)) = ntp::write_reply_with(
                 &mut sock.buf_mut(i)[..],
                 &req,
                 &header,
@@ -96,9 +96,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 now,
                 rng.u64(..),
                 stamping,
-            )
-            .is_some()
-            {
+            ) {
                 // Wrong time is worse than none (see the AF_XDP loop); an
                 // interleaved reply's T3 was not read now.
                 if stamping.previous_tx.is_none() && ctx.too_late(rx_ns, tx_ns) {
@@ -111,12 +109,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 }
                 stats.service_ns(tx_ns.saturating_sub(rx_ns));
                 // An interleaved client will ask when this reply left.
-                let stamp = candidate
-                    && store.as_mut().is_some_and(|st| {
-                        let sent = ntp::Packet::new_checked(&sock.buf_mut(i)[..ntp::HEADER_LEN])
-                            .map(|p| (p.receive(), p.transmit()));
-                        sent.is_some_and(|(t2, t3)| st.record(t2, client, t3))
-                    });
+                let stamp = candidate && store.as_mut().is_some_and(|st| st.record(t2, client, t3));
                 replies[k] = (i, ntp::HEADER_LEN, stamp);
                 k += 1;
             }

@@ -37,12 +37,14 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
     // before it sleeps, so that the next request does not wait for a
     // wake-up (tens of microseconds to milliseconds).
     let mut idle_since: Option<Instant> = None;
+    // The TAI scale the completion stamps convert with: the last batch's
+    // (it changes at a refresh), not a state load per turn of the loop.
+    let mut tai = ctx.state.load().tai;
     while ctx.running.load(Relaxed) {
         match store.as_mut() {
             // The transmit times of replies owed to interleaved clients:
             // the kernel's CLOCK_TAI stamps, as UTC.
             Some(st) => {
-                let tai = ctx.state.load().tai;
                 q.recycle_with(|tag, tai_ns| {
                     if tai_ns != 0 {
                         let utc = tai.to_unix_nanos(tai_ns);
@@ -74,6 +76,7 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
         idle_since = None;
         stats.rx(n as u64);
         let snap = ctx.state.load();
+        tai = snap.tai;
         // Receive time for a frame without the program's stamp: now, the
         // earliest we know of it.
         let batch_now = ctx.clock.now_unix_nanos();
