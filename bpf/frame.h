@@ -182,7 +182,7 @@ static __always_inline enum ntpx_parse ntpx_parse_udp(struct cursor *c,
  * success. Invalidates every packet pointer the caller holds.
  */
 static __always_inline int ntpx_write_meta(struct xdp_md *ctx, __u64 rx_sw_tai_ns,
-					   __u64 rx_hw_tai_ns)
+					   __u64 rx_hw_tai_ns, __u32 flags)
 {
 	struct ntpx_meta *meta;
 	void *data;
@@ -196,7 +196,7 @@ static __always_inline int ntpx_write_meta(struct xdp_md *ctx, __u64 rx_sw_tai_n
 		return -1;
 	meta->rx_sw_tai_ns = rx_sw_tai_ns;
 	meta->rx_hw_ns = rx_hw_tai_ns;
-	meta->flags = 0;
+	meta->flags = flags;
 	meta->magic = NTPX_META_MAGIC;
 	return 0;
 }

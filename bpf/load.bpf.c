@@ -122,7 +122,7 @@ int ntpx_load_rx(struct xdp_md *ctx)
 		count(NTPX_LOAD_NO_SOCKET);
 		return XDP_PASS;
 	}
-	if (ntpx_write_meta(ctx, now, 0))
+	if (ntpx_write_meta(ctx, now, 0, 0))
 		count(NTPX_LOAD_META_FAILED);
 	count(NTPX_LOAD_REDIRECTED);
 	return bpf_redirect_map(&xsks, queue, XDP_PASS);

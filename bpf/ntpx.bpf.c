@@ -77,6 +77,32 @@ const volatile __u8 xleave_bits = 0;
 
 const volatile __u64 xleave_k0 = 0;
 const volatile __u64 xleave_k1 = 0;
+/* Modes (bit m for mode m: only 1, 2 and 6) passed to the host's own
+ * daemon instead of being dropped. */
+const volatile __u8 kernel_modes = 0;
+
+/* Policy (bpf/policy.h). Access lists: which tries hold entries, and
+ * whether a refused client gets a KoD DENY (1) or nothing (0). */
+const volatile __u8 acl_on = 0;
+const volatile __u8 acl_deny_v4 = 0;
+const volatile __u8 acl_deny_v6 = 0;
+const volatile __u8 acl_allow_v4 = 0;
+const volatile __u8 acl_allow_v6 = 0;
+const volatile __u8 acl_kod = 0;
+/* Rate limiting: a client may ask once per interval on average, with a
+ * burst (both ns; interval 0: off); its key is its address under these
+ * masks (network order); 1 in rl_leak limited requests is answered, 1 in
+ * rl_kod of the rest gets a KoD RATE, at most one per rl_kod_gap_ns. */
+const volatile __u64 rl_interval_ns = 0;
+const volatile __u64 rl_burst_ns = 0;
+const volatile __be32 rl_mask_v4 = 0xffffffff;
+const volatile __u32 rl_mask_v6[4] = { 0xffffffff, 0xffffffff, 0, 0 };
+const volatile __u32 rl_leak = 0;
+const volatile __u32 rl_kod = 0;
+const volatile __u64 rl_kod_gap_ns = 0;
+/* The global reply ceiling (ns between replies, 0: off) and its burst. */
+const volatile __u64 ceiling_interval_ns = 0;
+const volatile __u64 ceiling_burst_ns = 0;
 
 /* The driver's receive stamp (the NIC clock's raw time). */
 extern int bpf_xdp_metadata_rx_timestamp(const struct xdp_md *ctx, __u64 *timestamp) __ksym;
@@ -112,6 +138,39 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } service_hist SEC(".maps");
+
+/* The access lists: keys are struct ntpx_lpm_key, values unused. The
+ * loader sizes and fills them. */
+#define ACL_TRIE(name)                                                         \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                           \
+		__uint(max_entries, 1);                                        \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                          \
+		__type(key, struct ntpx_lpm_key);                              \
+		__type(value, __u8);                                           \
+	} name SEC(".maps")
+ACL_TRIE(deny_v4);
+ACL_TRIE(deny_v6);
+ACL_TRIE(allow_v4);
+ACL_TRIE(allow_v6);
+
+/* The rate limiter's clients, least recently used evicted first; sized by
+ * the loader (`clients`). The kernel hashes keys with a seed of its own,
+ * random for each map, so for each start of the server. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct ntpx_client_key);
+	__type(value, struct ntpx_client);
+} clients SEC(".maps");
+
+/* The global ceiling's bucket: its theoretical arrival time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ceiling SEC(".maps");
 
 /*
  * The server state (struct ntpx_state), written by the control thread:
@@ -181,6 +240,7 @@ static __always_inline int v6_is_ours(const __u32 daddr[4])
 }
 
 #include "reply.h" /* judge_plain(), write_reply(): uses the configuration above */
+#include "policy.h" /* policy(), write_kod() */
 
 /* classify()'s verdict for a plain request (not a counter). */
 #define NTPX_PLAIN (NTPX_COUNTERS + 1)
@@ -251,6 +311,8 @@ static __always_inline __u32 classify(struct xdp_md *ctx, struct ntpx_headers *h
 	/* First byte: LI (2 bits) | VN (3 bits) | mode (3 bits). */
 	if ((ntp[0] & 0x7) == 4)
 		return NTPX_PASS_SERVER_REPLY;
+	if (kernel_modes & (1u << (ntp[0] & 0x7)))
+		return NTPX_PASS_KERNEL_MODE;
 	if (judge && find_plain(ctx, h, plain))
 		return NTPX_PLAIN;
 	return NTPX_REDIRECTED;
@@ -283,9 +345,10 @@ static __always_inline __u64 hw_rx_tai(struct xdp_md *ctx, const struct ntpx_sta
 }
 
 /* Hands the request to the AF_XDP socket of its queue, with its receive
- * stamps in front; to the kernel if the queue has none. */
+ * stamps and `flags` (NTPX_META_KOD_*) in front; to the kernel if the
+ * queue has none. */
 static __always_inline int redirect(struct xdp_md *ctx, __u64 now, const struct ntpx_state *st,
-				    const int hw)
+				    const int hw, __u32 flags)
 {
 	__u32 queue = ctx->rx_queue_index;
 
@@ -293,10 +356,34 @@ static __always_inline int redirect(struct xdp_md *ctx, __u64 now, const struct 
 		count(NTPX_PASS_NO_SOCKET);
 		return XDP_PASS;
 	}
-	if (ntpx_write_meta(ctx, now, hw_rx_tai(ctx, st, now, hw)))
+	if (ntpx_write_meta(ctx, now, hw_rx_tai(ctx, st, now, hw), flags))
 		count(NTPX_META_FAILED);
 	count(NTPX_REDIRECTED);
 	return bpf_redirect_map(&xsks, queue, XDP_PASS);
+}
+
+static __always_inline int drop(__u32 reason)
+{
+	count(NTPX_DROPPED);
+	count_in(&drops, reason);
+	return XDP_DROP;
+}
+
+/* Cuts Ethernet padding behind a request whose reply ends with its NTP
+ * header; 0 if it could not (then it was dropped and counted). Every
+ * packet pointer is invalid after this. */
+static __always_inline int trim(struct xdp_md *ctx, const struct plain *plain)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	int by = (int)plain->reply_len - (int)(end - data);
+
+	if (by < 0 && bpf_xdp_adjust_tail(ctx, by)) {
+		count(NTPX_TRIM_FAILED);
+		drop(NTPX_DROP_TRUNCATED);
+		return 0;
+	}
+	return 1;
 }
 
 /* Answers the plain request at `plain` (judged good) in place. */
@@ -304,38 +391,53 @@ static __always_inline int reply(struct xdp_md *ctx, struct ntpx_headers *h,
 				 struct plain *plain, const struct ntpx_state *st,
 				 __u64 now, int partial)
 {
-	void *data, *end;
 	__u64 t3, age;
-	int stale = state_stale(st, now, &age), trim;
+	int stale = state_stale(st, now, &age);
 
-	if (drop_unsync && (stale || st->leap == 3)) {
-		count(NTPX_DROPPED);
-		count_in(&drops, NTPX_DROP_UNSYNCHRONIZED);
-		return XDP_DROP;
-	}
+	if (drop_unsync && (stale || st->leap == 3))
+		return drop(NTPX_DROP_UNSYNCHRONIZED);
 	t3 = write_reply(h, plain, st, now, stale, age);
 	/* Wrong time is worse than none, as in the workers. */
 	if (max_residence_ns && t3 - now > max_residence_ns) {
 		count(NTPX_LATE);
 		return XDP_DROP;
 	}
-	/* Ethernet padding behind the request: the reply ends with its NTP
-	 * header. (Every packet pointer is invalid after this.) */
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	trim = (int)plain->reply_len - (int)(end - data);
-	if (trim < 0 && bpf_xdp_adjust_tail(ctx, trim)) {
-		count(NTPX_TRIM_FAILED);
-		count(NTPX_DROPPED);
-		count_in(&drops, NTPX_DROP_TRUNCATED);
+	if (!trim(ctx, plain))
 		return XDP_DROP;
-	}
 	count(NTPX_REPLIED);
 	if (partial)
 		count(NTPX_REPLIED_PARTIAL);
 	if (stale)
 		count(NTPX_REPLIED_STALE);
 	count_in(&service_hist, hist_bucket(t3 - now));
+	return XDP_TX;
+}
+
+/*
+ * In generic mode a request with a partial checksum comes in an skb
+ * marked CHECKSUM_PARTIAL, and XDP_TX sends that same skb, mark
+ * included: whoever finishes the checksum on the way out (a NIC the
+ * peer forwards to) would spoil the full one written here. The workers'
+ * copy-mode transmit builds a fresh skb. 1: answer here.
+ */
+static __always_inline int in_xdp(const struct ntpx_state *st, int partial)
+{
+	return st && st->reply_in_xdp && !(partial && st->partial_to_workers);
+}
+
+/* A Kiss-o'-Death for the plain request at `plain`: written here, or by
+ * the worker where replies do not leave from here. */
+static __always_inline int kod(struct xdp_md *ctx, struct ntpx_headers *h, struct plain *plain,
+			       const struct ntpx_state *st, __u64 now, int partial,
+			       const int hw_rx, int rate)
+{
+	if (!in_xdp(st, partial))
+		return redirect(ctx, now, st, hw_rx,
+				rate ? NTPX_META_KOD_RATE : NTPX_META_KOD_DENY);
+	write_kod(h, plain, rate ? 0x52415445u /* "RATE" */ : 0x44454e59u /* "DENY" */);
+	if (!trim(ctx, plain))
+		return XDP_DROP;
+	count(rate ? NTPX_KOD_RATE : NTPX_KOD_DENY);
 	return XDP_TX;
 }
 
@@ -364,29 +466,31 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 
 		st = bpf_map_lookup_elem(&server_state, &i);
 	}
-	if (fate == NTPX_REDIRECTED)
-		return redirect(ctx, now, st, hw_rx);
-	verdict = judge_plain(&h, &plain, &partial);
-	if (verdict >= 0) {
-		count(NTPX_DROPPED);
-		count_in(&drops, (__u32)verdict);
-		return XDP_DROP;
+	if (fate == NTPX_REDIRECTED) {
+		/* The workers judge it; the policy applies first, a KoD
+		 * becoming a drop (only a plain request is turned into one). */
+		verdict = policy(&h, now, 0);
+		if (verdict >= 0)
+			return drop((__u32)verdict);
+		return redirect(ctx, now, st, hw_rx, 0);
 	}
+	verdict = judge_plain(&h, &plain, &partial);
+	if (verdict >= 0)
+		return drop((__u32)verdict);
+	verdict = policy(&h, now, 1);
+	if (verdict >= 0)
+		return drop((__u32)verdict);
+	if (verdict != NTPX_POLICY_ANSWER)
+		return kod(ctx, &h, &plain, st, now, partial, hw_rx,
+			   verdict == NTPX_POLICY_KOD_RATE);
 	/* An interleaved client echoing one of our marked T2s: the workers
 	 * hold what it is owed. */
 	if (xleave_request(&h, &plain)) {
 		count(NTPX_INTERLEAVED);
-		return redirect(ctx, now, st, hw_rx);
+		return redirect(ctx, now, st, hw_rx, 0);
 	}
-	/*
-	 * In generic mode a request with a partial checksum comes in an skb
-	 * marked CHECKSUM_PARTIAL, and XDP_TX sends that same skb, mark
-	 * included: whoever finishes the checksum on the way out (a NIC the
-	 * peer forwards to) would spoil the full one written here. The
-	 * workers' copy-mode transmit builds a fresh skb.
-	 */
-	if (!st || !st->reply_in_xdp || (partial && st->partial_to_workers))
-		return redirect(ctx, now, st, hw_rx);
+	if (!in_xdp(st, partial))
+		return redirect(ctx, now, st, hw_rx, 0);
 	/* The NIC's stamp, where there is one, is the better T2. */
 	hw = hw_rx_tai(ctx, st, now, hw_rx);
 	return reply(ctx, &h, &plain, st, hw ? hw : now, partial);

@@ -10,6 +10,10 @@
 /* "NTPX": marks metadata that the program wrote for this frame. */
 #define NTPX_META_MAGIC 0x4e545058u
 
+/* ntpx_meta.flags: answer with a Kiss-o'-Death (bpf/policy.h). */
+#define NTPX_META_KOD_RATE 1
+#define NTPX_META_KOD_DENY 2
+
 /*
  * Written by bpf_xdp_adjust_meta() directly in front of each redirected
  * frame, so `magic` is the last 4 bytes before the Ethernet header.
@@ -19,7 +23,8 @@ struct ntpx_meta {
 	__u64 rx_sw_tai_ns; /* bpf_ktime_get_tai_ns() when the program ran */
 	__u64 rx_hw_ns;     /* the NIC's hardware receive stamp, mapped from
 	                     * its clock (PHC) to CLOCK_TAI; 0 = none */
-	__u32 flags;        /* reserved, 0 */
+	__u32 flags;        /* NTPX_META_KOD_*: the policy's verdict, for
+	                     * the worker to carry out; 0: answer */
 	__u32 magic;        /* NTPX_META_MAGIC */
 };
 
@@ -59,6 +64,19 @@ enum ntpx_counter {
 	                           * software stamp was used */
 	NTPX_HW_RX_UNMAPPED,      /* a hardware stamp, but no usable PHC -> TAI
 	                           * mapping: the software stamp was used */
+	NTPX_PASS_KERNEL_MODE,    /* mode 1, 2 or 6 that the configuration
+	                           * leaves to the host's own daemon */
+	NTPX_KOD_RATE,            /* answered with a Kiss-o'-Death RATE */
+	NTPX_KOD_DENY,            /* answered with a Kiss-o'-Death DENY */
+	NTPX_RL_LIMITED,          /* requests over their client's limit (then
+	                           * leaked, a KoD, or dropped rate_limited) */
+	NTPX_RL_LEAKED,           /* ... of which answered anyway (the leak) */
+	NTPX_RL_CLIENTS,          /* clients that went over their limit (once
+	                           * per episode, until they slow down) */
+	NTPX_RL_SPEEDUP,          /* limited clients that went on to ask twice
+	                           * as fast (once per episode) */
+	NTPX_RL_NEW,              /* clients entered into the table (each
+	                           * eviction makes room for one) */
 	NTPX_COUNTERS             /* number of counters */
 };
 
@@ -105,6 +123,9 @@ enum ntpx_drop {
 	NTPX_DROP_XDP_TX_ERROR,
 	NTPX_DROP_LATE,
 	NTPX_DROP_UNSYNCHRONIZED,
+	NTPX_DROP_ACCESS,
+	NTPX_DROP_RATE_LIMITED,
+	NTPX_DROP_CEILING,
 	NTPX_DROP_REASONS         /* size of the `drops` map */
 };
 
@@ -143,6 +164,36 @@ struct ntpx_state {
 /* Buckets of the service-time histogram (see hist_bucket() in reply.h). */
 #define NTPX_HIST_SUB_BITS 3
 #define NTPX_HIST_BUCKETS 256
+
+/* A key of the access-list tries (BPF_MAP_TYPE_LPM_TRIE): IPv4 uses
+ * addr[0] and a prefix length up to 32, IPv6 all four words (network
+ * order) and up to 128. */
+struct ntpx_lpm_key {
+	__u32 prefixlen;
+	__u32 addr[4];
+};
+
+/* A client of the rate limiter: its address cut to the configured
+ * prefix (network order; IPv4 in addr[0], the rest 0). */
+struct ntpx_client_key {
+	__u32 family; /* 4 or 6 */
+	__u32 addr[4];
+};
+
+/* Its bucket and history (Bucket in src/proto/policy/limit.rs); CLOCK_TAI
+ * nanoseconds. */
+struct ntpx_client {
+	__u64 tat;      /* when its bucket is full again (GCRA's theoretical
+	                 * arrival time) */
+	__u64 last;     /* its last request */
+	__u64 avg_gap;  /* mean time between its requests, smoothed */
+	__u64 base_gap; /* avg_gap when its episode over the limit began; 0:
+	                 * no episode (its bucket at least half full);
+	                 * NTPX_SPED_UP: counted as speeding up */
+	__u64 kod_at;   /* its last Kiss-o'-Death */
+};
+
+#define NTPX_SPED_UP (~0ull)
 
 #define NTPX_MAX_ADDRS 16
 #define NTPX_MAX_OWN 64

@@ -439,31 +439,14 @@ static __always_inline int state_stale(const struct ntpx_state *st, __u64 now, _
 }
 
 /*
- * Rewrites the plain request at `p` into its reply, as the Rust
- * responder's respond_v4/respond_v6 and write_reply() do: MAC addresses
- * (the request's source, then ours), a fresh IP header, ports swapped, the
- * NTP reply, then T3 and the UDP checksum last. `rx_tai` is the receive
- * stamp (T2); `stale` and `age` say how old the state is (state_stale()).
- * Returns the transmit stamp read (CLOCK_TAI).
+ * Turns the frame at `p` around, as the Rust responder's respond_v4 /
+ * respond_v6 do: MAC addresses (the request's source, then ours), a fresh
+ * IP header with the addresses swapped, UDP ports swapped and the UDP
+ * checksum zeroed (the caller writes it last).
  */
-static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct plain *p,
-					 const struct ntpx_state *st, __u64 rx_tai, int stale,
-					 __u64 age)
+static __always_inline void turn_around(const struct ntpx_headers *h, struct plain *p)
 {
-	__u8 *ntp = p->ntp;
-	__u64 origin, t2, t2_exact, t3, t3_tai, sum, ref_time;
-	__u8 version = (ntp[0] >> 3) & 7, leap = st->leap, stratum = st->stratum;
-	__s8 poll = (__s8)ntp[2];
-	__u32 disp;
-	__u16 c;
-	/* The client's address for the mark, before the addresses swap. */
-	__u64 client = xleave_bits ? client_fold(h) : 0;
-
-	if (stale)
-		leap = 3;
-	else if ((leap == 1 || leap == 2) && leap_over(st, rx_tai))
-		leap = 0;
-	disp = aged_dispersion(st->root_dispersion, stale ? 0 : age);
+	__u64 sum;
 
 	/* Ethernet: back to the request's source, from our address. */
 	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);
@@ -502,6 +485,36 @@ static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct pl
 	p->udp->dest = p->udp->source;
 	p->udp->source = bpf_htons(ntp_port);
 	p->udp->check = 0;
+}
+
+/*
+ * Rewrites the plain request at `p` into its reply, as the Rust
+ * responder's respond_v4/respond_v6 and write_reply() do: MAC addresses
+ * (the request's source, then ours), a fresh IP header, ports swapped, the
+ * NTP reply, then T3 and the UDP checksum last. `rx_tai` is the receive
+ * stamp (T2); `stale` and `age` say how old the state is (state_stale()).
+ * Returns the transmit stamp read (CLOCK_TAI).
+ */
+static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct plain *p,
+					 const struct ntpx_state *st, __u64 rx_tai, int stale,
+					 __u64 age)
+{
+	__u8 *ntp = p->ntp;
+	__u64 origin, t2, t2_exact, t3, t3_tai, sum, ref_time;
+	__u8 version = (ntp[0] >> 3) & 7, leap = st->leap, stratum = st->stratum;
+	__s8 poll = (__s8)ntp[2];
+	__u32 disp;
+	__u16 c;
+	/* The client's address for the mark, before the addresses swap. */
+	__u64 client = xleave_bits ? client_fold(h) : 0;
+
+	if (stale)
+		leap = 3;
+	else if ((leap == 1 || leap == 2) && leap_over(st, rx_tai))
+		leap = 0;
+	disp = aged_dispersion(st->root_dispersion, stale ? 0 : age);
+
+	turn_around(h, p);
 
 	/* NTP: every field under the rule of write_reply() in
 	 * src/proto/ntp/server.rs. The origin is the request's transmit

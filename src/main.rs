@@ -160,6 +160,8 @@ struct ServeArgs {
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_seconds)]
     duration: Option<Duration>,
+    #[command(flatten)]
+    policy: ntpx::server::policy_config::PolicyFlags,
 }
 
 #[derive(Args)]
@@ -295,6 +297,8 @@ impl ServeArgs {
         if self.no_stats_socket {
             s.stats_socket = Some(String::new());
         }
+        self.policy
+            .apply(&mut f.access, &mut f.rate_limit, &mut f.server.kernel_modes);
         let c = &mut f.clock;
         over!(c.source, self.clock);
         over!(c.stratum, self.stratum);

@@ -493,7 +493,7 @@ fn destination_must_be_ours_when_configured() {
         v4: vec![Ipv4Addr::new(198, 51, 100, 7), Ipv4Addr::from(SERVER_V4)],
         v6: vec![Ipv6Addr::from(SERVER_V6)],
         judge: None,
-        hw_rx_ifindex: None,
+        ..ProgramConfig::default()
     };
     let prog = load(&cfg);
     check(&prog, &request4(), XDP_PASS, counted!(pass_no_socket));
@@ -548,7 +548,7 @@ fn all_sixteen_addresses_are_checked() {
         v4: v4.clone(),
         v6: v6.clone(),
         judge: None,
-        hw_rx_ifindex: None,
+        ..ProgramConfig::default()
     });
     for a in &v4 {
         check(

@@ -119,6 +119,15 @@ reasons! {
     /// The server's state says unsynchronised and `on_unsync = "drop"`: no
     /// reply rather than one with LI 3.
     Unsynchronized => "unsynchronized",
+    /// The source is refused by the access lists (`[access]`, action
+    /// `ignore`), or a refused request that could not be answered with a
+    /// KoD DENY.
+    Access => "access",
+    /// Over its client's rate limit, and neither leaked nor answered with
+    /// a KoD RATE.
+    RateLimited => "rate_limited",
+    /// Over the global reply ceiling (`[limits] ceiling`).
+    Ceiling => "ceiling",
 }
 
 /// How many reasons there are (the length of a counter array).

@@ -7,6 +7,8 @@
 //!   requests get a reply, and what it says);
 //! - [`respond`]: one request frame in, its reply written over it (or the
 //!   reason it gets none);
+//! - [`policy`]: access lists and rate limits: who gets time, a
+//!   Kiss-o'-Death, or nothing;
 //! - [`drops`]: every reason a request is not answered.
 //!
 //! No I/O, no clocks, no syscalls, no `unsafe`, and nothing else of the
@@ -17,5 +19,6 @@
 
 pub mod drops;
 pub mod ntp;
+pub mod policy;
 pub mod respond;
 pub mod wire;

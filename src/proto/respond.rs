@@ -242,6 +242,42 @@ pub fn respond_with(
     noise: u64,
     store: &mut impl TxStore,
 ) -> Result<Reply, DropReason> {
+    respond_any(frame, cfg, state, rx, now, noise, store, None)
+}
+
+/// [`respond`]'s checks, then a Kiss-o'-Death with `code` instead of the
+/// time (the XDP program's policy asked for one: `crate::proto::policy`).
+/// The clock is not read.
+pub fn respond_kiss(
+    frame: &mut [u8],
+    cfg: &Responder,
+    state: &ServerState,
+    code: ntp::KissCode,
+) -> Result<Reply, DropReason> {
+    let never = || NtpTimestamp::ZERO;
+    respond_any(
+        frame,
+        cfg,
+        state,
+        NtpTimestamp::ZERO,
+        never,
+        0,
+        &mut NoStore,
+        Some(code),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond_any(
+    frame: &mut [u8],
+    cfg: &Responder,
+    state: &ServerState,
+    rx: NtpTimestamp,
+    now: impl FnOnce() -> NtpTimestamp,
+    noise: u64,
+    store: &mut impl TxStore,
+    kiss: Option<ntp::KissCode>,
+) -> Result<Reply, DropReason> {
     let eth = Frame::new_checked(&*frame).map_err(|_| DropReason::Truncated)?;
     if eth.dst_is_group() {
         return Err(DropReason::NonUnicast);
@@ -254,8 +290,8 @@ pub fn respond_with(
     }
     let l3 = eth.l3().map_err(|_| DropReason::Truncated)?;
     match l3.ethertype {
-        ETHERTYPE_IPV4 => respond_v4(frame, l3.offset, cfg, state, rx, now, noise, store),
-        ETHERTYPE_IPV6 => respond_v6(frame, l3.offset, cfg, state, rx, now, noise, store),
+        ETHERTYPE_IPV4 => respond_v4(frame, l3.offset, cfg, state, rx, now, noise, store, kiss),
+        ETHERTYPE_IPV6 => respond_v6(frame, l3.offset, cfg, state, rx, now, noise, store, kiss),
         _ => Err(DropReason::NotIp),
     }
 }
@@ -327,6 +363,7 @@ pub fn interleave_stamping(
     let candidate = req.may_be_interleaved() && marker.is_marked(req.origin, client);
     let stamping = Stamping {
         mark: Some((marker, client)),
+        kiss: None,
         previous_tx: if candidate {
             store.take(req.origin, client)
         } else {
@@ -349,6 +386,7 @@ fn respond_v4(
     now: impl FnOnce() -> NtpTimestamp,
     noise: u64,
     store: &mut impl TxStore,
+    kiss: Option<ntp::KissCode>,
 ) -> Result<Reply, DropReason> {
     let ip = Ipv4::new_checked(&frame[off..]).map_err(|_| DropReason::Truncated)?;
     let ihl = ip.header_len();
@@ -404,6 +442,7 @@ fn respond_v4(
         pseudo,
         client,
         store,
+        kiss,
     )
     .map(|written| Reply {
         len: end,
@@ -422,6 +461,7 @@ fn respond_v6(
     now: impl FnOnce() -> NtpTimestamp,
     noise: u64,
     store: &mut impl TxStore,
+    kiss: Option<ntp::KissCode>,
 ) -> Result<Reply, DropReason> {
     let ip = Ipv6::new_checked(&frame[off..]).map_err(|_| DropReason::Truncated)?;
     if ip.version() != 6 {
@@ -469,6 +509,7 @@ fn respond_v6(
         pseudo,
         client,
         store,
+        kiss,
     )
     .map(|written| Reply {
         len: end,
@@ -493,9 +534,19 @@ fn finish_udp(
     pseudo: u32,
     client: u64,
     store: &mut impl TxStore,
+    kiss: Option<ntp::KissCode>,
 ) -> Result<Reply, DropReason> {
     let req = &checked.req;
-    let (stamping, candidate) = interleave_stamping(cfg, req, client, store);
+    let (stamping, candidate) = match kiss {
+        Some(code) => (
+            Stamping {
+                kiss: Some(code),
+                ..Stamping::default()
+            },
+            false,
+        ),
+        None => interleave_stamping(cfg, req, client, store),
+    };
     let mut u = Udp::new_checked(&mut *datagram).map_err(|_| DropReason::Truncated)?;
     u.emit_reply_header(cfg.port, checked.client_port, REPLY_UDP_LEN as u16);
     let payload = &mut datagram[udp::HEADER_LEN..];

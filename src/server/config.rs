@@ -4,6 +4,8 @@
 //! `scripts/ntpx.example.toml`.
 
 use crate::proto::ntp::NtpShort;
+use crate::proto::policy::Policy;
+use crate::server::policy_config::{AccessFile, RateLimitFile};
 use crate::server::program::{MAX_ADDRS, MAX_QUEUES};
 use crate::server::state::{Source, StateConfig};
 pub use crate::sys::Datapath;
@@ -54,6 +56,8 @@ pub struct ServerFile {
     pub drop_loop_ports: Option<bool>,
     /// Minimum poll exponent put in replies.
     pub min_poll: Option<i8>,
+    /// NTP modes passed to the host's own daemon (1, 2, 6; default none).
+    pub kernel_modes: Option<Vec<u8>>,
     /// Seconds between stats lines (default 10, 0 = off).
     pub stats_interval: Option<u64>,
     /// Unix socket that `ntpx stats` reads (default `/run/ntpx.sock`,
@@ -156,6 +160,12 @@ pub struct ConfigFile {
     /// `[clock]`.
     #[serde(default)]
     pub clock: ClockFile,
+    /// `[access]`.
+    #[serde(default)]
+    pub access: AccessFile,
+    /// `[rate_limit]`.
+    #[serde(default)]
+    pub rate_limit: RateLimitFile,
 }
 
 impl ConfigFile {
@@ -231,6 +241,10 @@ pub struct Settings {
     pub leap_seconds_list: Option<PathBuf>,
     /// Hardware receive stamps.
     pub hw_timestamps: HwTimestamps,
+    /// Access lists and rate limits.
+    pub policy: Policy,
+    /// Modes passed to the host's daemon: bit m for mode m.
+    pub kernel_modes: u8,
 }
 
 /// How long an idle AF_XDP worker polls its ring before sleeping (µs).
@@ -416,6 +430,14 @@ impl Settings {
                 "interleave_slots must be 0 (basic mode only) to {MAX_INTERLEAVE_SLOTS}, not {interleave_slots}"
             );
         }
+        let kernel_modes = crate::server::policy_config::kernel_modes(s.kernel_modes.as_deref())?;
+        if kernel_modes != 0 && datapath == Datapath::Socket {
+            anyhow::bail!(
+                "kernel_modes needs the xdp datapath: on the socket datapath ntpx holds the port, \
+                 and no other daemon can receive on it"
+            );
+        }
+        let policy = crate::server::policy_config::policy(&f.access, &f.rate_limit)?;
         let c = &f.clock;
         let chrony_socket = PathBuf::from(
             c.chrony_socket
@@ -506,6 +528,8 @@ impl Settings {
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
             hw_timestamps: c.hw_timestamps.unwrap_or(HwTimestamps::Auto),
+            policy,
+            kernel_modes,
         })
     }
 }

@@ -10,6 +10,7 @@ use super::state::{SharedState, Source, Upstream};
 use super::stats::{Collector, KernelCounts, Totals};
 use super::stats_socket::StatsSocket;
 use crate::proto::drops::DropReason;
+use crate::server::limiter::PolicyCounts;
 use crate::sys::clock::chrony::ChronyClient;
 use crate::sys::clock::ntp_query::NtpQuery;
 use crate::sys::clock::phc::{PhcSampler, PhcTracker, SystemPtp};
@@ -95,7 +96,18 @@ impl KernelCounts for XdpKernelCounts {
     fn add_to(&self, t: &mut Totals) {
         if let Ok(c) = self.program.read() {
             t.add_kernel_replies(c.replied, c.replied_partial);
+            // Kiss-o'-Death replies sent from XDP: replies too.
+            t.add_kernel_replies(c.kod_rate + c.kod_deny, 0);
             t.add_kernel(DropReason::Late, c.late);
+            t.policy.add(PolicyCounts {
+                kod_rate: c.kod_rate,
+                kod_deny: c.kod_deny,
+                limited: c.rl_limited,
+                leaked: c.rl_leaked,
+                limited_clients: c.rl_clients,
+                speedups: c.rl_speedup,
+                entered: c.rl_new,
+            });
         }
         if let Ok(drops) = self.program.drops() {
             for (reason, n) in drops {

@@ -76,6 +76,7 @@ use std::os::fd::RawFd;
 
 use crate::proto::drops::DropReason;
 use crate::proto::ntp::{Marker, ServerState};
+use crate::proto::policy::Policy;
 use crate::proto::respond::Responder;
 use crate::sys::bpf::skel::ntpx::{NtpxSkelBuilder, OpenNtpxSkel};
 pub use crate::sys::bpf::{AttachMode, ProgramError, TestRun, XdpMode};
@@ -97,10 +98,10 @@ pub use crate::sys::bpf::MAX_QUEUES;
 /// that the program can judge against.
 pub const MAX_OWN: usize = 64;
 /// `NTPX_COUNTERS`: number of counters.
-pub const COUNTERS: usize = 20;
+pub const COUNTERS: usize = 28;
 /// `NTPX_DROP_REASONS`: slots of the `drops` map, the [`DropReason`]s in
 /// order.
-pub const DROP_REASONS: usize = 36;
+pub const DROP_REASONS: usize = 39;
 /// `NTPX_HIST_BUCKETS`: buckets of the service-time histogram.
 pub const HIST_BUCKETS: usize = 256;
 /// `NTPX_HIST_SUB_BITS`: each power of two splits into 2^this buckets.
@@ -128,6 +129,11 @@ pub struct ProgramConfig {
     /// a program attaches in native mode only, and `BPF_PROG_TEST_RUN`
     /// refuses it; the same source, unbound, is what the tests run.
     pub hw_rx_ifindex: Option<u32>,
+    /// Access lists, rate limits and the ceiling (`bpf/policy.h`); `None`:
+    /// none.
+    pub policy: Option<Policy>,
+    /// Modes passed to the host's own daemon: bit m for mode m (1, 2, 6).
+    pub kernel_modes: u8,
 }
 
 impl Default for ProgramConfig {
@@ -138,6 +144,8 @@ impl Default for ProgramConfig {
             v6: Vec::new(),
             judge: None,
             hw_rx_ifindex: None,
+            policy: None,
+            kernel_modes: 0,
         }
     }
 }
@@ -197,6 +205,8 @@ impl ProgramConfig {
                 interleave: r.interleave,
             }),
             hw_rx_ifindex: None,
+            policy: None,
+            kernel_modes: 0,
         }
     }
 }
@@ -318,6 +328,26 @@ counter_struct! {
         /// A hardware stamp, but no usable PHC → TAI mapping; the software
         /// stamp served.
         hw_rx_unmapped,
+        /// Mode 1, 2 or 6, left by the configuration (`kernel_modes`) to
+        /// the host's own daemon.
+        pass_kernel_mode,
+        /// Answered here with a Kiss-o'-Death RATE.
+        kod_rate,
+        /// Answered here with a Kiss-o'-Death DENY.
+        kod_deny,
+        /// Requests over their client's limit (each then leaked, answered
+        /// with a KoD, or dropped as `rate_limited`).
+        rl_limited,
+        /// ... of which answered anyway: the leak.
+        rl_leaked,
+        /// Clients that went over their limit, once per episode (until
+        /// they are within it again).
+        rl_clients,
+        /// Limited clients that went on to ask twice as fast, once per
+        /// episode.
+        rl_speedup,
+        /// Clients entered into the rate limiter's table.
+        rl_new,
     }
 }
 
@@ -403,6 +433,12 @@ impl XdpProgram {
             }
         }
 
+        rodata.kernel_modes = cfg.kernel_modes;
+        if let Some(p) = &cfg.policy {
+            super::xdp_policy::configure(rodata, p);
+            super::xdp_policy::size_maps(&mut open, p)?;
+        }
+
         // One of the two variants (bpf/ntpx.bpf.c): device-bound, asking
         // for hardware receive stamps, or not.
         let name = match cfg.hw_rx_ifindex {
@@ -436,6 +472,9 @@ impl XdpProgram {
         let hist = take(&skel.maps.service_hist, "take the service_hist map's fd")?;
         let state = take(&skel.maps.server_state, "take the server_state map's fd")?;
         let state_slot = take(&skel.maps.state_slot, "take the state_slot map's fd")?;
+        if let Some(p) = &cfg.policy {
+            super::xdp_policy::fill(&skel, p)?;
+        }
         // The handles hold duplicated fds; the libbpf object can go.
         drop(skel);
 
@@ -653,6 +692,14 @@ mod tests {
             ("NTPX_MAX_OWN", MAX_OWN),
             ("NTPX_HIST_BUCKETS", HIST_BUCKETS),
             ("NTPX_HIST_SUB_BITS", HIST_SUB_BITS as usize),
+            (
+                "NTPX_META_KOD_RATE",
+                crate::sys::xsk::meta::META_KOD_RATE as usize,
+            ),
+            (
+                "NTPX_META_KOD_DENY",
+                crate::sys::xsk::meta::META_KOD_DENY as usize,
+            ),
         ] {
             assert_eq!(define(name), Some(value.to_string().as_str()), "{name}");
         }
@@ -765,10 +812,12 @@ mod tests {
         }
         let c = XdpCounters::from_array(values);
         assert_eq!(c.seen, 1);
-        assert_eq!(c.trim_failed, COUNTERS as u64 - 4);
-        assert_eq!(c.late, COUNTERS as u64 - 3);
-        assert_eq!(c.interleaved, COUNTERS as u64 - 2);
-        assert_eq!(c.hw_rx_unmapped, COUNTERS as u64);
+        assert_eq!(c.trim_failed, 16);
+        assert_eq!(c.late, 17);
+        assert_eq!(c.interleaved, 18);
+        assert_eq!(c.hw_rx_unmapped, 20);
+        assert_eq!(c.pass_kernel_mode, 21);
+        assert_eq!(c.rl_new, COUNTERS as u64);
         assert_eq!(c.to_array(), values);
         assert_eq!(c.fields()[2], ("pass_not_ip", 3));
         assert_eq!(c.since(&c), XdpCounters::default());

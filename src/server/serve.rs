@@ -191,8 +191,14 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
     }
     let xleave = (settings.interleave_slots > 0)
         .then(|| Arc::new(XleaveTable::new(settings.interleave_slots)));
+    let limiter = (settings.datapath == Datapath::Socket).then(|| {
+        Arc::new(crate::server::limiter::Limiter::new(
+            settings.policy.clone(),
+        ))
+    });
     let ctx = |published: Arc<Published>, cpu| WorkerCtx {
         xleave: xleave.clone(),
+        limiter: limiter.clone(),
         responder: responder.clone(),
         state: state.clone(),
         running: running.clone(),
@@ -244,6 +250,8 @@ fn run_xdp(
     if let Some(j) = program_cfg.judge.as_mut() {
         j.max_residence_ns = settings.max_residence_us.saturating_mul(1000);
     }
+    program_cfg.policy = Some(settings.policy.clone());
+    program_cfg.kernel_modes = settings.kernel_modes;
     let judging = program_cfg.judge.is_some();
     if !judging && settings.replies == Replies::Xdp {
         bail!(

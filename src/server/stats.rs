@@ -15,6 +15,7 @@
 use crate::proto::drops::{COUNT, DropReason};
 use crate::report::{fmt_ns, new_histogram, quantile_list};
 use crate::server::interleave::TableCounts;
+use crate::server::limiter::PolicyCounts;
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use std::fmt::Write as _;
@@ -38,6 +39,8 @@ pub struct Published {
     drops: [AtomicU64; COUNT],
     /// The interleaved-mode table's counts: recorded, stamped, hits, misses.
     xleave: [AtomicU64; 4],
+    /// The policy's counts ([`PolicyCounts::to_array`]).
+    policy: [AtomicU64; PolicyCounts::LEN],
     /// Histograms the worker has handed over, to be merged.
     full: ArrayQueue<Hist>,
     /// Emptied histograms, for the worker to take.
@@ -57,6 +60,7 @@ impl Default for Published {
             partial_checksum: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             xleave: std::array::from_fn(|_| AtomicU64::new(0)),
+            policy: std::array::from_fn(|_| AtomicU64::new(0)),
             full: ArrayQueue::new(HAND_OVER_SLOTS),
             spare,
             merged: Mutex::new(new_histogram()),
@@ -93,6 +97,8 @@ pub struct WorkerStats {
     partial_checksum: u64,
     drops: [u64; COUNT],
     xleave: TableCounts,
+    /// The policy's counts (socket datapath; KoDs on both).
+    pub policy: PolicyCounts,
     hist: Hist,
     last_hand_over_ns: u64,
     published: std::sync::Arc<Published>,
@@ -107,6 +113,7 @@ impl WorkerStats {
             partial_checksum: 0,
             drops: [0; COUNT],
             xleave: TableCounts::default(),
+            policy: PolicyCounts::default(),
             // The worker's first histogram; the spare waits in `published`.
             hist: Box::new(new_histogram()),
             last_hand_over_ns: 0,
@@ -182,6 +189,9 @@ impl WorkerStats {
             a.store(v, Relaxed);
         }
         for (a, v) in p.xleave.iter().zip(self.xleave.to_array()) {
+            a.store(v, Relaxed);
+        }
+        for (a, v) in p.policy.iter().zip(self.policy.to_array()) {
             a.store(v, Relaxed);
         }
     }
@@ -276,6 +286,8 @@ pub struct Totals {
     /// Interleaved mode: replies recorded, stamped, given (hits), and
     /// marked requests answered in basic mode (misses).
     pub xleave: TableCounts,
+    /// What the access lists and rate limits did (workers and XDP).
+    pub policy: PolicyCounts,
     /// RX→TX service time (ns), all workers merged.
     pub service: Histogram<u64>,
 }
@@ -289,11 +301,15 @@ impl Totals {
             partial_checksum: 0,
             drops: [0; COUNT],
             xleave: TableCounts::default(),
+            policy: PolicyCounts::default(),
             service: new_histogram(),
         };
         for w in workers {
             t.xleave.add(TableCounts::from_array(
                 w.xleave.each_ref().map(|a| a.load(Relaxed)),
+            ));
+            t.policy.add(PolicyCounts::from_array(
+                w.policy.each_ref().map(|a| a.load(Relaxed)),
             ));
             t.rx += w.rx.load(Relaxed);
             t.tx += w.tx.load(Relaxed);

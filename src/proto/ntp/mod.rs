@@ -14,7 +14,7 @@ pub mod timestamp;
 pub use interleave::{Marker, NoStore, TxStore};
 pub use packet::{HEADER_LEN, Leap, Mode, Packet};
 pub use server::{
-    Reject, ReplyPolicy, Request, ServerState, Stamping, parse_request, write_reply,
+    KissCode, Reject, ReplyPolicy, Request, ServerState, Stamping, parse_request, write_reply,
     write_reply_with,
 };
 pub use timestamp::{NtpShort, NtpTimestamp};

@@ -145,6 +145,41 @@ pub struct Stamping {
     /// answer in interleaved mode (T3 = this, origin = the request's
     /// receive timestamp) instead of reading the clock.
     pub previous_tx: Option<NtpTimestamp>,
+    /// Answer with this Kiss-o'-Death instead of the time (the policy's
+    /// verdict, `crate::proto::policy`): everything else is ignored.
+    pub kiss: Option<KissCode>,
+}
+
+/// A Kiss-o'-Death code (RFC 5905 §7.4): the four ASCII bytes of the
+/// reference ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KissCode(pub [u8; 4]);
+
+impl KissCode {
+    /// "RATE": the client asks too often.
+    pub const RATE: KissCode = KissCode(*b"RATE");
+    /// "DENY": the server refuses this client.
+    pub const DENY: KissCode = KissCode(*b"DENY");
+}
+
+/// Writes a Kiss-o'-Death: LI 3, the request's version, mode 4, stratum 0,
+/// the request's poll, precision 0, no root delay or dispersion, the code
+/// as the reference ID, no reference time, and no time given away: origin,
+/// receive and transmit all the request's transmit timestamp. 48 bytes.
+/// `write_kod()` in `bpf/policy.h` writes the same.
+fn write_kiss(p: &mut Packet<&mut [u8]>, req: &Request, code: KissCode) -> NtpTimestamp {
+    p.set_li_vn_mode(Leap::Unsynchronized, req.version, Mode::Server);
+    p.set_stratum(0);
+    p.set_poll(req.poll);
+    p.set_precision(0);
+    p.set_root_delay(NtpShort::ZERO);
+    p.set_root_dispersion(NtpShort::ZERO);
+    p.set_ref_id(code.0);
+    p.set_ref_time(NtpTimestamp::ZERO);
+    p.set_origin(req.transmit);
+    p.set_receive(req.transmit);
+    p.set_transmit(req.transmit);
+    req.transmit
 }
 
 /// NTS extension field types (RFC 8915 §5.7).
@@ -259,6 +294,10 @@ pub fn write_reply_with(
     stamping: Stamping,
 ) -> Option<(NtpTimestamp, NtpTimestamp)> {
     let mut p = Packet::new_checked(out)?;
+    if let Some(code) = stamping.kiss {
+        let t = write_kiss(&mut p, req, code);
+        return Some((t, t));
+    }
     let synced = state.leap != Leap::Unsynchronized;
     // LI: the server's leap state, 3 when not synchronised. VN: copied
     // from the request. Mode: 4 (server).

@@ -10,6 +10,7 @@ pub mod xsk_loop;
 
 use crate::proto::respond::Responder;
 use crate::server::interleave::XleaveTable;
+use crate::server::limiter::Limiter;
 use crate::server::state::SharedState;
 use crate::server::stats::Published;
 use crate::sys::clock::Clock;
@@ -39,6 +40,9 @@ pub struct WorkerCtx<C: Clock> {
     pub spin: std::time::Duration,
     /// The interleaved-mode table (None: basic mode only).
     pub xleave: Option<Arc<XleaveTable>>,
+    /// The socket datapath's access lists and rate limits (the XDP
+    /// datapath's are in its program); None: no policy.
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 impl<C: Clock> WorkerCtx<C> {

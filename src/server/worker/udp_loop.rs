@@ -9,6 +9,7 @@ use super::WorkerCtx;
 use crate::proto::drops::DropReason;
 use crate::proto::ntp::interleave::fold;
 use crate::proto::ntp::{self, NtpTimestamp};
+use crate::proto::policy::Verdict;
 use crate::proto::respond::{
     check_addresses, check_source_port, check_synchronized, interleave_stamping,
 };
@@ -66,17 +67,57 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 let dst = r.dst.ok_or(DropReason::NotOurAddress)?;
                 check_addresses(cfg, r.src.ip(), dst)?;
                 let req = ntp::parse_request(&sock.buf_mut(i)[..r.len])?;
+                // The policy, then the last check, as in the XDP program.
+                let verdict = match &ctx.limiter {
+                    Some(l) => l.decide(
+                        r.src.ip(),
+                        rx_ns,
+                        [rng.u32(..), rng.u32(..)],
+                        &mut stats.policy,
+                    ),
+                    None => Verdict::Answer,
+                };
+                match verdict {
+                    Verdict::Drop(reason) => return Err(reason),
+                    Verdict::Kiss(code) => return Ok((req, Some(code))),
+                    Verdict::Answer => {}
+                }
                 check_synchronized(&cfg.policy, &header)?;
-                Ok(req)
+                Ok((req, None))
             })();
             let client = r.src.ip();
-            let req = match checked {
-                Ok(req) => req,
+            let (req, kiss) = match checked {
+                Ok(x) => x,
                 Err(reason) => {
                     stats.drop(reason, 1);
                     continue;
                 }
             };
+            if let Some(code) = kiss {
+                let stamping = ntp::Stamping {
+                    kiss: Some(code),
+                    ..ntp::Stamping::default()
+                };
+                let never = || NtpTimestamp::ZERO;
+                let buf = &mut sock.buf_mut(i)[..];
+                if ntp::write_reply_with(
+                    buf,
+                    &req,
+                    &header,
+                    &cfg.policy,
+                    NtpTimestamp::ZERO,
+                    never,
+                    0,
+                    stamping,
+                )
+                .is_some()
+                {
+                    stats.policy.kissed(code);
+                    replies[k] = (i, ntp::HEADER_LEN, false);
+                    k += 1;
+                }
+                continue;
+            }
             let mut tx_ns = 0;
             let now = || {
                 tx_ns = ctx.clock.now_unix_nanos();

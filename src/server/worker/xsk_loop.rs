@@ -3,10 +3,12 @@
 
 use super::WorkerCtx;
 use crate::proto::drops::DropReason;
+use crate::proto::ntp::KissCode;
 use crate::proto::ntp::NtpTimestamp;
-use crate::proto::respond::respond_with;
+use crate::proto::respond::{respond_kiss, respond_with};
 use crate::server::stats::WorkerStats;
 use crate::sys::clock::{self, Clock};
+use crate::sys::xsk::meta::{META_KOD_DENY, META_KOD_RATE};
 use crate::sys::xsk::{TxTag, Verdict, XskQueue};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -86,9 +88,25 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
         let done = q.reply(|frame| {
             // The program's stamps: the NIC's (mapped to CLOCK_TAI in XDP,
             // 0 without one) and its own software stamp.
-            let (hw, sw) = frame
-                .take_meta()
-                .map_or((0, 0), |m| (m.rx_hw_ns, m.rx_sw_tai_ns));
+            let meta = frame.take_meta();
+            // The program's policy asked for a Kiss-o'-Death.
+            if let Some(code) = meta.and_then(|m| kiss_code(m.flags)) {
+                return match respond_kiss(frame.bytes_mut(), cfg, &header, code) {
+                    Ok(r) if frame.set_len(r.len) => {
+                        stats.policy.kissed(code);
+                        Verdict::Transmit
+                    }
+                    Ok(_) => {
+                        stats.drop(DropReason::Truncated, 1);
+                        Verdict::Release
+                    }
+                    Err(reason) => {
+                        stats.drop(reason, 1);
+                        Verdict::Release
+                    }
+                };
+            }
+            let (hw, sw) = meta.map_or((0, 0), |m| (m.rx_hw_ns, m.rx_sw_tai_ns));
             let rx_ns = clock::receive_time(hw, sw, &snap.tai, batch_now);
             let mut tx_ns = 0;
             let now = || {
@@ -163,4 +181,13 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
     stats.publish(0);
     stats.flush_histogram();
     q
+}
+
+/// The Kiss-o'-Death the program's metadata flags ask for, if any.
+fn kiss_code(flags: u32) -> Option<KissCode> {
+    match flags {
+        META_KOD_RATE => Some(KissCode::RATE),
+        META_KOD_DENY => Some(KissCode::DENY),
+        _ => None,
+    }
 }

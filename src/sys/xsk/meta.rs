@@ -9,6 +9,11 @@ pub const META_LEN: usize = 24;
 /// `NTPX_META_MAGIC`.
 pub const META_MAGIC: u32 = 0x4e54_5058;
 
+/// `NTPX_META_KOD_RATE`: answer with a Kiss-o'-Death RATE.
+pub const META_KOD_RATE: u32 = 1;
+/// `NTPX_META_KOD_DENY`: answer with a Kiss-o'-Death DENY.
+pub const META_KOD_DENY: u32 = 2;
+
 /// A parsed `struct ntpx_meta` (host byte order, like the program wrote).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
@@ -17,7 +22,8 @@ pub struct Meta {
     /// The NIC's hardware receive stamp, mapped by the program from the
     /// NIC's clock to `CLOCK_TAI` (`sys::clock::phc::PhcMap`); 0 = none.
     pub rx_hw_ns: u64,
-    /// Reserved flags.
+    /// The program's policy verdict: [`META_KOD_RATE`], [`META_KOD_DENY`],
+    /// or 0 (answer).
     pub flags: u32,
 }
 

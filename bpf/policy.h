@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: MIT OR GPL-2.0 */
+/*
+ * Policy in XDP: access lists, per-client rate limiting and the global
+ * reply ceiling, decided before either datapath answers (a reply here or
+ * a redirect to a worker). Included by bpf/ntpx.bpf.c after its
+ * configuration and maps. The socket datapath decides the same way in
+ * Rust (src/proto/policy/); the rules and their defaults are in
+ * README.md, "Defence".
+ *
+ * Order, for a request to the server that the program did not drop:
+ *   1. access: a source in the deny list, or (when there is an allow
+ *      list) not in it, gets `acl_action`: ignored (dropped, `access`)
+ *      or a Kiss-o'-Death DENY (still subject to 2 and 3);
+ *   2. rate limit, per client (IPv4 address or IPv6 /64, by default):
+ *      a token bucket (GCRA); a request over the client's limit is still
+ *      answered 1 time in `rl_leak` (so that a spoofed victim is never
+ *      cut off), else gets a KoD RATE 1 time in `rl_kod` (at most one
+ *      per client per `rl_kod_gap_ns`), else is dropped (`rate_limited`);
+ *   3. the global ceiling: at most `ceiling_interval_ns` apart on
+ *      average over all CPUs, with a burst; over it, dropped (`ceiling`).
+ */
+#ifndef NTPX_POLICY_H
+#define NTPX_POLICY_H
+
+/* policy() results other than a drop reason (enum ntpx_drop). */
+#define NTPX_POLICY_ANSWER -1
+#define NTPX_POLICY_KOD_RATE -3
+#define NTPX_POLICY_KOD_DENY -4
+
+/* 1 in `n` (n = 0: never, n = 1: always), from a fresh random number. */
+static __always_inline int one_in(__u32 n)
+{
+	if (!n)
+		return 0;
+	return bpf_get_prandom_u32() % n == 0;
+}
+
+/* ---- access lists ---- */
+
+static __always_inline int in_trie(void *map, const struct ntpx_headers *h)
+{
+	struct ntpx_lpm_key k = {};
+
+	if (h->family == 4) {
+		k.prefixlen = 32;
+		k.addr[0] = h->ip4->saddr;
+	} else {
+		k.prefixlen = 128;
+		k.addr[0] = h->ip6->saddr.in6_u.u6_addr32[0];
+		k.addr[1] = h->ip6->saddr.in6_u.u6_addr32[1];
+		k.addr[2] = h->ip6->saddr.in6_u.u6_addr32[2];
+		k.addr[3] = h->ip6->saddr.in6_u.u6_addr32[3];
+	}
+	return bpf_map_lookup_elem(map, &k) != NULL;
+}
+
+/* 1 if the source is refused: in the deny list, or outside a non-empty
+ * allow list. */
+static __always_inline int refused(const struct ntpx_headers *h)
+{
+	if (h->family == 4) {
+		if (acl_deny_v4 && in_trie(&deny_v4, h))
+			return 1;
+		return acl_allow_v4 && !in_trie(&allow_v4, h);
+	}
+	if (acl_deny_v6 && in_trie(&deny_v6, h))
+		return 1;
+	return acl_allow_v6 && !in_trie(&allow_v6, h);
+}
+
+/* ---- rate limiting ---- */
+
+/* The client's key: its address cut to the configured prefix. */
+static __always_inline void client_key(const struct ntpx_headers *h, struct ntpx_client_key *k)
+{
+	if (h->family == 4) {
+		k->family = 4;
+		k->addr[0] = h->ip4->saddr & rl_mask_v4;
+	} else {
+		k->family = 6;
+		k->addr[0] = h->ip6->saddr.in6_u.u6_addr32[0] & rl_mask_v6[0];
+		k->addr[1] = h->ip6->saddr.in6_u.u6_addr32[1] & rl_mask_v6[1];
+		k->addr[2] = h->ip6->saddr.in6_u.u6_addr32[2] & rl_mask_v6[2];
+		k->addr[3] = h->ip6->saddr.in6_u.u6_addr32[3] & rl_mask_v6[3];
+	}
+}
+
+/*
+ * One request from the client in `e` at `now`: 1 if it is within its
+ * limit. The mirror of Bucket::admit() in src/proto/policy/limit.rs,
+ * field for field. Two CPUs may update one entry at once: the bucket
+ * then lets a request or two more through, never fewer.
+ */
+static __always_inline int admit(struct ntpx_client *e, __u64 now)
+{
+	__u64 gap = now > e->last ? now - e->last : 0, tat;
+
+	e->last = now;
+	/* The client's mean gap, smoothed over about 8 requests. */
+	e->avg_gap = e->avg_gap - (e->avg_gap >> 3) + (gap >> 3);
+	tat = e->tat > now ? e->tat : now;
+	if (tat + rl_interval_ns - now <= rl_burst_ns) {
+		e->tat = tat + rl_interval_ns;
+		/* The episode, if any, ends once the bucket is half full. */
+		if (e->tat - now <= rl_burst_ns / 2)
+			e->base_gap = 0;
+		return 1;
+	}
+	count(NTPX_RL_LIMITED);
+	if (!e->base_gap) {
+		/* A new episode: remember how fast the client was going. */
+		e->base_gap = e->avg_gap ? e->avg_gap : 1;
+		count(NTPX_RL_CLIENTS);
+	} else if (e->base_gap != NTPX_SPED_UP && e->avg_gap * 2 < e->base_gap) {
+		/* Twice as fast as when first limited: once per episode. */
+		e->base_gap = NTPX_SPED_UP;
+		count(NTPX_RL_SPEEDUP);
+	}
+	return 0;
+}
+
+/* What a limited request gets: NTPX_POLICY_ANSWER (the leak),
+ * NTPX_POLICY_KOD_RATE, or the drop reason. `kod_ok`: a KoD can be
+ * written (a plain request). */
+static __always_inline int limited(struct ntpx_client *e, __u64 now, int kod_ok)
+{
+	if (one_in(rl_leak)) {
+		count(NTPX_RL_LEAKED);
+		return NTPX_POLICY_ANSWER;
+	}
+	if (kod_ok && now - e->kod_at >= rl_kod_gap_ns && one_in(rl_kod)) {
+		e->kod_at = now;
+		return NTPX_POLICY_KOD_RATE;
+	}
+	return NTPX_DROP_RATE_LIMITED;
+}
+
+static __always_inline int rate_limit(const struct ntpx_headers *h, __u64 now, int kod_ok)
+{
+	struct ntpx_client_key k = {};
+	struct ntpx_client *e, fresh = {};
+
+	if (!rl_interval_ns)
+		return NTPX_POLICY_ANSWER;
+	client_key(h, &k);
+	e = bpf_map_lookup_elem(&clients, &k);
+	if (!e) {
+		/* A first request: a full bucket, less this one. The kernel
+		 * evicts the least recently used client when the table is
+		 * full; it never grows. */
+		fresh.tat = now + rl_interval_ns;
+		fresh.last = now;
+		fresh.kod_at = now - rl_kod_gap_ns;
+		count(NTPX_RL_NEW);
+		bpf_map_update_elem(&clients, &k, &fresh, BPF_ANY);
+		return NTPX_POLICY_ANSWER;
+	}
+	if (admit(e, now))
+		return NTPX_POLICY_ANSWER;
+	return limited(e, now, kod_ok);
+}
+
+/* ---- the global ceiling ---- */
+
+static __always_inline int under_ceiling(__u64 now)
+{
+	__u32 zero = 0;
+	__u64 *tat, old, t;
+
+	if (!ceiling_interval_ns)
+		return 1;
+	tat = bpf_map_lookup_elem(&ceiling, &zero);
+	if (!tat)
+		return 1;
+	old = *tat;
+	t = old > now ? old : now;
+	if (t + ceiling_interval_ns - now > ceiling_burst_ns)
+		return 0;
+	/* One try: a lost race lets this reply through anyway. */
+	__sync_val_compare_and_swap(tat, old, t + ceiling_interval_ns);
+	return 1;
+}
+
+/*
+ * The policy for a request from the source in `h`, received at `now`:
+ * NTPX_POLICY_ANSWER, NTPX_POLICY_KOD_RATE / _DENY, or a drop reason.
+ * `kod_ok`: the request is a plain one, which can be turned into a KoD
+ * here (the others are dropped where a KoD would be sent).
+ */
+static __always_inline int policy(const struct ntpx_headers *h, __u64 now, int kod_ok)
+{
+	int deny = 0, v;
+
+	if (acl_on && refused(h)) {
+		if (!acl_kod || !kod_ok)
+			return NTPX_DROP_ACCESS;
+		deny = 1;
+	}
+	v = rate_limit(h, now, kod_ok);
+	if (v == NTPX_POLICY_ANSWER && deny)
+		v = NTPX_POLICY_KOD_DENY;
+	if (v >= 0)
+		return v;
+	if (!under_ceiling(now))
+		return NTPX_DROP_CEILING;
+	return v;
+}
+
+/*
+ * Rewrites the plain request at `p` into a Kiss-o'-Death with the ASCII
+ * `code` ("RATE", "DENY"), as kod() in src/proto/ntp/server.rs: LI 3,
+ * the request's version, mode 4, stratum 0, the request's poll, no time
+ * given away (origin, receive and transmit all the request's transmit
+ * timestamp), 48 bytes. Addresses and checksums as write_reply().
+ */
+static __always_inline void write_kod(const struct ntpx_headers *h, struct plain *p,
+				      __u32 code)
+{
+	__u8 *ntp = p->ntp;
+	__u64 xmt = *(__u64 *)(ntp + 40), sum;
+	__u8 version = (ntp[0] >> 3) & 7;
+	__u16 c;
+
+	turn_around(h, p);
+	ntp[0] = (3 << 6) | (version << 3) | 4;
+	ntp[1] = 0;
+	ntp[3] = 0;
+	*(__u32 *)(ntp + 4) = 0;
+	*(__u32 *)(ntp + 8) = 0;
+	put_be32(ntp + 12, code);
+	*(__u64 *)(ntp + 16) = 0;
+	*(__u64 *)(ntp + 24) = xmt;
+	*(__u64 *)(ntp + 32) = xmt;
+	/* transmit (40..48) stays the request's */
+	if (h->family == 4)
+		sum = pseudo_sum(&h->ip4->saddr, &h->ip4->daddr, 1);
+	else
+		sum = pseudo_sum(&h->ip6->saddr, &h->ip6->daddr, 4);
+	CSUM_WORDS(sum, p->udp, NTPX_UDP_LEN / 4);
+	c = ~csum_fold(sum);
+	p->udp->check = c ? c : 0xffff;
+}
+
+#endif

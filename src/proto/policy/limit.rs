@@ -1,0 +1,395 @@
+//! Rate limiting: a token bucket per client, with a leak and a KoD RATE
+//! for those over their limit, and a global reply ceiling.
+//!
+//! The bucket is GCRA (the "virtual scheduling" form of a token bucket):
+//! one timestamp per client, the theoretical arrival time `tat`, at which
+//! its bucket would be full again. A request at `now` is within the limit
+//! when `max(tat, now) + interval - now <= interval * burst`; then `tat`
+//! moves on by one interval. So a client may send `burst` requests at
+//! once, then one per `interval`. `bpf/policy.h` (admit(), limited(),
+//! under_ceiling()) is the same arithmetic in C.
+//!
+//! Clients are keyed by address, IPv4 cut to `prefix_v4` bits (32) and
+//! IPv6 to `prefix_v6` (64): never by port, so a host that rotates its
+//! source ports is one client.
+
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+
+/// The limits, as configured (`[rate_limit]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Mean time a client must leave between requests, ns; 0: no
+    /// per-client limit.
+    pub interval_ns: u64,
+    /// Requests a client may send at once.
+    pub burst: u32,
+    /// Bits of an IPv4 address that name a client.
+    pub prefix_v4: u8,
+    /// Bits of an IPv6 address that name a client.
+    pub prefix_v6: u8,
+    /// 1 in `leak` limited requests is answered anyway (0: none).
+    pub leak: u32,
+    /// 1 in `kod` of the other limited requests gets a KoD RATE (0: none).
+    pub kod: u32,
+    /// At most one KoD per client per this many ns.
+    pub kod_gap_ns: u64,
+    /// Entries of the client table.
+    pub clients: u32,
+    /// Mean time between replies over the whole server, ns; 0: no
+    /// ceiling.
+    pub ceiling_interval_ns: u64,
+    /// Replies the ceiling lets through at once.
+    pub ceiling_burst: u32,
+}
+
+impl Default for Limits {
+    /// The defaults: 64 requests/s per client with a burst of 256 (a NAT
+    /// of 2,000 clients polling every 64 s sends about 32/s), 1 in 4 over
+    /// it answered, 1 in 8 of the rest a KoD, at most one a second; 65,536
+    /// clients; no ceiling.
+    fn default() -> Self {
+        Limits {
+            interval_ns: 1_000_000_000 / 64,
+            burst: 256,
+            prefix_v4: 32,
+            prefix_v6: 64,
+            leak: 4,
+            kod: 8,
+            kod_gap_ns: 1_000_000_000,
+            clients: 65_536,
+            ceiling_interval_ns: 0,
+            ceiling_burst: 0,
+        }
+    }
+}
+
+/// A client of the limiter: its address cut to the configured prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    /// 4 or 6.
+    pub family: u8,
+    /// The address bits (IPv4 in the low 32), the rest zero.
+    pub addr: u128,
+}
+
+/// Marks a bucket counted as speeding up in this episode.
+pub const SPED_UP: u64 = u64::MAX;
+
+/// One client's bucket and history (`struct ntpx_client` in
+/// `bpf/ntpx.h`); times in ns on one clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// When its bucket is full again.
+    pub tat: u64,
+    /// Its last request.
+    pub last: u64,
+    /// Mean time between its requests, smoothed over about 8.
+    pub avg_gap: u64,
+    /// `avg_gap` when its episode over the limit began; 0: no episode
+    /// (within its limit, its bucket at least half full); [`SPED_UP`]:
+    /// counted as speeding up.
+    pub base_gap: u64,
+    /// Its last KoD.
+    pub kod_at: u64,
+}
+
+/// What [`Bucket::admit`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Within the limit.
+    Within,
+    /// Over it.
+    Limited {
+        /// The first limited request since the client was last within.
+        new_episode: bool,
+        /// The client, limited, now asks twice as fast as when its episode
+        /// began (once per episode).
+        sped_up: bool,
+    },
+}
+
+/// What becomes of a limited request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limited {
+    /// Answered anyway.
+    Leak,
+    /// A KoD RATE.
+    Kiss,
+    /// Nothing.
+    Drop,
+}
+
+impl Limits {
+    /// The limiter is on.
+    pub fn per_client(&self) -> bool {
+        self.interval_ns != 0
+    }
+
+    /// `interval * burst`: how far ahead of now a bucket may run.
+    pub fn burst_ns(&self) -> u64 {
+        self.interval_ns.saturating_mul(u64::from(self.burst))
+    }
+
+    /// The client `ip` belongs to.
+    pub fn key(&self, ip: IpAddr) -> ClientKey {
+        match ip {
+            IpAddr::V4(a) => ClientKey {
+                family: 4,
+                addr: u128::from(u32::from(a) & mask32(self.prefix_v4)),
+            },
+            IpAddr::V6(a) => ClientKey {
+                family: 6,
+                addr: u128::from(a) & mask128(self.prefix_v6),
+            },
+        }
+    }
+
+    /// 1 in `n` from the random number `r`, as `one_in()` in C.
+    fn one_in(n: u32, r: u32) -> bool {
+        n != 0 && r.is_multiple_of(n)
+    }
+
+    /// The global ceiling's bucket `tat` at `now`: the new `tat` if one
+    /// more reply is within the ceiling, `None` if not.
+    pub fn ceiling_step(&self, tat: u64, now: u64) -> Option<u64> {
+        if self.ceiling_interval_ns == 0 {
+            return Some(tat);
+        }
+        let t = tat.max(now);
+        let burst = self
+            .ceiling_interval_ns
+            .saturating_mul(u64::from(self.ceiling_burst));
+        (t + self.ceiling_interval_ns - now <= burst).then_some(t + self.ceiling_interval_ns)
+    }
+}
+
+fn mask32(bits: u8) -> u32 {
+    match bits {
+        0 => 0,
+        b if b >= 32 => u32::MAX,
+        b => u32::MAX << (32 - b),
+    }
+}
+
+fn mask128(bits: u8) -> u128 {
+    match bits {
+        0 => 0,
+        b if b >= 128 => u128::MAX,
+        b => u128::MAX << (128 - b),
+    }
+}
+
+impl Bucket {
+    /// A client's first request at `now`: a full bucket, less this one.
+    pub fn new(now: u64, limits: &Limits) -> Bucket {
+        Bucket {
+            tat: now + limits.interval_ns,
+            last: now,
+            avg_gap: 0,
+            base_gap: 0,
+            kod_at: now.wrapping_sub(limits.kod_gap_ns),
+        }
+    }
+
+    /// One more request at `now`.
+    pub fn admit(&mut self, now: u64, limits: &Limits) -> Outcome {
+        let gap = now.saturating_sub(self.last);
+        self.last = now;
+        self.avg_gap = self.avg_gap - (self.avg_gap >> 3) + (gap >> 3);
+        let tat = self.tat.max(now);
+        if tat + limits.interval_ns - now <= limits.burst_ns() {
+            self.tat = tat + limits.interval_ns;
+            // The episode over the limit, if any, ends once the client
+            // has slowed down enough to half fill its bucket again (a
+            // flood that the refill lets a request through now and then
+            // stays in one episode).
+            if self.tat - now <= limits.burst_ns() / 2 {
+                self.base_gap = 0;
+            }
+            return Outcome::Within;
+        }
+        let (mut new_episode, mut sped_up) = (false, false);
+        if self.base_gap == 0 {
+            self.base_gap = self.avg_gap.max(1);
+            new_episode = true;
+        } else if self.base_gap != SPED_UP && self.avg_gap.saturating_mul(2) < self.base_gap {
+            self.base_gap = SPED_UP;
+            sped_up = true;
+        }
+        Outcome::Limited {
+            new_episode,
+            sped_up,
+        }
+    }
+
+    /// A limited request at `now`: leaked (draw `random[0]`), else a KoD
+    /// (`kiss_ok`, the client's KoD gap past, draw `random[1]`), else
+    /// dropped.
+    pub fn limited(
+        &mut self,
+        now: u64,
+        limits: &Limits,
+        random: [u32; 2],
+        kiss_ok: bool,
+    ) -> Limited {
+        if Limits::one_in(limits.leak, random[0]) {
+            return Limited::Leak;
+        }
+        if kiss_ok
+            && now.wrapping_sub(self.kod_at) >= limits.kod_gap_ns
+            && Limits::one_in(limits.kod, random[1])
+        {
+            self.kod_at = now;
+            return Limited::Kiss;
+        }
+        Limited::Drop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn limits(interval_ms: u64, burst: u32) -> Limits {
+        Limits {
+            interval_ns: interval_ms * MS,
+            burst,
+            ..Limits::default()
+        }
+    }
+
+    /// Requests at `every` ns for `n` requests, from `start`: how many
+    /// were within.
+    fn run(b: &mut Bucket, l: &Limits, start: u64, every: u64, n: u64) -> u64 {
+        (0..n)
+            .filter(|i| b.admit(start + i * every, l) == Outcome::Within)
+            .count() as u64
+    }
+
+    #[test]
+    fn burst_then_one_per_interval() {
+        let l = limits(100, 8);
+        let mut b = Bucket::new(0, &l);
+        // 7 more at the same instant fill the burst of 8; the 9th is over.
+        assert_eq!(run(&mut b, &l, 0, 0, 7), 7);
+        assert!(matches!(
+            b.admit(0, &l),
+            Outcome::Limited {
+                new_episode: true,
+                ..
+            }
+        ));
+        // Then one per 100 ms, for 10 s: all within.
+        assert_eq!(run(&mut b, &l, 100 * MS, 100 * MS, 100), 100);
+        // Twice as fast for 10 s: half of them within.
+        let within = run(&mut b, &l, 10_100 * MS, 50 * MS, 200);
+        assert!((99..=101).contains(&within), "{within}");
+    }
+
+    #[test]
+    fn an_idle_client_gets_its_burst_back() {
+        let l = limits(10, 4);
+        let mut b = Bucket::new(0, &l);
+        assert_eq!(run(&mut b, &l, 0, 0, 10), 3);
+        assert_eq!(run(&mut b, &l, 40 * MS, 0, 10), 4);
+    }
+
+    #[test]
+    fn a_client_that_speeds_up_is_counted_once() {
+        let l = limits(100, 8);
+        let mut b = Bucket::new(0, &l);
+        let mut t = 0;
+        let (mut episodes, mut speedups) = (0, 0);
+        // 20 ms apart (over the limit), then 5 ms apart.
+        for (every, n) in [(20 * MS, 50), (5 * MS, 200)] {
+            for _ in 0..n {
+                t += every;
+                if let Outcome::Limited {
+                    new_episode,
+                    sped_up,
+                } = b.admit(t, &l)
+                {
+                    episodes += u32::from(new_episode);
+                    speedups += u32::from(sped_up);
+                }
+            }
+        }
+        assert_eq!(speedups, 1);
+        assert!(episodes >= 1);
+        // A steady flood is limited but never counted as speeding up.
+        let mut b = Bucket::new(0, &l);
+        let sped = (1..1000u64)
+            .filter(|i| matches!(b.admit(i * MS, &l), Outcome::Limited { sped_up: true, .. }))
+            .count();
+        assert_eq!(sped, 0);
+    }
+
+    #[test]
+    fn leak_kod_and_drop() {
+        let l = Limits {
+            leak: 4,
+            kod: 2,
+            kod_gap_ns: 1000,
+            ..Limits::default()
+        };
+        let mut b = Bucket::new(0, &l);
+        assert_eq!(b.limited(10, &l, [8, 0], true), Limited::Leak);
+        assert_eq!(b.limited(10, &l, [1, 0], true), Limited::Kiss);
+        // The next KoD waits for the gap; meanwhile, dropped.
+        assert_eq!(b.limited(500, &l, [1, 0], true), Limited::Drop);
+        assert_eq!(b.limited(1010, &l, [1, 1], true), Limited::Drop);
+        assert_eq!(b.limited(1010, &l, [1, 2], true), Limited::Kiss);
+        assert_eq!(b.limited(5000, &l, [1, 2], false), Limited::Drop);
+        let none = Limits {
+            leak: 0,
+            kod: 0,
+            ..l
+        };
+        assert_eq!(b.limited(9000, &none, [0, 0], true), Limited::Drop);
+    }
+
+    #[test]
+    fn keys_group_by_prefix() {
+        let l = Limits {
+            prefix_v4: 24,
+            ..Limits::default()
+        };
+        let k = |s: &str| l.key(s.parse().unwrap());
+        assert_eq!(k("192.0.2.1"), k("192.0.2.200"));
+        assert_ne!(k("192.0.2.1"), k("192.0.3.1"));
+        assert_eq!(k("2001:db8::1"), k("2001:db8::ffff:1"));
+        assert_ne!(k("2001:db8::1"), k("2001:db8:0:1::1"));
+        // A v4 and a v6 address with the same bits are different clients.
+        assert_ne!(k("0.0.0.1"), k("::1"));
+        assert_eq!(
+            Limits::default().key("192.0.2.7".parse().unwrap()).addr,
+            0xc000_0207
+        );
+        assert_eq!(mask32(0), 0);
+        assert_eq!(mask128(128), u128::MAX);
+    }
+
+    #[test]
+    fn ceiling() {
+        let l = Limits {
+            ceiling_interval_ns: 10,
+            ceiling_burst: 3,
+            ..Limits::default()
+        };
+        let mut tat = 0;
+        let mut ok = 0;
+        for _ in 0..10 {
+            if let Some(t) = l.ceiling_step(tat, 100) {
+                tat = t;
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 3);
+        assert_eq!(l.ceiling_step(tat, 110), Some(140));
+        assert_eq!(Limits::default().ceiling_step(5, 0), Some(5));
+    }
+}
