@@ -180,20 +180,22 @@ struct ntpx_client_key {
 	__u32 addr[4];
 };
 
-/* Its bucket and history (Bucket in src/proto/policy/limit.rs); CLOCK_TAI
- * nanoseconds. */
+/* Its bucket and history (Bucket in src/proto/policy/limit.rs, which
+ * explains episodes and windows); CLOCK_TAI nanoseconds. */
 struct ntpx_client {
-	__u64 tat;      /* when its bucket is full again (GCRA's theoretical
-	                 * arrival time) */
-	__u64 last;     /* its last request */
-	__u64 avg_gap;  /* mean time between its requests, smoothed */
-	__u64 base_gap; /* avg_gap when its episode over the limit began; 0:
-	                 * no episode (its bucket at least half full);
-	                 * NTPX_SPED_UP: counted as speeding up */
-	__u64 kod_at;   /* its last Kiss-o'-Death */
+	__u64 tat;       /* when its bucket is full again (GCRA's theoretical
+	                  * arrival time) */
+	__u64 last;      /* its last request */
+	__u64 win_start; /* the current window of its episode over the limit;
+	                  * 0: no episode */
+	__u64 counts;    /* requests in the window (low 32 bits), in the
+	                  * episode's first window (high 32; 0 until known,
+	                  * NTPX_SPED_UP once counted) */
+	__u64 kod_at;    /* its last Kiss-o'-Death */
 };
 
-#define NTPX_SPED_UP (~0ull)
+#define NTPX_SPED_UP 0xffffffffu
+#define NTPX_WINDOW_NS 1000000000ull
 
 #define NTPX_MAX_ADDRS 16
 #define NTPX_MAX_OWN 64

@@ -85,6 +85,31 @@ static __always_inline void client_key(const struct ntpx_headers *h, struct ntpx
 	}
 }
 
+/* Counts a request of an episode in its window (Bucket::count_in_window):
+ * a window that closes with twice the first one's count is a client
+ * speeding up, counted once per episode. */
+static __always_inline void count_in_window(struct ntpx_client *e, __u64 now)
+{
+	__u32 n = (__u32)e->counts, base = (__u32)(e->counts >> 32);
+
+	if (!e->win_start)
+		return;
+	if (now < e->win_start || now - e->win_start < NTPX_WINDOW_NS) {
+		if (n != 0xffffffffu)
+			n++;
+		e->counts = ((__u64)base << 32) | n;
+		return;
+	}
+	if (!base) {
+		base = n ? n : 1;
+	} else if (base != NTPX_SPED_UP && (__u64)n >= 2 * (__u64)base) {
+		base = NTPX_SPED_UP;
+		count(NTPX_RL_SPEEDUP);
+	}
+	e->win_start = now ? now : 1;
+	e->counts = ((__u64)base << 32) | 1;
+}
+
 /*
  * One request from the client in `e` at `now`: 1 if it is within its
  * limit. The mirror of Bucket::admit() in src/proto/policy/limit.rs,
@@ -93,28 +118,23 @@ static __always_inline void client_key(const struct ntpx_headers *h, struct ntpx
  */
 static __always_inline int admit(struct ntpx_client *e, __u64 now)
 {
-	__u64 gap = now > e->last ? now - e->last : 0, tat;
+	__u64 tat;
 
 	e->last = now;
-	/* The client's mean gap, smoothed over about 8 requests. */
-	e->avg_gap = e->avg_gap - (e->avg_gap >> 3) + (gap >> 3);
+	count_in_window(e, now);
 	tat = e->tat > now ? e->tat : now;
 	if (tat + rl_interval_ns - now <= rl_burst_ns) {
 		e->tat = tat + rl_interval_ns;
 		/* The episode, if any, ends once the bucket is half full. */
 		if (e->tat - now <= rl_burst_ns / 2)
-			e->base_gap = 0;
+			e->win_start = 0;
 		return 1;
 	}
 	count(NTPX_RL_LIMITED);
-	if (!e->base_gap) {
-		/* A new episode: remember how fast the client was going. */
-		e->base_gap = e->avg_gap ? e->avg_gap : 1;
+	if (!e->win_start) {
+		e->win_start = now ? now : 1;
+		e->counts = 1;
 		count(NTPX_RL_CLIENTS);
-	} else if (e->base_gap != NTPX_SPED_UP && e->avg_gap * 2 < e->base_gap) {
-		/* Twice as fast as when first limited: once per episode. */
-		e->base_gap = NTPX_SPED_UP;
-		count(NTPX_RL_SPEEDUP);
 	}
 	return 0;
 }

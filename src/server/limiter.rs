@@ -138,8 +138,8 @@ impl Slot {
         Bucket {
             tat: f(0),
             last: f(1),
-            avg_gap: f(2),
-            base_gap: f(3),
+            win_start: f(2),
+            counts: f(3),
             kod_at: f(4),
         }
     }
@@ -148,7 +148,7 @@ impl Slot {
         for (a, v) in self
             .fields
             .iter()
-            .zip([b.tat, b.last, b.avg_gap, b.base_gap, b.kod_at])
+            .zip([b.tat, b.last, b.win_start, b.counts, b.kod_at])
         {
             a.store(v, Relaxed);
         }

@@ -414,6 +414,7 @@ impl Totals {
             );
         }
         s.push_str(&self.xleave.line());
+        s.push_str(&self.policy.lines());
         s.push_str(&quantile_list("RX->TX service time", &self.service));
         s
     }

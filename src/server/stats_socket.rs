@@ -24,6 +24,7 @@
 use crate::proto::drops::DropReason;
 use crate::report::quantile_list;
 use crate::server::interleave::TableCounts;
+use crate::server::limiter::PolicyCounts;
 use crate::server::stats::{Collector, Totals};
 use crate::sys::Datapath;
 use anyhow::{Context, bail};
@@ -86,6 +87,12 @@ pub struct StatsDoc {
     /// and marked requests answered in basic mode.
     #[serde(default)]
     pub interleave: TableCounts,
+    /// What the access lists and rate limits did: KoDs sent, requests over
+    /// their client's limit and how many of those leaked, limited
+    /// clients, clients that sped up when limited, clients entered in the
+    /// table.
+    #[serde(default)]
+    pub policy: PolicyCounts,
     /// RX→TX service time in ns: the HdrHistogram V2 serialization (not
     /// deflated), base64 (standard alphabet, padded). See
     /// [`encode_histogram`] / [`decode_histogram`].
@@ -129,6 +136,7 @@ impl StatsDoc {
             drops,
             partial_checksum: totals.partial_checksum,
             interleave: totals.xleave,
+            policy: totals.policy,
             service_ns_hist: encode_histogram(&totals.service)?,
         })
     }
@@ -193,6 +201,7 @@ impl StatsDoc {
             );
         }
         s.push_str(&self.interleave.line());
+        s.push_str(&self.policy.lines());
         s.push_str(&quantile_list("RX->TX service time", &hist));
         Ok(s)
     }

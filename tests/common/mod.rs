@@ -876,6 +876,14 @@ impl Server {
         } else {
             &["--max-residence-us", "0"]
         };
+        // Tests of delivery send thousands of requests a second from one
+        // address: the per-client rate limit (default 64/s) is off unless
+        // the test sets it (tests/defence.rs runs with the defaults).
+        let limit: &[&str] = if extra.iter().any(|a| a.starts_with("--rate-")) {
+            &[]
+        } else {
+            &["--rate-interval", "0"]
+        };
         let own_socket: Vec<&str> = if extra
             .iter()
             .any(|a| *a == "--stats-socket" || *a == "--no-stats-socket")
@@ -897,6 +905,7 @@ impl Server {
             .args(clock)
             .args(quiet)
             .args(bound)
+            .args(limit)
             .args(&own_socket)
             .args(extra)
             .env("NTPX_LOG", "info")

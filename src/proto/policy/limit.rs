@@ -74,23 +74,32 @@ pub struct ClientKey {
     pub addr: u128,
 }
 
-/// Marks a bucket counted as speeding up in this episode.
-pub const SPED_UP: u64 = u64::MAX;
+/// The window over which a limited client's rate is measured, ns.
+pub const WINDOW_NS: u64 = 1_000_000_000;
+/// `base` of a client counted as speeding up in this episode.
+pub const SPED_UP: u32 = u32::MAX;
 
 /// One client's bucket and history (`struct ntpx_client` in
 /// `bpf/ntpx.h`); times in ns on one clock.
+///
+/// An *episode* begins with a client's first request over its limit and
+/// ends when a request finds its bucket at least half full again. During
+/// one, the client's requests are counted in one-second windows: the first
+/// window's count is its base rate, and a later window with twice as many
+/// counts it, once, as speeding up (a broken client that asks faster when
+/// not answered).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bucket {
     /// When its bucket is full again.
     pub tat: u64,
     /// Its last request.
     pub last: u64,
-    /// Mean time between its requests, smoothed over about 8.
-    pub avg_gap: u64,
-    /// `avg_gap` when its episode over the limit began; 0: no episode
-    /// (within its limit, its bucket at least half full); [`SPED_UP`]:
-    /// counted as speeding up.
-    pub base_gap: u64,
+    /// When the current window of its episode began; 0: no episode.
+    pub win_start: u64,
+    /// Requests in the current window (low 32 bits) and in its episode's
+    /// first window (high 32: 0 until that window is over, [`SPED_UP`]
+    /// once counted).
+    pub counts: u64,
     /// Its last KoD.
     pub kod_at: u64,
 }
@@ -187,41 +196,57 @@ impl Bucket {
         Bucket {
             tat: now + limits.interval_ns,
             last: now,
-            avg_gap: 0,
-            base_gap: 0,
+            win_start: 0,
+            counts: 0,
             kod_at: now.wrapping_sub(limits.kod_gap_ns),
         }
     }
 
     /// One more request at `now`.
     pub fn admit(&mut self, now: u64, limits: &Limits) -> Outcome {
-        let gap = now.saturating_sub(self.last);
         self.last = now;
-        self.avg_gap = self.avg_gap - (self.avg_gap >> 3) + (gap >> 3);
+        let sped_up = self.count_in_window(now);
         let tat = self.tat.max(now);
         if tat + limits.interval_ns - now <= limits.burst_ns() {
             self.tat = tat + limits.interval_ns;
-            // The episode over the limit, if any, ends once the client
-            // has slowed down enough to half fill its bucket again (a
-            // flood that the refill lets a request through now and then
-            // stays in one episode).
+            // The episode, if any, ends once the bucket is half full.
             if self.tat - now <= limits.burst_ns() / 2 {
-                self.base_gap = 0;
+                self.win_start = 0;
             }
             return Outcome::Within;
         }
-        let (mut new_episode, mut sped_up) = (false, false);
-        if self.base_gap == 0 {
-            self.base_gap = self.avg_gap.max(1);
-            new_episode = true;
-        } else if self.base_gap != SPED_UP && self.avg_gap.saturating_mul(2) < self.base_gap {
-            self.base_gap = SPED_UP;
-            sped_up = true;
+        let new_episode = self.win_start == 0;
+        if new_episode {
+            self.win_start = now.max(1);
+            self.counts = 1;
         }
         Outcome::Limited {
             new_episode,
             sped_up,
         }
+    }
+
+    /// Counts a request of an episode in its window; true when a window
+    /// closes with twice the first one's count (once per episode).
+    fn count_in_window(&mut self, now: u64) -> bool {
+        if self.win_start == 0 {
+            return false;
+        }
+        let (n, base) = (self.counts as u32, (self.counts >> 32) as u32);
+        if now.saturating_sub(self.win_start) < WINDOW_NS {
+            self.counts = (u64::from(base) << 32) | u64::from(n.saturating_add(1));
+            return false;
+        }
+        let (base, sped) = if base == 0 {
+            (n.max(1), false)
+        } else if base != SPED_UP && u64::from(n) >= 2 * u64::from(base) {
+            (SPED_UP, true)
+        } else {
+            (base, false)
+        };
+        self.win_start = now.max(1);
+        self.counts = (u64::from(base) << 32) | 1;
+        sped
     }
 
     /// A limited request at `now`: leaked (draw `random[0]`), else a KoD
@@ -301,31 +326,32 @@ mod tests {
     #[test]
     fn a_client_that_speeds_up_is_counted_once() {
         let l = limits(100, 8);
-        let mut b = Bucket::new(0, &l);
-        let mut t = 0;
-        let (mut episodes, mut speedups) = (0, 0);
-        // 20 ms apart (over the limit), then 5 ms apart.
-        for (every, n) in [(20 * MS, 50), (5 * MS, 200)] {
-            for _ in 0..n {
-                t += every;
-                if let Outcome::Limited {
-                    new_episode,
-                    sped_up,
-                } = b.admit(t, &l)
-                {
-                    episodes += u32::from(new_episode);
-                    speedups += u32::from(sped_up);
+        let count = |plan: &[(u64, u64)]| {
+            let mut b = Bucket::new(0, &l);
+            let mut t = 0;
+            let (mut episodes, mut speedups) = (0, 0);
+            for &(every, n) in plan {
+                for _ in 0..n {
+                    t += every;
+                    if let Outcome::Limited {
+                        new_episode,
+                        sped_up,
+                    } = b.admit(t, &l)
+                    {
+                        episodes += u32::from(new_episode);
+                        speedups += u32::from(sped_up);
+                    }
                 }
             }
-        }
-        assert_eq!(speedups, 1);
-        assert!(episodes >= 1);
-        // A steady flood is limited but never counted as speeding up.
-        let mut b = Bucket::new(0, &l);
-        let sped = (1..1000u64)
-            .filter(|i| matches!(b.admit(i * MS, &l), Outcome::Limited { sped_up: true, .. }))
-            .count();
-        assert_eq!(sped, 0);
+            (episodes, speedups)
+        };
+        // 20 ms apart (over the limit) for 4 s, then 5 ms apart for 4 s.
+        assert_eq!(count(&[(20 * MS, 200), (5 * MS, 800)]), (1, 1));
+        // A steady flood, with the bursty gaps of a real sender: limited,
+        // one episode, never counted as speeding up.
+        assert_eq!(count(&[(MS / 10, 50), (5 * MS, 1)].repeat(2000)), (1, 0));
+        // Within the limit: no episode at all.
+        assert_eq!(count(&[(200 * MS, 100)]), (0, 0));
     }
 
     #[test]

@@ -1,0 +1,291 @@
+//! Rate limiting end to end, with the default limits, on each of the three
+//! paths (replies in XDP, AF_XDP workers, the socket datapath), over a
+//! veth between two throwaway namespaces, driven by `ntpx load` (which
+//! rotates its source port with every request):
+//!
+//! - a flood aimed at one victim, 10,000 requests/s: the victim receives
+//!   its burst, 64/s, and about one in four of the rest (the leak); a few
+//!   well-formed KoD RATE (the generator validates them: mode, version,
+//!   origin echo), at most about one a second; one limited client, whatever
+//!   the ports; every request accounted for by the server's counters;
+//! - a NAT of well-behaved clients behind one address (40 requests/s, more
+//!   than 2,000 clients polling every 64 s): every request answered.
+//!
+//! Then kill -9 of a server under load: its XDP program goes with it,
+//! the kernel's port 123 (a chronyd) answers, and a restart brings the
+//! bypass back.
+//!
+//! Needs root; skips with a printed reason without it, fails under CI=true.
+
+mod common;
+
+use common::*;
+use ntpx::load::report::Summary;
+use std::time::{Duration, Instant};
+
+fn load(topo: &Topology, server: &str, extra: &[&str]) -> Summary {
+    let out = run_with_timeout(
+        topo.cli_cmd(NTPX)
+            .args([
+                "load",
+                server,
+                "--iface",
+                &topo.cli_if,
+                "--json",
+                "--cpus",
+                "0",
+            ])
+            .args(extra),
+        60,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ntpx load failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{stdout}"))
+}
+
+fn socket_of(topo: &Topology) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ntpx-{}.sock", topo.name))
+}
+
+/// The server's numbers once they stop moving.
+fn settled(topo: &Topology) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = live_stats(topo, &socket_of(topo));
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = live_stats(topo, &socket_of(topo));
+        if now["rx"] == last["rx"] && now["tx"] == last["tx"] || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Turns the per-client limit on with its defaults (the test harness turns
+/// it off unless a `--rate-` flag is given).
+const DEFAULTS: [&str; 2] = ["--rate-burst", "256"];
+
+fn flood_and_nat(test: &str, extra: &[&str]) {
+    if !require_root(test) {
+        return;
+    }
+    let topo = Topology::up();
+    let mut args = vec!["--iface", topo.srv_if.as_str()];
+    args.extend_from_slice(&DEFAULTS);
+    args.extend_from_slice(extra);
+    let mut srv = Server::start(&topo, &args);
+
+    // The NAT: 40 requests/s from one address for 5 s, all answered.
+    let s = load(&topo, "198.18.0.1", &["--rate", "40", "--duration", "5s"]);
+    let t = &s.total;
+    println!(
+        "{test}: NAT at 40/s: sent {} good {} kod {} lost {}",
+        t.sent, t.good, t.kod, t.lost
+    );
+    assert!(t.sent >= 150, "{t:?}");
+    assert_eq!(
+        (t.good, t.kod, t.lost, t.invalid),
+        (t.sent, 0, 0, 0),
+        "{t:?}"
+    );
+    let before = settled(&topo);
+    assert_eq!(before["policy"]["limited"], 0, "{}", before["policy"]);
+
+    // The flood at a victim (the same address, ports rotating): after
+    // its burst, 64/s and one in four of the rest.
+    let s = load(&topo, "198.18.0.1", &["--rate", "10k", "--duration", "3s"]);
+    let t = &s.total;
+    let doc = settled(&topo);
+    let p = &doc["policy"];
+    let secs = t.seconds;
+    let within = 256.0 + 64.0 * secs;
+    let expected = within + (t.sent as f64 - within) / 4.0;
+    println!(
+        "{test}: flood at 10k/s for {secs:.1} s: sent {} good {} ({:.1} % of sent; \
+         expected about {expected:.0}) kod {} lost {}; server: {p}",
+        t.sent,
+        t.good,
+        100.0 * t.good as f64 / t.sent as f64,
+        t.kod,
+        t.lost
+    );
+    let stopped = srv.stop();
+    assert_eq!(t.invalid, 0, "every reply well formed: {t:?}");
+    assert!(
+        (0.8 * expected..=1.25 * expected).contains(&(t.good as f64)),
+        "the victim got {} replies, about {expected:.0} expected",
+        t.good
+    );
+    assert!(
+        t.kod >= 1 && t.kod as f64 <= secs + 2.0,
+        "KoD RATE: some, at most one a second: {}",
+        t.kod
+    );
+    assert_eq!(
+        p["limited_clients"], 1,
+        "one client whatever its ports: {p}"
+    );
+    assert_eq!(p["speedups"], 0, "{p}");
+    assert_eq!(p["kod_rate"].as_u64(), Some(t.kod), "{p}");
+    let n = |k: &str| doc[k].as_u64().unwrap_or(0);
+    assert_eq!(
+        n("rx"),
+        n("tx") + n("dropped"),
+        "every request accounted: {doc}"
+    );
+    let limited = doc["drops"]["rate_limited"].as_u64().unwrap_or(0);
+    assert_eq!(
+        limited, t.lost,
+        "each lost request counted as rate_limited: {doc}\n{stopped}"
+    );
+    assert!(stopped.contains("rate limited:"), "{stopped}");
+}
+
+#[test]
+fn xdp_replies_limit_a_flood_and_spare_a_nat() {
+    flood_and_nat(
+        "xdp_replies_limit_a_flood_and_spare_a_nat",
+        &["--replies", "xdp"],
+    );
+}
+
+#[test]
+fn workers_limit_a_flood_and_spare_a_nat() {
+    flood_and_nat(
+        "workers_limit_a_flood_and_spare_a_nat",
+        &["--replies", "workers"],
+    );
+}
+
+#[test]
+fn socket_datapath_limits_a_flood_and_spares_a_nat() {
+    flood_and_nat(
+        "socket_datapath_limits_a_flood_and_spares_a_nat",
+        &["--datapath", "socket", "--workers", "1"],
+    );
+}
+
+/// Sends a request every millisecond from the client namespace and prints
+/// `unix_time stratum` for each reply, until `secs` have passed.
+const PROBER: &str = r#"
+import socket, struct, sys, time, select
+dst, secs = sys.argv[1], float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+end = time.time() + secs
+nxt = time.time()
+while time.time() < end:
+    now = time.time()
+    if now >= nxt:
+        req = bytearray(48); req[0] = 0x23
+        req[40:48] = struct.pack(">d", now)
+        try:
+            s.sendto(bytes(req), (dst, 123))
+        except OSError:
+            pass
+        nxt = now + 0.001
+    r, _, _ = select.select([s], [], [], 0.0005)
+    while r:
+        try:
+            d = s.recv(512)
+        except BlockingIOError:
+            break
+        if len(d) >= 48:
+            print("%.6f %d" % (time.time(), d[1]), flush=True)
+"#;
+
+/// kill -9 under a stream of requests: the program goes with the process
+/// (a BPF link), chronyd on the kernel's port 123 answers, and a restart
+/// brings ntpx back. Reports both times.
+#[test]
+fn kill_9_falls_back_to_the_kernel_and_a_restart_restores_the_bypass() {
+    let test = "kill_9_falls_back_to_the_kernel_and_a_restart_restores_the_bypass";
+    if !require_root(test) || !require_tool(test, "chronyd") {
+        return;
+    }
+    let topo = Topology::up();
+    peer_pass(&topo);
+    let dir = std::env::temp_dir().join(format!("ntpx-kill9-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "local stratum 3\nallow all\nport 123\ncmdport 0\npidfile {0}/chronyd.pid\ndriftfile {0}/drift\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut chronyd = topo
+        .srv_cmd("chronyd")
+        .args(["-x", "-d", "-u", "root", "-f"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn chronyd");
+    let srv_args = ["--iface", topo.srv_if.as_str()];
+    let srv = Server::start(&topo, &srv_args);
+    let prober = topo
+        .cli_cmd("python3")
+        .args(["-c", PROBER, &topo.srv_v4.to_string(), "9"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the prober");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let killed_at = now();
+    srv.signal(libc::SIGKILL);
+    std::thread::sleep(Duration::from_secs(2));
+    let restarted_at = now();
+    let mut again = Server::start(&topo, &srv_args);
+    let out = prober.wait_with_output().expect("the prober");
+    let _ = again.stop();
+    let _ = chronyd.kill();
+    let _ = chronyd.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let replies: Vec<(f64, u8)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .collect();
+    let first = |from: f64, stratum: u8| {
+        replies
+            .iter()
+            .find(|&&(t, s)| t >= from && s == stratum)
+            .map(|&(t, _)| t - from)
+    };
+    let before = replies
+        .iter()
+        .filter(|&&(t, s)| t < killed_at && s == 1)
+        .count();
+    let fallback = first(killed_at, 3);
+    let back = first(restarted_at, 1);
+    println!(
+        "{test}: {} replies; {before} from ntpx before the kill; chronyd answered {:?} ms \
+         after kill -9; ntpx again {:?} ms after the restart began",
+        replies.len(),
+        fallback.map(|s| (s * 1e3).round()),
+        back.map(|s| (s * 1e3).round())
+    );
+    assert!(before > 100, "ntpx (stratum 1) answered before the kill");
+    let fallback = fallback.expect("chronyd answered after the kill");
+    assert!(
+        fallback < 2.0,
+        "the kernel took over within 2 s: {fallback} s"
+    );
+    let back = back.expect("ntpx answered again after the restart");
+    assert!(back < 10.0, "{back} s");
+}
