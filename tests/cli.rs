@@ -164,6 +164,18 @@ fn hostile_numbers_in_the_config_file() {
         ("clock", "stratum"),
         ("clock", "root_delay_ms"),
         ("clock", "root_dispersion_ms"),
+        ("server", "kernel_modes"),
+        ("rate_limit", "interval"),
+        ("rate_limit", "burst"),
+        ("rate_limit", "prefix_v4"),
+        ("rate_limit", "prefix_v6"),
+        ("rate_limit", "leak"),
+        ("rate_limit", "kod"),
+        ("rate_limit", "kod_interval"),
+        ("rate_limit", "clients"),
+        ("rate_limit", "ceiling"),
+        ("access", "deny"),
+        ("access", "allow"),
     ];
     let values = [
         "0",
@@ -208,6 +220,9 @@ fn configuration_mistakes_are_named() {
         (&["--address", "::1"], "loopback"),
         (&["--queues", "0,0"], "queue 0 is listed twice"),
         (&["--queues", "300"], "queue 300 is out of range"),
+        (&["--kernel-modes", "7"], "kernel_modes may hold 1"),
+        (&["--rate-interval=-1"], "interval must be 0 (off)"),
+        (&["--rate-clients", "5"], "clients must be 1024"),
     ];
     let mut failures = Vec::new();
     for (extra, want) in cases {
