@@ -13,110 +13,15 @@
 //! transmit timestamp (or, interleaved, its receive timestamp) bit for bit,
 //! and which carries nothing of the request beyond what it echoes.
 
-use arbitrary::Unstructured;
+mod props;
+
 use arbtest::arbtest;
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use ntpx::proto::ntp::interleave::{fold, unflag};
-use ntpx::proto::ntp::{
-    Leap, Marker, NtpShort, NtpTimestamp, Packet, ServerState, TxStore, parse_request,
-};
-use ntpx::proto::respond::{Responder, respond_with};
+use ntpx::proto::ntp::{Leap, Marker, NtpTimestamp};
 use ntpx::server::interleave::XleaveTable;
 use ntpx::sys::clock::TaiScale;
 use ntpx::sys::clock::phc::PhcMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-const SRV_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
-const SRV4: [u8; 4] = [198, 18, 0, 1];
-const SRV6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-
-fn responder(u: &mut Unstructured<'_>) -> arbitrary::Result<Responder> {
-    let mut r = Responder::new(SRV_MAC, vec![SRV4.into()], vec![SRV6.into()]);
-    r.accept_partial_checksum = u.arbitrary()?;
-    r.drop_loop_ports = u.arbitrary()?;
-    if u.arbitrary()? {
-        r.interleave = Some(Marker::new(u.arbitrary()?, u.int_in_range(-32..=-10)?));
-    }
-    Ok(r)
-}
-
-fn state(u: &mut Unstructured<'_>) -> arbitrary::Result<ServerState> {
-    Ok(ServerState {
-        leap: [Leap::None, Leap::Insert, Leap::Delete, Leap::Unsynchronized][u.choose_index(4)?],
-        stratum: u.int_in_range(1..=15)?,
-        precision: u.int_in_range(-32..=-10)?,
-        root_delay: NtpShort::from_bits(u.arbitrary()?),
-        root_dispersion: NtpShort::from_bits(u.arbitrary()?),
-        ref_id: u.arbitrary()?,
-        ref_time: NtpTimestamp::from_bits(u.arbitrary()?),
-    })
-}
-
-/// A request frame to the server from an arbitrary client, with arbitrary
-/// NTP bytes (a plausible first byte most of the time), then perhaps
-/// damaged or extended.
-fn frame(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
-    let mut ntp: Vec<u8> = (0..48).map(|_| u.arbitrary()).collect::<Result<_, _>>()?;
-    if u.ratio(3, 4)? {
-        ntp[0] = (u.int_in_range(0..=3)? << 6) | (u.int_in_range(1..=4)? << 3) | 3;
-    }
-    // Extension fields or junk behind the header, now and then.
-    for _ in 0..if u.ratio(1, 4)? {
-        u.int_in_range(1..=2)?
-    } else {
-        0
-    } {
-        ntp.extend(std::iter::repeat_n(
-            u.arbitrary::<u8>()?,
-            4 * u.int_in_range(1..=8)?,
-        ));
-    }
-    let mut src_mac: [u8; 6] = u.arbitrary()?;
-    if u.ratio(7, 8)? {
-        // A station's address, most of the time.
-        src_mac[0] = (src_mac[0] & 0xfe) | 0x02;
-    }
-    let sport: u16 = u.arbitrary()?;
-    let b = PacketBuilder::ethernet2(src_mac, SRV_MAC);
-    let mut f = Vec::new();
-    if u.arbitrary()? {
-        b.ipv4(u.arbitrary::<[u8; 4]>()?, SRV4, u.arbitrary()?)
-            .udp(sport, 123)
-            .write(&mut f, &ntp)
-            .map_err(|_| arbitrary::Error::IncorrectFormat)?;
-    } else {
-        b.ipv6(u.arbitrary::<[u8; 16]>()?, SRV6, u.arbitrary()?)
-            .udp(sport, 123)
-            .write(&mut f, &ntp)
-            .map_err(|_| arbitrary::Error::IncorrectFormat)?;
-    }
-    // Damage: overwrite a few bytes, cut, or append.
-    for _ in 0..u.int_in_range(0..=3)? {
-        if u.ratio(1, 3)? && !f.is_empty() {
-            let i = u.choose_index(f.len())?;
-            f[i] = u.arbitrary()?;
-        }
-    }
-    if u.ratio(1, 10)? {
-        let n = u.int_in_range(0..=f.len())?;
-        f.truncate(n);
-    }
-    if u.ratio(1, 10)? {
-        for _ in 0..u.int_in_range(1..=32)? {
-            f.push(u.arbitrary()?);
-        }
-    }
-    Ok(f)
-}
-
-/// A store that answers some interleaved requests with an arbitrary
-/// transmit time.
-struct Arb(Option<NtpTimestamp>);
-impl TxStore for Arb {
-    fn take(&mut self, _: NtpTimestamp, _: u64) -> Option<NtpTimestamp> {
-        self.0.take()
-    }
-}
 
 #[test]
 fn replies_are_well_formed_never_longer_and_echo_the_origin() {
@@ -125,89 +30,8 @@ fn replies_are_well_formed_never_longer_and_echo_the_origin() {
     static ANSWERED: AtomicUsize = AtomicUsize::new(0);
     arbtest(|u| {
         TRIED.fetch_add(1, Relaxed);
-        let cfg = responder(u)?;
-        let st = state(u)?;
-        let req = frame(u)?;
-        let mut buf = req.clone();
-        let (t2, t3) = (
-            NtpTimestamp::from_bits(u.arbitrary()?),
-            NtpTimestamp::from_bits(u.arbitrary()?),
-        );
-        let mut store = Arb(if u.arbitrary()? {
-            Some(NtpTimestamp::from_bits(u.arbitrary()?))
-        } else {
-            None
-        });
-        let Ok(r) = respond_with(&mut buf, &cfg, &st, t2, || t3, u.arbitrary()?, &mut store) else {
-            return Ok(());
-        };
-        ANSWERED.fetch_add(1, Relaxed);
-        assert!(
-            r.len <= req.len(),
-            "reply {} > request {}",
-            r.len,
-            req.len()
-        );
-        let out = &buf[..r.len];
-        let p = SlicedPacket::from_ethernet(out).expect("the reply parses");
-        let (udp, src, dst) = match (p.net, p.transport) {
-            (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Udp(udp))) => {
-                let h = ip.header().to_header();
-                assert_eq!(h.header_checksum, h.calc_header_checksum());
-                assert_eq!(h.options.len(), 0, "no IPv4 options in a reply");
-                let sum = udp
-                    .to_header()
-                    .calc_checksum_ipv4(&h, udp.payload())
-                    .unwrap();
-                assert_eq!(udp.checksum(), sum, "UDP checksum");
-                (udp, IpAddr::from(h.source), IpAddr::from(h.destination))
-            }
-            (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Udp(udp))) => {
-                let h = ip.header().to_header();
-                let sum = udp
-                    .to_header()
-                    .calc_checksum_ipv6(&h, udp.payload())
-                    .unwrap();
-                assert_eq!(udp.checksum(), sum, "UDP checksum");
-                (udp, IpAddr::from(h.source), IpAddr::from(h.destination))
-            }
-            other => panic!("not UDP over IP: {other:?}"),
-        };
-        // Nothing behind the 48 bytes of NTP: no extension field, no
-        // padding, no byte of the request beyond what is echoed.
-        assert_eq!(udp.payload().len(), 48);
-        assert_eq!(udp.length(), 56);
-        assert_eq!(udp.source_port(), 123);
-        let q = SlicedPacket::from_ethernet(&req).expect("an answered request parses");
-        let (qsrc, qdst) = match q.net {
-            Some(NetSlice::Ipv4(ip)) => (
-                IpAddr::from(ip.header().source_addr()),
-                IpAddr::from(ip.header().destination_addr()),
-            ),
-            Some(NetSlice::Ipv6(ip)) => (
-                IpAddr::from(ip.header().source_addr()),
-                IpAddr::from(ip.header().destination_addr()),
-            ),
-            _ => unreachable!(),
-        };
-        let Some(TransportSlice::Udp(qudp)) = q.transport else {
-            unreachable!()
-        };
-        assert_eq!((src, dst), (qdst, qsrc), "addresses swapped");
-        assert_eq!(udp.destination_port(), qudp.source_port());
-        let qn = &qudp.payload()[..48];
-        let n = Packet::new_checked(udp.payload()).unwrap();
-        let origin = if r.interleaved {
-            &qn[32..40]
-        } else {
-            &qn[40..48]
-        };
-        assert_eq!(n.origin().to_bytes(), origin, "origin echoed bit for bit");
-        assert_eq!(n.transmit().to_bits() & 1, 0, "T3's flag bit is clear");
-        assert_eq!(n.version(), (qn[0] >> 3) & 7);
-        assert!(r.record.is_none() || cfg.interleave.is_some());
-        if let Some(m) = cfg.interleave {
-            assert!(m.is_marked(n.receive(), fold(qsrc)), "T2 is marked");
+        if props::reply(u)? {
+            ANSWERED.fetch_add(1, Relaxed);
         }
         Ok(())
     })
@@ -221,22 +45,47 @@ fn replies_are_well_formed_never_longer_and_echo_the_origin() {
 }
 
 #[test]
-fn the_ntp_parser_accepts_only_client_requests() {
+fn kiss_o_death_replies_give_no_time_away() {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    static KISSED: AtomicUsize = AtomicUsize::new(0);
     arbtest(|u| {
-        let len = u.int_in_range(0..=200)?;
-        let mut b: Vec<u8> = (0..len).map(|_| u.arbitrary()).collect::<Result<_, _>>()?;
-        if u.arbitrary()? && !b.is_empty() {
-            b[0] = (b[0] & 0xc0) | (u.int_in_range(1..=4)? << 3) | 3;
-        }
-        if let Ok(r) = parse_request(&b) {
-            assert!(b.len() >= 48 && b.len().is_multiple_of(4));
-            assert!((1..=4).contains(&r.version) && b[0] & 7 == 3);
-            assert_eq!(r.transmit.to_bytes(), b[40..48]);
-            assert_eq!(r.origin.to_bytes(), b[24..32]);
-            assert_eq!(r.receive.to_bytes(), b[32..40]);
+        if props::kiss(u)? {
+            KISSED.fetch_add(1, Relaxed);
         }
         Ok(())
-    });
+    })
+    .budget_ms(500)
+    .run();
+    assert!(KISSED.load(Relaxed) > 0);
+}
+
+#[test]
+fn the_ntp_parser_accepts_only_client_requests() {
+    arbtest(props::parser);
+}
+
+/// The fuzz targets' seed corpus (`fuzz/corpus/`), run here too: every
+/// file through the property of its target.
+#[test]
+fn the_fuzz_corpus_holds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let mut n = 0;
+    for target in ["respond", "respond_raw", "kiss", "parse_request"] {
+        let dir = root.join(target);
+        let files = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for f in files {
+            let data = std::fs::read(f.unwrap().path()).unwrap();
+            let mut u = arbitrary::Unstructured::new(&data);
+            match target {
+                "respond" => drop(props::reply(&mut u)),
+                "respond_raw" => drop(props::raw_frame(&data)),
+                "kiss" => drop(props::kiss(&mut u)),
+                _ => drop(props::parser(&mut u)),
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 20, "{n} corpus files");
 }
 
 #[test]
