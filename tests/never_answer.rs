@@ -101,6 +101,8 @@ struct V4 {
     udp_len: Option<u16>,
     trailer: Vec<u8>,
     nonce: [u8; 8],
+    /// The UDP payload (default: a good request carrying the nonce).
+    payload: Option<Vec<u8>>,
 }
 
 impl V4 {
@@ -114,13 +116,17 @@ impl V4 {
             udp_len: None,
             trailer: Vec::new(),
             nonce,
+            payload: None,
         }
     }
 
     /// The UDP datagram (header, payload) with its checksum over `len`
     /// bytes, plus the trailer.
     fn ip_payload(&self, sport: u16) -> Vec<u8> {
-        let payload = ntp_request(self.nonce);
+        let payload = self
+            .payload
+            .clone()
+            .unwrap_or_else(|| ntp_request(self.nonce));
         let real = (8 + payload.len()) as u16;
         let len = self.udp_len.unwrap_or(real);
         let mut d = Vec::new();
@@ -141,6 +147,24 @@ impl V4 {
         let data = self.ip_payload(40123);
         ipv4_frame(self, 0, 0x4000, &data)
     }
+}
+
+/// `frame` with `tags` 802.1Q tags inserted after the MAC addresses.
+fn vlan_tagged(frame: &[u8], tags: usize) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    for i in 0..tags {
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 10 + i as u8]);
+    }
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
+/// What the server does with an NTP payload, by the parser's own verdict:
+/// the drop reason's label, or `None` for a request it answers.
+fn ntp_verdict(payload: &[u8]) -> Option<&'static str> {
+    ntpx::proto::ntp::parse_request(payload)
+        .err()
+        .map(|r| ntpx::proto::drops::DropReason::from(r).label())
 }
 
 /// An Ethernet + IPv4 frame around `data` with the given IP ID and
@@ -418,6 +442,222 @@ fn cases(e: &Ends) -> Vec<Case> {
         xdp: Kernel,
         socket: Drop("bad_udp_length"),
     });
+
+    // Every mode under every version (but the good ones): dropped under
+    // the parser's reason; mode 4 goes to the kernel in XDP (a reply to
+    // the host's own client), and no daemon there answers it.
+    for version in 0..8u8 {
+        for mode in 0..8u8 {
+            let nonce = next();
+            let mut p = ntp_request(nonce);
+            p[0] = (version << 3) | mode;
+            let Some(reason) = ntp_verdict(&p) else {
+                continue;
+            };
+            let mut v = V4::new(e, nonce);
+            v.payload = Some(p);
+            out.push(Case {
+                name: "v4 mode/version",
+                frames: vec![v.frame()],
+                nonce,
+                xdp: if mode == 4 { Kernel } else { Drop(reason) },
+                socket: Drop(reason),
+            });
+        }
+    }
+    // Every NTP payload length from 1 to 120 (0 is above): a good header
+    // cut short, or followed by zeros (no valid extension field).
+    for len in 1..=120usize {
+        let nonce = next();
+        let mut p = ntp_request(nonce);
+        p.resize(len, 0);
+        let Some(reason) = ntp_verdict(&p) else {
+            continue;
+        };
+        let mut v = V4::new(e, nonce);
+        v.payload = Some(p);
+        out.push(Case {
+            name: "v4 NTP length",
+            frames: vec![v.frame()],
+            nonce,
+            xdp: Drop(reason),
+            socket: Drop(reason),
+        });
+    }
+    // Legacy MACs, NTS fields, malformed extension fields.
+    let mut field = |name: &'static str, trailer: Vec<u8>| {
+        let nonce = next();
+        let mut p = ntp_request(nonce);
+        p.extend_from_slice(&trailer);
+        let reason = ntp_verdict(&p).expect("never answered");
+        let mut v = V4::new(e, nonce);
+        v.payload = Some(p);
+        out.push(Case {
+            name,
+            frames: vec![v.frame()],
+            nonce,
+            xdp: Drop(reason),
+            socket: Drop(reason),
+        });
+    };
+    field("v4 MD5 MAC", [&[0, 0, 0, 1][..], &[0xab; 16]].concat());
+    field("v4 SHA-1 MAC", [&[0, 0, 0, 1][..], &[0xab; 20]].concat());
+    let mut uid = vec![0x01, 0x04, 0, 36];
+    uid.resize(36, 0x5a);
+    field("v4 NTS unique identifier", uid);
+    field(
+        "v4 extension field longer than the packet",
+        vec![0x00, 0x02, 0x01, 0x00, 0, 0, 0, 0],
+    );
+    field(
+        "v4 extension field of length 6",
+        vec![0x00, 0x02, 0x00, 0x06, 0, 0, 0, 0],
+    );
+    field(
+        "v4 last extension field under 28 bytes",
+        vec![0x00, 0x02, 0x00, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
+
+    // Three VLAN tags: not parsed (the program takes two); the kernel
+    // drops the frame (no VLAN device here).
+    let n3 = next();
+    out.push(Case {
+        name: "v4 under three VLAN tags",
+        frames: vec![vlan_tagged(&V4::new(e, n3).frame(), 3)],
+        nonce: n3,
+        xdp: Kernel,
+        socket: Kernel,
+    });
+    // Broadcast and multicast destinations: never answered.
+    let mut dest = |name: &'static str, mac: [u8; 6], ip: Ipv4Addr, socket: Fate| {
+        let nonce = next();
+        let mut v = V4::new(e, nonce);
+        v.dst_mac = mac;
+        v.dst = ip;
+        out.push(Case {
+            name,
+            frames: vec![v.frame()],
+            nonce,
+            // Not a served address: the XDP program passes it.
+            xdp: Kernel,
+            socket,
+        });
+    };
+    dest(
+        "v4 to the limited broadcast address",
+        [0xff; 6],
+        Ipv4Addr::BROADCAST,
+        Drop("not_our_address"),
+    );
+    dest(
+        "v4 to the subnet's broadcast address",
+        [0xff; 6],
+        Ipv4Addr::new(198, 18, 0, 255),
+        Drop("not_our_address"),
+    );
+    dest(
+        "v4 to NTP's multicast group",
+        [0x01, 0x00, 0x5e, 0x00, 0x01, 0x01],
+        Ipv4Addr::new(224, 0, 1, 1),
+        Kernel,
+    );
+    let n6 = next();
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(e.cli_mac, [0x33, 0x33, 0, 0, 1, 1])
+        .ipv6(
+            e.cli6.octets(),
+            "ff02::101".parse::<Ipv6Addr>().unwrap().octets(),
+            64,
+        )
+        .udp(40123, 123)
+        .write(&mut f, &ntp_request(n6))
+        .expect("build");
+    // Martian and own sources: the XDP program drops them. The kernel
+    // drops most before any socket; 0/8 and 240/4 it takes for unicast
+    // (since Linux 5.3 and 2.6.25), and ntpx drops them.
+    for (name, src, socket) in [
+        (
+            "v4 from 0.0.0.0/8",
+            Ipv4Addr::new(0, 1, 2, 3),
+            Drop("bad_source"),
+        ),
+        ("v4 from loopback", Ipv4Addr::new(127, 0, 0, 1), Kernel),
+        ("v4 from multicast", Ipv4Addr::new(224, 0, 0, 1), Kernel),
+        (
+            "v4 from 240/4",
+            Ipv4Addr::new(240, 0, 0, 1),
+            Drop("bad_source"),
+        ),
+        (
+            "v4 from the limited broadcast address",
+            Ipv4Addr::BROADCAST,
+            Kernel,
+        ),
+    ] {
+        let nonce = next();
+        let mut v = V4::new(e, nonce);
+        v.src = src;
+        out.push(Case {
+            name,
+            frames: vec![v.frame()],
+            nonce,
+            xdp: Drop("bad_source"),
+            socket,
+        });
+    }
+    let nonce = next();
+    let mut v = V4::new(e, nonce);
+    v.src = e.srv4;
+    out.push(Case {
+        name: "v4 from the server's own address",
+        frames: vec![v.frame()],
+        nonce,
+        xdp: Drop("own_source"),
+        socket: Kernel,
+    });
+    for (name, src) in [("v6 from ::1", "::1"), ("v6 from multicast", "ff02::1")] {
+        let nonce = next();
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(e.cli_mac, e.srv_mac)
+            .ipv6(
+                src.parse::<Ipv6Addr>().unwrap().octets(),
+                e.srv6.octets(),
+                64,
+            )
+            .udp(40123, 123)
+            .write(&mut f, &ntp_request(nonce))
+            .expect("build");
+        out.push(Case {
+            name,
+            frames: vec![f],
+            nonce,
+            xdp: Drop("bad_source"),
+            socket: Kernel,
+        });
+    }
+    // A hop-by-hop options header (PadN) before UDP, lengths right.
+    let nonce = next();
+    let plain = v6_frame(e, nonce, e.cli_mac, e.srv_mac);
+    let mut hbh = plain[..54].to_vec();
+    hbh[18..20].copy_from_slice(&(56u16 + 8).to_be_bytes());
+    hbh[20] = 0; // next header: hop-by-hop options
+    hbh.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+    hbh.extend_from_slice(&plain[54..]);
+    out.push(Case {
+        name: "v6 behind a hop-by-hop options header",
+        frames: vec![hbh],
+        nonce,
+        xdp: Kernel,
+        // The socket filter cannot see the UDP length behind it.
+        socket: Drop("bad_udp_length"),
+    });
+    out.push(Case {
+        name: "v6 to NTP's multicast group",
+        frames: vec![f],
+        nonce: n6,
+        xdp: Kernel,
+        socket: Kernel,
+    });
     out
 }
 
@@ -480,7 +720,9 @@ fn run_corpus(test: &str, socket_datapath: bool) {
     let mut answered = 1u64;
     let mut want: BTreeMap<&str, u64> = BTreeMap::new();
     let mut failures = Vec::new();
-    for case in cases(&e) {
+    let all = cases(&e);
+    println!("{test}: {} crafted frames", all.len());
+    for case in all {
         let fate = if socket_datapath {
             case.socket
         } else {
