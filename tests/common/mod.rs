@@ -926,6 +926,12 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The server's process id, while it runs (`ip netns exec` execs it:
+    /// the same pid).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Sends `sig` to the server (`ip netns exec` execs it: same pid).
     pub fn signal(&self, sig: libc::c_int) {
         if let Some(c) = &self.child {
