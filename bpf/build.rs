@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use libbpf_cargo::SkeletonBuilder;
 
 const SRC: &str = "bpf/ntpx.bpf.c";
-const HEADERS: [&str; 2] = ["bpf/ntpx.h", "bpf/reply.h"];
+// Every header ntpx.bpf.c includes: a change to any rebuilds the program.
+const HEADERS: [&str; 4] = ["bpf/ntpx.h", "bpf/reply.h", "bpf/policy.h", "bpf/frame.h"];
 const LOAD_SRC: &str = "bpf/load.bpf.c";
 const LOAD_HEADERS: [&str; 2] = ["bpf/load.h", "bpf/frame.h"];
 
