@@ -237,9 +237,8 @@ static __always_inline void write_kod(const struct ntpx_headers *h, struct plain
 				      __u32 code)
 {
 	__u8 *ntp = p->ntp;
-	__u64 xmt = *(__u64 *)(ntp + 40), sum;
+	__u64 xmt = *(__u64 *)(ntp + 40);
 	__u8 version = (ntp[0] >> 3) & 7;
-	__u16 c;
 
 	turn_around(h, p);
 	ntp[0] = (3 << 6) | (version << 3) | 4;
@@ -252,13 +251,7 @@ static __always_inline void write_kod(const struct ntpx_headers *h, struct plain
 	*(__u64 *)(ntp + 24) = xmt;
 	*(__u64 *)(ntp + 32) = xmt;
 	/* transmit (40..48) stays the request's */
-	if (h->family == 4)
-		sum = pseudo_sum(&h->ip4->saddr, &h->ip4->daddr, 1);
-	else
-		sum = pseudo_sum(&h->ip6->saddr, &h->ip6->daddr, 4);
-	CSUM_WORDS(sum, p->udp, NTPX_UDP_LEN / 4);
-	c = ~csum_fold(sum);
-	p->udp->check = c ? c : 0xffff;
+	fill_udp_checksum(h, p);
 }
 
 #endif

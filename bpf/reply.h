@@ -487,6 +487,22 @@ static __always_inline void turn_around(const struct ntpx_headers *h, struct pla
 	p->udp->check = 0;
 }
 
+/* The UDP checksum of the reply at `p` (its field zeroed by
+ * turn_around()), written last. */
+static __always_inline void fill_udp_checksum(const struct ntpx_headers *h, struct plain *p)
+{
+	__u64 sum;
+	__u16 c;
+
+	if (h->family == 4)
+		sum = pseudo_sum(&h->ip4->saddr, &h->ip4->daddr, 1);
+	else
+		sum = pseudo_sum(&h->ip6->saddr, &h->ip6->daddr, 4);
+	CSUM_WORDS(sum, p->udp, NTPX_UDP_LEN / 4);
+	c = ~csum_fold(sum);
+	p->udp->check = c ? c : 0xffff;
+}
+
 /*
  * Rewrites the plain request at `p` into its reply, as the Rust
  * responder's respond_v4/respond_v6 and write_reply() do: MAC addresses
@@ -500,11 +516,10 @@ static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct pl
 					 __u64 age)
 {
 	__u8 *ntp = p->ntp;
-	__u64 origin, t2, t2_exact, t3, t3_tai, sum, ref_time;
+	__u64 origin, t2, t2_exact, t3, t3_tai, ref_time;
 	__u8 version = (ntp[0] >> 3) & 7, leap = st->leap, stratum = st->stratum;
 	__s8 poll = (__s8)ntp[2];
 	__u32 disp;
-	__u16 c;
 	/* The client's address for the mark, before the addresses swap. */
 	__u64 client = xleave_bits ? client_fold(h) : 0;
 
@@ -548,13 +563,7 @@ static __always_inline __u64 write_reply(const struct ntpx_headers *h, struct pl
 	put_be64(ntp + 16, ref_time);
 	put_be64(ntp + 40, t3);
 
-	if (h->family == 4)
-		sum = pseudo_sum(&h->ip4->saddr, &h->ip4->daddr, 1);
-	else
-		sum = pseudo_sum(&h->ip6->saddr, &h->ip6->daddr, 4);
-	CSUM_WORDS(sum, p->udp, NTPX_UDP_LEN / 4);
-	c = ~csum_fold(sum);
-	p->udp->check = c ? c : 0xffff;
+	fill_udp_checksum(h, p);
 	return t3_tai;
 }
 

@@ -20,50 +20,10 @@
 mod common;
 
 use common::*;
-use ntpx::load::report::Summary;
-use std::time::{Duration, Instant};
-
-fn load(topo: &Topology, server: &str, extra: &[&str]) -> Summary {
-    let out = run_with_timeout(
-        topo.cli_cmd(NTPX)
-            .args([
-                "load",
-                server,
-                "--iface",
-                &topo.cli_if,
-                "--json",
-                "--cpus",
-                "0",
-            ])
-            .args(extra),
-        60,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ntpx load failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{stdout}"))
-}
+use std::time::Duration;
 
 fn socket_of(topo: &Topology) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ntpx-{}.sock", topo.name))
-}
-
-/// The server's numbers once they stop moving.
-fn settled(topo: &Topology) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = live_stats(topo, &socket_of(topo));
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = live_stats(topo, &socket_of(topo));
-        if now["rx"] == last["rx"] && now["tx"] == last["tx"] || Instant::now() > deadline {
-            return now;
-        }
-        last = now;
-    }
 }
 
 /// Turns the per-client limit on with its defaults (the test harness turns
@@ -81,7 +41,7 @@ fn flood_and_nat(test: &str, extra: &[&str]) {
     let mut srv = Server::start(&topo, &args);
 
     // The NAT: 40 requests/s from one address for 5 s, all answered.
-    let s = load(&topo, "198.18.0.1", &["--rate", "40", "--duration", "5s"]);
+    let s = ntpx_load(&topo, "198.18.0.1", &["--rate", "40", "--duration", "5s"]);
     let t = &s.total;
     println!(
         "{test}: NAT at 40/s: sent {} good {} kod {} lost {}",
@@ -93,14 +53,14 @@ fn flood_and_nat(test: &str, extra: &[&str]) {
         (t.sent, 0, 0, 0),
         "{t:?}"
     );
-    let before = settled(&topo);
+    let before = settled_stats(&topo, &socket_of(&topo));
     assert_eq!(before["policy"]["limited"], 0, "{}", before["policy"]);
 
     // The flood at a victim (the same address, ports rotating): after
     // its burst, 64/s and one in four of the rest.
-    let s = load(&topo, "198.18.0.1", &["--rate", "10k", "--duration", "3s"]);
+    let s = ntpx_load(&topo, "198.18.0.1", &["--rate", "10k", "--duration", "3s"]);
     let t = &s.total;
-    let doc = settled(&topo);
+    let doc = settled_stats(&topo, &socket_of(&topo));
     let p = &doc["policy"];
     let secs = t.seconds;
     let within = 256.0 + 64.0 * secs;

@@ -15,32 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Runs `ntpx load --json` in the client namespace and parses its summary.
-fn load(topo: &Topology, server: &str, extra: &[&str]) -> Summary {
-    // One CPU unless the test picks them (`--cpus` adds up: given twice, the
-    // lists would be joined).
-    let cpus: &[&str] = if extra.contains(&"--cpus") {
-        &[]
-    } else {
-        &["--cpus", "0"]
-    };
-    let out = run_with_timeout(
-        topo.cli_cmd(NTPX)
-            .args(["load", server, "--iface", &topo.cli_if, "--json"])
-            .args(cpus)
-            .args(extra),
-        60,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ntpx load failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{stdout}"))
-}
-
 /// Every request answered, validated, and measured. Steps end on time, so
 /// a generator thread delayed past a step's end by a busy machine sends a
 /// few less than `expect_sent`; every one it sent must be answered.
@@ -80,7 +54,7 @@ fn load_against_ntpx_xdp_many_sources() {
     );
     // 2000 requests/s for 1 s from 65534 addresses; ntpx answers in place,
     // so the prefix needs no route.
-    let s = load(
+    let s = ntpx_load(
         &topo,
         "198.18.0.1",
         &[
@@ -127,7 +101,7 @@ fn two_queues_both_paths() {
                 replies,
             ],
         );
-        let s = load(
+        let s = ntpx_load(
             &topo,
             "198.18.0.1",
             &[
@@ -182,7 +156,7 @@ fn load_ramp_against_ntpx_socket_v6_with_files() {
         ],
     );
     let dir = TempDir::new("ntpx-load-files");
-    let s = load(
+    let s = ntpx_load(
         &topo,
         "2001:db8::1",
         &[
@@ -226,7 +200,7 @@ fn load_over_sockets_against_ntpx_xdp_v4() {
     // e2e tests do for their kernel clients. (On 6.18 copy-mode AF_XDP TX
     // takes the veth's ordinary xmit path and arrives without it too.)
     peer_pass(&topo);
-    let s = load(
+    let s = ntpx_load(
         &topo,
         "198.18.0.1",
         &["--datapath", "socket", "--rate", "1k", "--duration", "1s"],
@@ -255,7 +229,7 @@ fn load_over_sockets_against_ntpx_socket_v6_rate_and_ping() {
             "--no-stats-socket",
         ],
     );
-    let s = load(
+    let s = ntpx_load(
         &topo,
         "2001:db8::1",
         &[
@@ -272,7 +246,7 @@ fn load_over_sockets_against_ntpx_socket_v6_rate_and_ping() {
     assert_eq!(s.datapath, "socket");
     assert_all_good(&s, 1000);
     // Ping: 8 clients (sockets) with one request each in flight.
-    let s = load(
+    let s = ntpx_load(
         &topo,
         "2001:db8::1",
         &[
@@ -398,7 +372,7 @@ fn run_fake(fault: Fault) {
         topo.srv_cmd(NTPX)
             .args(["xdp-pass", "--iface", &topo.srv_if]),
     );
-    let s = load(
+    let s = ntpx_load(
         &topo,
         "198.18.0.1",
         &[
@@ -515,7 +489,7 @@ fn load_against_the_reflector() {
         assert!(Instant::now() < deadline, "the reflector never attached");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let s = load(
+    let s = ntpx_load(
         &topo,
         "198.18.0.1",
         &[

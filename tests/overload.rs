@@ -12,7 +12,7 @@ mod common;
 
 use common::*;
 use etherparse::PacketBuilder;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BURST: usize = 40_000;
 
@@ -32,20 +32,6 @@ fn request_frames(topo: &Topology) -> Vec<Vec<u8>> {
             f
         })
         .collect()
-}
-
-/// Live stats once requests stop changing (the worker has drained).
-fn settled(topo: &Topology, socket: &std::path::Path) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = live_stats(topo, socket);
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = live_stats(topo, socket);
-        if now["rx"] == last["rx"] && now["tx"] == last["tx"] || Instant::now() > deadline {
-            return now;
-        }
-        last = now;
-    }
 }
 
 /// `name=N` from the exit summary's `XDP program:` line.
@@ -103,7 +89,7 @@ fn run(test: &str, socket_datapath: bool) {
     }
     let mut server = Server::start(&topo, &args);
     let sent = burst(&topo, &server);
-    let doc = settled(&topo, &sock);
+    let doc = settled_stats(&topo, &sock);
     // One more stats line after the burst.
     std::thread::sleep(Duration::from_millis(1500));
     let out = server.stop();
@@ -233,7 +219,7 @@ fn many_sources(test: &str, extra: &[&str]) {
     let out = generator.wait_with_output().expect("ntpx load");
     let late = rss(pid);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ntpx load --json");
-    let doc = settled(&topo, &sock);
+    let doc = settled_stats(&topo, &sock);
     let stopped = server.stop();
     let t = &summary["total"];
     let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);

@@ -1207,6 +1207,49 @@ pub fn live_stats(topo: &Topology, socket: &Path) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("ntpx stats --json: {e}\n{out}"))
 }
 
+/// [`live_stats`] once requests and replies stop changing (the workers
+/// have drained), or after 20 s.
+pub fn settled_stats(topo: &Topology, socket: &Path) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut last = live_stats(topo, socket);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = live_stats(topo, socket);
+        if now["rx"] == last["rx"] && now["tx"] == last["tx"]
+            || std::time::Instant::now() > deadline
+        {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Runs `ntpx load --json` in the client namespace against `server` and
+/// parses its summary; on one CPU unless `extra` picks them (`--cpus`
+/// given twice would join the lists).
+pub fn ntpx_load(topo: &Topology, server: &str, extra: &[&str]) -> ntpx::load::report::Summary {
+    let cpus: &[&str] = if extra.contains(&"--cpus") {
+        &[]
+    } else {
+        &["--cpus", "0"]
+    };
+    let out = run_with_timeout(
+        topo.cli_cmd(NTPX)
+            .args(["load", server, "--iface", &topo.cli_if, "--json"])
+            .args(cpus)
+            .args(extra),
+        60,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ntpx load failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{stdout}"))
+}
+
 /// The drops by reason of a stats document.
 pub fn drops_of(doc: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
     doc["drops"]
