@@ -344,29 +344,42 @@ static __always_inline __u64 hw_rx_tai(struct xdp_md *ctx, const struct ntpx_sta
 	return tai;
 }
 
+static __always_inline int drop(__u32 reason)
+{
+	count(NTPX_DROPPED);
+	count_in(&drops, reason);
+	return XDP_DROP;
+}
+
+/* The drop reason of a KoD verdict that cannot be carried out. */
+static __always_inline __u32 kod_reason(__u32 flags)
+{
+	return flags == NTPX_META_KOD_RATE ? NTPX_DROP_RATE_LIMITED : NTPX_DROP_ACCESS;
+}
+
 /* Hands the request to the AF_XDP socket of its queue, with its receive
  * stamps and `flags` (NTPX_META_KOD_*) in front; to the kernel if the
- * queue has none. */
+ * queue has none. A KoD verdict that cannot reach a worker (no socket, no
+ * metadata) is a drop: the host's daemon, or a worker without the flag,
+ * would answer with the time. */
 static __always_inline int redirect(struct xdp_md *ctx, __u64 now, const struct ntpx_state *st,
 				    const int hw, __u32 flags)
 {
 	__u32 queue = ctx->rx_queue_index;
 
 	if (!bpf_map_lookup_elem(&xsks, &queue)) {
+		if (flags)
+			return drop(kod_reason(flags));
 		count(NTPX_PASS_NO_SOCKET);
 		return XDP_PASS;
 	}
-	if (ntpx_write_meta(ctx, now, hw_rx_tai(ctx, st, now, hw), flags))
+	if (ntpx_write_meta(ctx, now, hw_rx_tai(ctx, st, now, hw), flags)) {
 		count(NTPX_META_FAILED);
+		if (flags)
+			return drop(kod_reason(flags));
+	}
 	count(NTPX_REDIRECTED);
 	return bpf_redirect_map(&xsks, queue, XDP_PASS);
-}
-
-static __always_inline int drop(__u32 reason)
-{
-	count(NTPX_DROPPED);
-	count_in(&drops, reason);
-	return XDP_DROP;
 }
 
 /* Cuts Ethernet padding behind a request whose reply ends with its NTP
@@ -425,6 +438,16 @@ static __always_inline int in_xdp(const struct ntpx_state *st, int partial)
 	return st && st->reply_in_xdp && !(partial && st->partial_to_workers);
 }
 
+/* The metadata flags of a policy verdict. */
+static __always_inline __u32 kod_flags(int verdict)
+{
+	if (verdict == NTPX_POLICY_KOD_RATE)
+		return NTPX_META_KOD_RATE;
+	if (verdict == NTPX_POLICY_KOD_DENY)
+		return NTPX_META_KOD_DENY;
+	return 0;
+}
+
 /* A Kiss-o'-Death for the plain request at `plain`: written here, or by
  * the worker where replies do not leave from here. */
 static __always_inline int kod(struct xdp_md *ctx, struct ntpx_headers *h, struct plain *plain,
@@ -457,6 +480,13 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 	count(NTPX_SEEN);
 	fate = classify(ctx, &h, &plain);
 	if (fate != NTPX_PLAIN && fate != NTPX_REDIRECTED) {
+		/* The modes left to the host's daemon pass the access lists and
+		 * the rate limit first. */
+		if (fate == NTPX_PASS_KERNEL_MODE) {
+			verdict = policy(&h, now, 0);
+			if (verdict >= 0)
+				return drop((__u32)verdict);
+		}
 		count(fate);
 		return XDP_PASS;
 	}
@@ -467,12 +497,13 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 		st = bpf_map_lookup_elem(&server_state, &i);
 	}
 	if (fate == NTPX_REDIRECTED) {
-		/* The workers judge it; the policy applies first, a KoD
-		 * becoming a drop (only a plain request is turned into one). */
-		verdict = policy(&h, now, 0);
+		/* The workers judge it; the policy applies first (before the
+		 * checks, which only the worker can make), and a KoD verdict
+		 * goes with it for the worker to carry out. */
+		verdict = policy(&h, now, 1);
 		if (verdict >= 0)
 			return drop((__u32)verdict);
-		return redirect(ctx, now, st, hw_rx, 0);
+		return redirect(ctx, now, st, hw_rx, kod_flags(verdict));
 	}
 	verdict = judge_plain(&h, &plain, &partial);
 	if (verdict >= 0)

@@ -7,6 +7,12 @@
  * Rust (src/proto/policy/); the rules and their defaults are in
  * README.md, "Defence".
  *
+ * A plain request is judged first (judge_plain()) and then meets the
+ * policy; a request only a worker can judge meets it first, and a KoD
+ * verdict travels to the worker in the metadata. The modes passed to the
+ * host's daemon (kernel_modes) meet the access lists and the rate limit
+ * too, a KoD verdict being a drop there.
+ *
  * Order, for a request to the server that the program did not drop:
  *   1. access: a source in the deny list, or (when there is an allow
  *      list) not in it, gets `acl_action`: ignored (dropped, `access`)
@@ -21,6 +27,10 @@
  */
 #ifndef NTPX_POLICY_H
 #define NTPX_POLICY_H
+
+/* Compare-and-swap tries on the ceiling's bucket (CEILING_TRIES in
+ * src/server/limiter.rs). */
+#define NTPX_CEILING_TRIES 4
 
 /* policy() results other than a drop reason (enum ntpx_drop). */
 #define NTPX_POLICY_ANSWER -1
@@ -120,6 +130,13 @@ static __always_inline int admit(struct ntpx_client *e, __u64 now)
 {
 	__u64 tat;
 
+	/* Further ahead than its burst: the clock was stepped back. Start
+	 * afresh rather than limit the client until the clock catches up. */
+	if (e->tat > now + rl_burst_ns) {
+		e->tat = now;
+		e->win_start = 0;
+		e->kod_at = now - rl_kod_gap_ns;
+	}
 	e->last = now;
 	count_in_window(e, now);
 	tat = e->tat > now ? e->tat : now;
@@ -192,20 +209,28 @@ static __always_inline int under_ceiling(__u64 now)
 	tat = bpf_map_lookup_elem(&ceiling, &zero);
 	if (!tat)
 		return 1;
-	old = *tat;
-	t = old > now ? old : now;
-	if (t + ceiling_interval_ns - now > ceiling_burst_ns)
-		return 0;
-	/* One try: a lost race lets this reply through anyway. */
-	__sync_val_compare_and_swap(tat, old, t + ceiling_interval_ns);
-	return 1;
+	/* A few tries; a reply that cannot take its place (other CPUs keep
+	 * winning) is not sent. Limits::ceiling_step() in Rust. */
+	for (int i = 0; i < NTPX_CEILING_TRIES; i++) {
+		old = *tat;
+		if (old > now + ceiling_burst_ns) /* the clock was stepped back */
+			t = now;
+		else
+			t = old > now ? old : now;
+		if (t + ceiling_interval_ns - now > ceiling_burst_ns)
+			return 0;
+		if (__sync_val_compare_and_swap(tat, old, t + ceiling_interval_ns) == old)
+			return 1;
+	}
+	return 0;
 }
 
 /*
  * The policy for a request from the source in `h`, received at `now`:
  * NTPX_POLICY_ANSWER, NTPX_POLICY_KOD_RATE / _DENY, or a drop reason.
- * `kod_ok`: the request is a plain one, which can be turned into a KoD
- * here (the others are dropped where a KoD would be sent).
+ * `kod_ok`: the request can be answered with a KoD (an NTP request, here
+ * or by a worker); for the modes passed to the kernel, a KoD verdict is
+ * a drop.
  */
 static __always_inline int policy(const struct ntpx_headers *h, __u64 now, int kod_ok)
 {

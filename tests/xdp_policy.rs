@@ -376,3 +376,113 @@ fn modes_1_2_6_go_to_the_kernel_only_when_configured() {
         );
     }
 }
+
+/// The program against the Rust model (`Limiter`, which the socket
+/// datapath runs) on one scripted sequence, with no randomness (no leak,
+/// a KoD for every limited request the KoD gap allows) and a bucket that
+/// cannot refill during the run: the same verdict, request by request.
+#[test]
+fn the_program_decides_as_the_rust_model() {
+    require_privileges!();
+    let policy = Policy {
+        access: Access {
+            deny: nets(&["198.18.0.128/25"]),
+            allow: Prefixes::default(),
+            action: Action::Deny,
+        },
+        limits: Limits {
+            interval_ns: 10_000_000_000,
+            burst: 5,
+            leak: 0,
+            kod: 1,
+            kod_gap_ns: 3_600_000_000_000,
+            ..Limits::default()
+        },
+    };
+    let prog = load(policy.clone(), 0);
+    let model = ntpx::server::limiter::Limiter::new(policy);
+    let mut counts = ntpx::server::limiter::PolicyCounts::default();
+    let script = [
+        "198.18.0.2",
+        "198.18.0.3",
+        "198.18.0.200",
+        "198.18.0.2",
+        "198.18.0.201",
+        "198.18.0.200",
+    ];
+    let mut n = 0;
+    for round in 0..8 {
+        for src in script {
+            n += 1;
+            let f = request(src, 1024 + n as u16, n);
+            let xdp = run(&prog, &f);
+            let rust = match model.decide(src.parse().unwrap(), tai_now_ns(), [1, 0], &mut counts) {
+                ntpx::proto::policy::Verdict::Answer => Fate::Answer,
+                ntpx::proto::policy::Verdict::Kiss(c) => {
+                    counts.kissed(c); // counted when sent
+                    Fate::Kiss(c)
+                }
+                ntpx::proto::policy::Verdict::Drop(r) => Fate::Drop(r),
+            };
+            assert_eq!(xdp, rust, "round {round}, {src}");
+        }
+    }
+    let c = prog.counters().unwrap();
+    assert_eq!(
+        (c.rl_limited, c.rl_clients, c.kod_rate, c.kod_deny, c.rl_new),
+        (
+            counts.limited,
+            counts.limited_clients,
+            counts.kod_rate,
+            counts.kod_deny,
+            counts.entered
+        ),
+        "{counts:?}"
+    );
+    // Each client: its burst of 5, then one KoD RATE, then nothing; the
+    // denied ones get KoD DENY while within their bucket.
+    assert_eq!(counts.kod_rate, 4, "{counts:?}");
+}
+
+/// A KoD verdict for a request only a worker can judge travels in the
+/// metadata; with no socket on the queue (as in a test run) it is dropped
+/// under its reason, never passed to the host's daemon, which would answer
+/// with the time. And a mode left to the kernel meets the policy first.
+#[test]
+fn a_kod_that_cannot_reach_a_worker_is_dropped() {
+    require_privileges!();
+    let policy = Policy {
+        access: Access {
+            deny: nets(&["198.18.0.128/25"]),
+            allow: Prefixes::default(),
+            action: Action::Deny,
+        },
+        limits: no_limits(),
+    };
+    let prog = load(policy, 1 << 6);
+    // 48 bytes of NTP and an (ignored) extension field of 28 bytes: not a
+    // plain request.
+    let mut long = ntp(0x23, 77);
+    long.extend_from_slice(&[0x00, 0x02, 0x00, 28]);
+    long.resize(48 + 28, 0);
+    let denied: IpAddr = "198.18.0.200".parse().unwrap();
+    let allowed: IpAddr = "198.18.0.2".parse().unwrap();
+    assert_eq!(
+        run(&prog, &frame(allowed, 4000, &long)),
+        Fate::Kernel("pass_no_socket")
+    );
+    assert_eq!(
+        run(&prog, &frame(denied, 4000, &long)),
+        Fate::Drop(DropReason::Access)
+    );
+    // Mode 6 to the host's daemon: allowed passes, denied is dropped.
+    let control = ntp(0x26, 78);
+    assert_eq!(
+        run(&prog, &frame(allowed, 4001, &control)),
+        Fate::Kernel("pass_kernel_mode")
+    );
+    assert_eq!(
+        run(&prog, &frame(denied, 4001, &control)),
+        Fate::Drop(DropReason::Access)
+    );
+}

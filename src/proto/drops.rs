@@ -126,7 +126,7 @@ reasons! {
     /// Over its client's rate limit, and neither leaked nor answered with
     /// a KoD RATE.
     RateLimited => "rate_limited",
-    /// Over the global reply ceiling (`[limits] ceiling`).
+    /// Over the global reply ceiling (`[rate_limit] ceiling`).
     Ceiling => "ceiling",
 }
 

@@ -415,7 +415,11 @@ fn respond_v4(
     let datagram = &frame[off + ihl..off + total];
     let pseudo = checksum::pseudo_v4(src, dst, datagram.len() as u16);
     let checked = check_udp(datagram, cfg, pseudo, false)?;
-    check_synchronized(&cfg.policy, state)?;
+    // A KoD gives no time: it goes out synchronised or not, as from the
+    // XDP program and the socket datapath.
+    if kiss.is_none() {
+        check_synchronized(&cfg.policy, state)?;
+    }
     let client = interleave::fold(Ipv4Addr::from(src).into());
 
     // The reply: a 20-byte IP header (request options dropped), then UDP
@@ -486,7 +490,11 @@ fn respond_v6(
     let pseudo = checksum::pseudo_v6(src, dst, payload as u16);
     // A zero UDP checksum is invalid over IPv6 (RFC 8200 §8.1).
     let checked = check_udp(datagram, cfg, pseudo, true)?;
-    check_synchronized(&cfg.policy, state)?;
+    // A KoD gives no time: it goes out synchronised or not, as from the
+    // XDP program and the socket datapath.
+    if kiss.is_none() {
+        check_synchronized(&cfg.policy, state)?;
+    }
     let client = interleave::fold(Ipv6Addr::from(src).into());
 
     let end = udp_at + REPLY_UDP_LEN;

@@ -15,7 +15,8 @@
 //! update one client at once may let a request or two more through than
 //! the bucket allows; never fewer, and never anything unsafe.
 
-use crate::proto::policy::limit::{Bucket, ClientKey, Limits, Outcome};
+use crate::proto::policy::access::Action;
+use crate::proto::policy::limit::{Bucket, ClientKey, Limits};
 use crate::proto::policy::{Decision, Entry, KissCode, Policy, Verdict};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
@@ -23,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Slots per set.
 pub const WAYS: usize = 4;
+/// Compare-and-swap tries on the ceiling's bucket (`NTPX_CEILING_TRIES`).
+const CEILING_TRIES: usize = 4;
 
 /// What the policy did, counted: on the socket datapath by the workers,
 /// on the XDP datapath by the program (its `kod_*` and `rl_*` counters).
@@ -86,14 +89,10 @@ impl PolicyCounts {
     /// Counts one decision (a KoD is counted when it is sent).
     pub fn count(&mut self, d: &Decision, new_client: bool) {
         self.entered += u64::from(new_client);
-        if let Some(Outcome::Limited {
-            new_episode,
-            sped_up,
-        }) = d.outcome
-        {
-            self.limited += 1;
-            self.limited_clients += u64::from(new_episode);
-            self.speedups += u64::from(sped_up);
+        if let Some(o) = d.outcome {
+            self.limited += u64::from(!o.within);
+            self.limited_clients += u64::from(o.new_episode);
+            self.speedups += u64::from(o.sped_up);
         }
         self.leaked += u64::from(d.leaked);
     }
@@ -206,7 +205,10 @@ impl Limiter {
     ) -> Verdict {
         let limits = &self.policy.limits;
         let ceiling = || self.take_ceiling(limits, now_ns);
-        if self.slots.is_empty() {
+        // An ignored source never takes a slot (as in the XDP program,
+        // which drops it before its LRU map).
+        let ignored = self.policy.access.action == Action::Ignore;
+        if self.slots.is_empty() || (ignored && self.policy.access.refuses(client)) {
             let d = self
                 .policy
                 .decide(client, now_ns, Entry::Off, ceiling, random, true);
@@ -249,16 +251,22 @@ impl Limiter {
         if limits.ceiling_interval_ns == 0 {
             return true;
         }
-        let old = self.ceiling.load(Relaxed);
-        match limits.ceiling_step(old, now) {
-            Some(new) => {
-                // One try, as in the XDP program: a lost race lets this
-                // reply through anyway.
-                let _ = self.ceiling.compare_exchange(old, new, Relaxed, Relaxed);
-                true
+        // A few tries, as in the XDP program; a reply that cannot take
+        // its place (the others keep winning) is not sent.
+        for _ in 0..CEILING_TRIES {
+            let old = self.ceiling.load(Relaxed);
+            let Some(new) = limits.ceiling_step(old, now) else {
+                return false;
+            };
+            if self
+                .ceiling
+                .compare_exchange(old, new, Relaxed, Relaxed)
+                .is_ok()
+            {
+                return true;
             }
-            None => false,
         }
+        false
     }
 }
 

@@ -148,11 +148,16 @@ pub fn raw_frame(data: &[u8]) -> bool {
 }
 
 /// A Kiss-o'-Death for a frame built by [`frame`]: answered exactly when
-/// the time would be (the same checks), no longer than the request, well
+/// the time would be by a synchronised server (the same checks), no longer than the request, well
 /// formed, and no time given away: origin, receive and transmit are all the
 /// request's transmit timestamp, stratum 0, LI 3, the code as reference ID.
 pub fn kiss(u: &mut Unstructured<'_>) -> arbitrary::Result<bool> {
-    let cfg = responder(u)?;
+    let mut cfg = responder(u)?;
+    // A KoD gives no time: it is sent unsynchronised too, even where the
+    // time would not be (`on_unsync = "drop"`).
+    cfg.policy.drop_unsynchronized = u.arbitrary()?;
+    let mut time_cfg = cfg.clone();
+    time_cfg.policy.drop_unsynchronized = false;
     let st = state(u)?;
     let req = frame(u)?;
     let code = if u.arbitrary()? {
@@ -163,7 +168,7 @@ pub fn kiss(u: &mut Unstructured<'_>) -> arbitrary::Result<bool> {
     let mut time = req.clone();
     let answered = respond(
         &mut time,
-        &cfg,
+        &time_cfg,
         &st,
         NtpTimestamp::from_bits(5),
         || NtpTimestamp::from_bits(9),

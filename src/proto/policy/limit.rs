@@ -105,18 +105,15 @@ pub struct Bucket {
 }
 
 /// What [`Bucket::admit`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
     /// Within the limit.
-    Within,
-    /// Over it.
-    Limited {
-        /// The first limited request since the client was last within.
-        new_episode: bool,
-        /// The client, limited, now asks twice as fast as when its episode
-        /// began (once per episode).
-        sped_up: bool,
-    },
+    pub within: bool,
+    /// Over it, for the first time since the client's last episode ended.
+    pub new_episode: bool,
+    /// A window of the client's episode closed with twice the requests of
+    /// its first one (once per episode; the request itself may be within).
+    pub sped_up: bool,
 }
 
 /// What becomes of a limited request.
@@ -166,10 +163,15 @@ impl Limits {
         if self.ceiling_interval_ns == 0 {
             return Some(tat);
         }
-        let t = tat.max(now);
         let burst = self
             .ceiling_interval_ns
             .saturating_mul(u64::from(self.ceiling_burst));
+        // Further ahead than the burst: the clock was stepped back.
+        let t = if tat > now.saturating_add(burst) {
+            now
+        } else {
+            tat.max(now)
+        };
         (t + self.ceiling_interval_ns - now <= burst).then_some(t + self.ceiling_interval_ns)
     }
 }
@@ -204,8 +206,20 @@ impl Bucket {
 
     /// One more request at `now`.
     pub fn admit(&mut self, now: u64, limits: &Limits) -> Outcome {
+        // A bucket further ahead than its burst can only come from a clock
+        // stepped back (a time server's clock is stepped now and then):
+        // start it afresh rather than limit the client until the clock
+        // catches up.
+        if self.tat > now.saturating_add(limits.burst_ns()) {
+            self.tat = now;
+            self.win_start = 0;
+            self.kod_at = now.wrapping_sub(limits.kod_gap_ns);
+        }
         self.last = now;
-        let sped_up = self.count_in_window(now);
+        let mut out = Outcome {
+            sped_up: self.count_in_window(now),
+            ..Outcome::default()
+        };
         let tat = self.tat.max(now);
         if tat + limits.interval_ns - now <= limits.burst_ns() {
             self.tat = tat + limits.interval_ns;
@@ -213,17 +227,15 @@ impl Bucket {
             if self.tat - now <= limits.burst_ns() / 2 {
                 self.win_start = 0;
             }
-            return Outcome::Within;
+            out.within = true;
+            return out;
         }
-        let new_episode = self.win_start == 0;
-        if new_episode {
+        out.new_episode = self.win_start == 0;
+        if out.new_episode {
             self.win_start = now.max(1);
             self.counts = 1;
         }
-        Outcome::Limited {
-            new_episode,
-            sped_up,
-        }
+        out
     }
 
     /// Counts a request of an episode in its window; true when a window
@@ -291,7 +303,7 @@ mod tests {
     /// were within.
     fn run(b: &mut Bucket, l: &Limits, start: u64, every: u64, n: u64) -> u64 {
         (0..n)
-            .filter(|i| b.admit(start + i * every, l) == Outcome::Within)
+            .filter(|i| b.admit(start + i * every, l).within)
             .count() as u64
     }
 
@@ -301,13 +313,8 @@ mod tests {
         let mut b = Bucket::new(0, &l);
         // 7 more at the same instant fill the burst of 8; the 9th is over.
         assert_eq!(run(&mut b, &l, 0, 0, 7), 7);
-        assert!(matches!(
-            b.admit(0, &l),
-            Outcome::Limited {
-                new_episode: true,
-                ..
-            }
-        ));
+        let o = b.admit(0, &l);
+        assert!(!o.within && o.new_episode, "{o:?}");
         // Then one per 100 ms, for 10 s: all within.
         assert_eq!(run(&mut b, &l, 100 * MS, 100 * MS, 100), 100);
         // Twice as fast for 10 s: half of them within.
@@ -333,14 +340,9 @@ mod tests {
             for &(every, n) in plan {
                 for _ in 0..n {
                     t += every;
-                    if let Outcome::Limited {
-                        new_episode,
-                        sped_up,
-                    } = b.admit(t, &l)
-                    {
-                        episodes += u32::from(new_episode);
-                        speedups += u32::from(sped_up);
-                    }
+                    let o = b.admit(t, &l);
+                    episodes += u32::from(o.new_episode);
+                    speedups += u32::from(o.sped_up);
                 }
             }
             (episodes, speedups)
@@ -352,6 +354,24 @@ mod tests {
         assert_eq!(count(&[(MS / 10, 50), (5 * MS, 1)].repeat(2000)), (1, 0));
         // Within the limit: no episode at all.
         assert_eq!(count(&[(200 * MS, 100)]), (0, 0));
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_limit_everyone() {
+        let l = limits(100, 8);
+        let mut b = Bucket::new(1_000_000 * MS, &l);
+        for i in 0..8 {
+            b.admit(1_000_000 * MS + i, &l);
+        }
+        // Ten seconds back: the client is not limited for ten seconds.
+        assert!(b.admit(999_990 * MS, &l).within);
+        assert!(b.admit(999_990 * MS, &l).within);
+        let c = Limits {
+            ceiling_interval_ns: 10,
+            ceiling_burst: 3,
+            ..Limits::default()
+        };
+        assert_eq!(c.ceiling_step(1_000_000, 500), Some(510));
     }
 
     #[test]

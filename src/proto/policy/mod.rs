@@ -94,7 +94,7 @@ impl Policy {
         if let Entry::Found(b) = entry {
             let outcome = b.admit(now_ns, &self.limits);
             d.outcome = Some(outcome);
-            if outcome != Outcome::Within {
+            if !outcome.within {
                 d.verdict = match b.limited(now_ns, &self.limits, random, kiss_ok) {
                     Limited::Leak => {
                         d.leaked = true;

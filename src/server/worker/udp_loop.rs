@@ -115,6 +115,9 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                     stats.policy.kissed(code);
                     replies[k] = (i, ntp::HEADER_LEN, false);
                     k += 1;
+                } else {
+                    // Never: the buffer holds a whole request.
+                    stats.drop(DropReason::Truncated, 1);
                 }
                 continue;
             }
@@ -153,6 +156,9 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 let stamp = candidate && store.as_mut().is_some_and(|st| st.record(t2, client, t3));
                 replies[k] = (i, ntp::HEADER_LEN, stamp);
                 k += 1;
+            } else {
+                // Never: the buffer holds a whole request.
+                stats.drop(DropReason::Truncated, 1);
             }
         }
         let out = sock.send(&replies[..k]);
