@@ -685,11 +685,16 @@ fn run_corpus(test: &str, socket_datapath: bool) {
     let dir = TempDir::new("ntpx-never");
     let stats = dir.path().join("stats.sock");
     let stats_arg = stats.to_string_lossy().into_owned();
+    // With the default rate limits on (the harness turns them off unless
+    // a `--rate-` flag is given): the corpus and its sentinels stay well
+    // within one client's limit.
     let mut args = vec![
         "--iface",
         topo.srv_if.as_str(),
         "--stats-socket",
         &stats_arg,
+        "--rate-burst",
+        "256",
     ];
     if socket_datapath {
         args.extend(["--datapath", "socket", "--workers", "1"]);
