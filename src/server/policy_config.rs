@@ -52,18 +52,18 @@ pub struct RateLimitFile {
 /// The policy flags of `ntpx serve` (each overrides its config key).
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct PolicyFlags {
-    /// Refuse clients in PREFIX (repeat for several) ([access] deny).
+    /// Refuse clients in PREFIX (repeat for several) (`[access] deny`).
     #[arg(long = "deny", value_name = "PREFIX")]
     pub deny: Vec<IpNet>,
     /// Serve only clients in PREFIX, per address family (repeat for
-    /// several) ([access] allow).
+    /// several) (`[access] allow`).
     #[arg(long = "allow", value_name = "PREFIX")]
     pub allow: Vec<IpNet>,
     /// What refused clients get: ignore (nothing) or deny (KoD DENY).
     #[arg(long, value_name = "ACTION", value_parser = parse_action)]
     pub access_action: Option<Action>,
     /// Mean seconds a client must leave between requests (default
-    /// 0.015625, 64/s; 0: no per-client limit) ([rate_limit] interval).
+    /// 0.015625, 64/s; 0: no per-client limit) (`[rate_limit] interval`).
     #[arg(long, value_name = "SECONDS")]
     pub rate_interval: Option<f64>,
     /// Requests a client may send at once (default 256).
@@ -84,7 +84,7 @@ pub struct PolicyFlags {
     #[arg(long, value_name = "N")]
     pub ceiling: Option<u64>,
     /// NTP modes passed to the host's own daemon instead of dropped,
-    /// comma separated: 1, 2, 6 ([server] kernel_modes).
+    /// comma separated: 1, 2, 6 (`[server] kernel_modes`).
     #[arg(long, value_name = "MODES", value_delimiter = ',')]
     pub kernel_modes: Option<Vec<u8>>,
 }
