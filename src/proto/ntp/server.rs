@@ -146,7 +146,7 @@ pub struct Stamping {
     /// receive timestamp) instead of reading the clock.
     pub previous_tx: Option<NtpTimestamp>,
     /// Answer with this Kiss-o'-Death instead of the time (the policy's
-    /// verdict, `crate::proto::policy`): everything else is ignored.
+    /// verdict): everything else is ignored.
     pub kiss: Option<KissCode>,
 }
 

@@ -8,7 +8,7 @@
 //! The XDP program decides the same way for both of its datapaths
 //! (`bpf/policy.h` mirrors these types field for field); the socket
 //! datapath calls [`Policy::decide`] with a client table of its own
-//! (`crate::server::limiter`). Pure: times and random numbers come in as
+//! (kept by the server layer). Pure: times and random numbers come in as
 //! arguments.
 
 #![forbid(unsafe_code)]
