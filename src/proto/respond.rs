@@ -373,6 +373,27 @@ pub fn interleave_stamping(
     (stamping, candidate)
 }
 
+/// [`interleave_stamping`], or a Kiss-o'-Death with `kiss` (which marks
+/// nothing and records nothing). Both datapaths' workers use it.
+pub fn reply_stamping(
+    cfg: &Responder,
+    req: &ntp::Request,
+    client: u64,
+    store: &mut impl TxStore,
+    kiss: Option<ntp::KissCode>,
+) -> (Stamping, bool) {
+    match kiss {
+        Some(code) => (
+            Stamping {
+                kiss: Some(code),
+                ..Stamping::default()
+            },
+            false,
+        ),
+        None => interleave_stamping(cfg, req, client, store),
+    }
+}
+
 /// Length of a reply's UDP datagram: header and 48 bytes of NTP.
 const REPLY_UDP_LEN: usize = udp::HEADER_LEN + ntp::HEADER_LEN;
 
@@ -545,16 +566,7 @@ fn finish_udp(
     kiss: Option<ntp::KissCode>,
 ) -> Result<Reply, DropReason> {
     let req = &checked.req;
-    let (stamping, candidate) = match kiss {
-        Some(code) => (
-            Stamping {
-                kiss: Some(code),
-                ..Stamping::default()
-            },
-            false,
-        ),
-        None => interleave_stamping(cfg, req, client, store),
-    };
+    let (stamping, candidate) = reply_stamping(cfg, req, client, store, kiss);
     let mut u = Udp::new_checked(&mut *datagram).map_err(|_| DropReason::Truncated)?;
     u.emit_reply_header(cfg.port, checked.client_port, REPLY_UDP_LEN as u16);
     let payload = &mut datagram[udp::HEADER_LEN..];

@@ -205,13 +205,13 @@ impl Limiter {
     ) -> Verdict {
         let limits = &self.policy.limits;
         let ceiling = || self.take_ceiling(limits, now_ns);
+        let refused = self.policy.access.refuses(client);
         // An ignored source never takes a slot (as in the XDP program,
         // which drops it before its LRU map).
-        let ignored = self.policy.access.action == Action::Ignore;
-        if self.slots.is_empty() || (ignored && self.policy.access.refuses(client)) {
+        if self.slots.is_empty() || (refused && self.policy.access.action == Action::Ignore) {
             let d = self
                 .policy
-                .decide(client, now_ns, Entry::Off, ceiling, random, true);
+                .decide(refused, now_ns, Entry::Off, ceiling, random, true);
             counts.count(&d, false);
             return d.verdict;
         }
@@ -221,9 +221,14 @@ impl Limiter {
         let (d, new) = match ways.iter().find(|s| s.key.load(Relaxed) == h) {
             Some(slot) => {
                 let mut b = slot.load();
-                let d =
-                    self.policy
-                        .decide(client, now_ns, Entry::Found(&mut b), ceiling, random, true);
+                let d = self.policy.decide(
+                    refused,
+                    now_ns,
+                    Entry::Found(&mut b),
+                    ceiling,
+                    random,
+                    true,
+                );
                 slot.store(&b);
                 (d, false)
             }
@@ -238,7 +243,7 @@ impl Limiter {
                 victim.key.store(h, Relaxed);
                 let d = self
                     .policy
-                    .decide(client, now_ns, Entry::New, ceiling, random, true);
+                    .decide(refused, now_ns, Entry::New, ceiling, random, true);
                 (d, true)
             }
         };

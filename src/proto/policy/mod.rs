@@ -19,7 +19,6 @@ pub mod limit;
 use crate::proto::drops::DropReason;
 use access::{Access, Action};
 use limit::{Bucket, Limited, Limits, Outcome};
-use std::net::IpAddr;
 
 pub use crate::proto::ntp::KissCode;
 
@@ -66,15 +65,16 @@ pub struct Decision {
 }
 
 impl Policy {
-    /// The verdict on a request from `client` at `now_ns`, whose limiter
-    /// entry is `entry`; `ceiling` takes one reply from the global
+    /// The verdict on a request at `now_ns` from a client the access
+    /// lists refuse or not (`refused`: [`Access::refuses`], which the
+    /// caller asks once), whose limiter entry is `entry`; `ceiling` takes one reply from the global
     /// ceiling, false when there is none left. `random`: two fresh
     /// random numbers (the leak's draw and the KoD's); `kiss_ok`: the
     /// request can be answered with a KoD. The order of `policy()` in
     /// `bpf/policy.h`: access, the client's limit, the ceiling.
     pub fn decide(
         &self,
-        client: IpAddr,
+        refused: bool,
         now_ns: u64,
         entry: Entry<'_>,
         ceiling: impl FnOnce() -> bool,
@@ -86,7 +86,6 @@ impl Policy {
             outcome: None,
             leaked: false,
         };
-        let refused = self.access.refuses(client);
         if refused && (self.access.action == Action::Ignore || !kiss_ok) {
             d.verdict = Verdict::Drop(DropReason::Access);
             return d;

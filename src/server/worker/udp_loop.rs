@@ -11,7 +11,7 @@ use crate::proto::ntp::interleave::fold;
 use crate::proto::ntp::{self, NtpTimestamp};
 use crate::proto::policy::Verdict;
 use crate::proto::respond::{
-    check_addresses, check_source_port, check_synchronized, interleave_stamping,
+    check_addresses, check_source_port, check_synchronized, reply_stamping,
 };
 use crate::server::stats::WorkerStats;
 use crate::sys::BATCH;
@@ -93,34 +93,6 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                     continue;
                 }
             };
-            if let Some(code) = kiss {
-                let stamping = ntp::Stamping {
-                    kiss: Some(code),
-                    ..ntp::Stamping::default()
-                };
-                let never = || NtpTimestamp::ZERO;
-                let buf = &mut sock.buf_mut(i)[..];
-                if ntp::write_reply_with(
-                    buf,
-                    &req,
-                    &header,
-                    &cfg.policy,
-                    NtpTimestamp::ZERO,
-                    never,
-                    0,
-                    stamping,
-                )
-                .is_some()
-                {
-                    stats.policy.kissed(code);
-                    replies[k] = (i, ntp::HEADER_LEN, false);
-                    k += 1;
-                } else {
-                    // Never: the buffer holds a whole request.
-                    stats.drop(DropReason::Truncated, 1);
-                }
-                continue;
-            }
             let mut tx_ns = 0;
             let now = || {
                 tx_ns = ctx.clock.now_unix_nanos();
@@ -130,7 +102,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             // Interleaved mode: T2's mark, and what an interleaved client
             // is owed (the kernel's transmit stamp of our previous reply).
             let client = fold(client);
-            let (stamping, candidate) = interleave_stamping(cfg, &req, client, &mut store);
+            let (stamping, candidate) = reply_stamping(cfg, &req, client, &mut store, kiss);
             if let Some((t2, t3)) = ntp::write_reply_with(
                 &mut sock.buf_mut(i)[..],
                 &req,
@@ -141,6 +113,13 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 rng.u64(..),
                 stamping,
             ) {
+                if let Some(code) = kiss {
+                    // No time in it: no residence bound, no service time.
+                    stats.policy.kissed(code);
+                    replies[k] = (i, ntp::HEADER_LEN, false);
+                    k += 1;
+                    continue;
+                }
                 // Wrong time is worse than none (see the AF_XDP loop); an
                 // interleaved reply's T3 was not read now.
                 if stamping.previous_tx.is_none() && ctx.too_late(rx_ns, tx_ns) {

@@ -89,23 +89,8 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
             // The program's stamps: the NIC's (mapped to CLOCK_TAI in XDP,
             // 0 without one) and its own software stamp.
             let meta = frame.take_meta();
-            // The program's policy asked for a Kiss-o'-Death.
-            if let Some(code) = meta.and_then(|m| kiss_code(m.flags)) {
-                return match respond_kiss(frame.bytes_mut(), cfg, &header, code) {
-                    Ok(r) if frame.set_len(r.len) => {
-                        stats.policy.kissed(code);
-                        Verdict::Transmit
-                    }
-                    Ok(_) => {
-                        stats.drop(DropReason::Truncated, 1);
-                        Verdict::Release
-                    }
-                    Err(reason) => {
-                        stats.drop(reason, 1);
-                        Verdict::Release
-                    }
-                };
-            }
+            // The program's policy may have asked for a Kiss-o'-Death.
+            let kiss = meta.and_then(|m| kiss_code(m.flags));
             let (hw, sw) = meta.map_or((0, 0), |m| (m.rx_hw_ns, m.rx_sw_tai_ns));
             let rx_ns = clock::receive_time(hw, sw, &snap.tai, batch_now);
             let mut tx_ns = 0;
@@ -113,15 +98,18 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                 tx_ns = ctx.clock.now_unix_nanos();
                 NtpTimestamp::from_unix_nanos(tx_ns)
             };
-            let reply = respond_with(
-                frame.bytes_mut(),
-                cfg,
-                &header,
-                NtpTimestamp::from_unix_nanos(rx_ns),
-                now,
-                rng.u64(..),
-                &mut store,
-            );
+            let reply = match kiss {
+                Some(code) => respond_kiss(frame.bytes_mut(), cfg, &header, code),
+                None => respond_with(
+                    frame.bytes_mut(),
+                    cfg,
+                    &header,
+                    NtpTimestamp::from_unix_nanos(rx_ns),
+                    now,
+                    rng.u64(..),
+                    &mut store,
+                ),
+            };
             if let Ok(r) = &reply
                 && r.interleaved
             {
@@ -137,11 +125,16 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                 // worker fell behind, or woke late) is dropped. Not an
                 // interleaved one: its T3 was not read now, but stamped
                 // when the previous reply really left.
-                Ok(r) if !r.interleaved && ctx.too_late(rx_ns, tx_ns) => {
+                Ok(r) if kiss.is_none() && !r.interleaved && ctx.too_late(rx_ns, tx_ns) => {
                     stats.drop(DropReason::Late, 1);
                     Verdict::Release
                 }
                 Ok(reply) if frame.set_len(reply.len) => {
+                    if let Some(code) = kiss {
+                        // No time in it: no service time, no record.
+                        stats.policy.kissed(code);
+                        return Verdict::Transmit;
+                    }
                     // An interleaved client will ask for this reply's
                     // transmit time: record it, and have the kernel stamp
                     // it (only replies that go out are recorded).
