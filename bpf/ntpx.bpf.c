@@ -103,6 +103,9 @@ const volatile __u64 rl_kod_gap_ns = 0;
 /* The global reply ceiling (ns between replies, 0: off) and its burst. */
 const volatile __u64 ceiling_interval_ns = 0;
 const volatile __u64 ceiling_burst_ns = 0;
+/* Reverse-path check of the source (enum ntpx_rp, like the kernel's
+ * rp_filter): off, loose or strict. */
+const volatile __u8 rp_mode = 0;
 
 /* The driver's receive stamp (the NIC clock's raw time). */
 extern int bpf_xdp_metadata_rx_timestamp(const struct xdp_md *ctx, __u64 *timestamp) __ksym;
@@ -483,7 +486,7 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 		/* The modes left to the host's daemon pass the access lists and
 		 * the rate limit first. */
 		if (fate == NTPX_PASS_KERNEL_MODE) {
-			verdict = policy(&h, now, 0);
+			verdict = policy(ctx, &h, now, 0);
 			if (verdict >= 0)
 				return drop((__u32)verdict);
 		}
@@ -500,7 +503,7 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 		/* The workers judge it; the policy applies first (before the
 		 * checks, which only the worker can make), and a KoD verdict
 		 * goes with it for the worker to carry out. */
-		verdict = policy(&h, now, 1);
+		verdict = policy(ctx, &h, now, 1);
 		if (verdict >= 0)
 			return drop((__u32)verdict);
 		return redirect(ctx, now, st, hw_rx, kod_flags(verdict));
@@ -508,7 +511,7 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 	verdict = judge_plain(&h, &plain, &partial);
 	if (verdict >= 0)
 		return drop((__u32)verdict);
-	verdict = policy(&h, now, 1);
+	verdict = policy(ctx, &h, now, 1);
 	if (verdict >= 0)
 		return drop((__u32)verdict);
 	if (verdict != NTPX_POLICY_ANSWER)

@@ -77,7 +77,16 @@ enum ntpx_counter {
 	                           * as fast (once per episode) */
 	NTPX_RL_NEW,              /* clients entered into the table (each
 	                           * eviction makes room for one) */
+	NTPX_RP_UNCHECKED,        /* reverse path on, but the route lookup
+	                           * failed (not a verdict): answered */
 	NTPX_COUNTERS             /* number of counters */
+};
+
+/* The reverse-path check's modes (rp_mode; ReversePath in Rust). */
+enum ntpx_rp {
+	NTPX_RP_OFF = 0,
+	NTPX_RP_LOOSE = 1,  /* the source has a route back */
+	NTPX_RP_STRICT = 2, /* ... through the interface it came in on */
 };
 
 /*
@@ -126,6 +135,7 @@ enum ntpx_drop {
 	NTPX_DROP_ACCESS,
 	NTPX_DROP_RATE_LIMITED,
 	NTPX_DROP_CEILING,
+	NTPX_DROP_REVERSE_PATH,
 	NTPX_DROP_REASONS         /* size of the `drops` map */
 };
 

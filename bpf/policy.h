@@ -14,6 +14,9 @@
  * too, a KoD verdict being a drop there.
  *
  * Order, for a request to the server that the program did not drop:
+ *   0. reverse path (rp_mode, off by default): a source with no route
+ *      back (loose), or none through the interface the request came in
+ *      on (strict), is dropped (`reverse_path`);
  *   1. access: a source in the deny list, or (when there is an allow
  *      list) not in it, gets `acl_action`: ignored (dropped, `access`)
  *      or a Kiss-o'-Death DENY (still subject to 2 and 3);
@@ -225,6 +228,56 @@ static __always_inline int under_ceiling(__u64 now)
 	return 0;
 }
 
+/* ---- reverse path ---- */
+
+/*
+ * The reverse-path check (rp_mode), as the kernel's rp_filter does it for
+ * IPv4: the route back to the source, looked up in the host's routing
+ * tables (its rules included) as if from lo, since bpf_fib_lookup()
+ * refuses to look up from a device that does not forward (hence the
+ * forwarding sysctl on lo that ntpx asks for: lo forwards nothing with
+ * it; README.md, "Defence"). Loose: there is a unicast route back;
+ * strict: it leaves through the interface the request came in on. No
+ * route, or an unreachable, blackhole or prohibit one: dropped
+ * (`reverse_path`). IPv6 link-local sources are on the link by
+ * definition and pass. A lookup that fails for any other reason (lo's
+ * forwarding turned off since the start) decides nothing: the request
+ * goes on, counted `rp_unchecked`.
+ */
+static __always_inline int reverse_path_ok(struct xdp_md *ctx, const struct ntpx_headers *h)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	if (rp_mode == NTPX_RP_OFF)
+		return 1;
+	fib.ifindex = 1; /* lo */
+	if (h->family == 4) {
+		fib.family = 2; /* AF_INET */
+		fib.ipv4_dst = h->ip4->saddr;
+	} else {
+		const __u8 *a = h->ip6->saddr.in6_u.u6_addr8;
+
+		if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) /* fe80::/10 */
+			return 1;
+		fib.family = 10; /* AF_INET6 */
+		__builtin_memcpy(fib.ipv6_dst, a, sizeof(fib.ipv6_dst));
+	}
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		return rp_mode != NTPX_RP_STRICT || fib.ifindex == ctx->ingress_ifindex;
+	case BPF_FIB_LKUP_RET_BLACKHOLE:
+	case BPF_FIB_LKUP_RET_UNREACHABLE:
+	case BPF_FIB_LKUP_RET_PROHIBIT:
+	case BPF_FIB_LKUP_RET_NOT_FWDED: /* no route, or not a unicast one */
+		return 0;
+	default:
+		count(NTPX_RP_UNCHECKED);
+		return 1;
+	}
+}
+
 /*
  * The policy for a request from the source in `h`, received at `now`:
  * NTPX_POLICY_ANSWER, NTPX_POLICY_KOD_RATE / _DENY, or a drop reason.
@@ -232,10 +285,13 @@ static __always_inline int under_ceiling(__u64 now)
  * or by a worker); for the modes passed to the kernel, a KoD verdict is
  * a drop.
  */
-static __always_inline int policy(const struct ntpx_headers *h, __u64 now, int kod_ok)
+static __always_inline int policy(struct xdp_md *ctx, const struct ntpx_headers *h, __u64 now,
+				  int kod_ok)
 {
 	int deny = 0, v;
 
+	if (!reverse_path_ok(ctx, h))
+		return NTPX_DROP_REVERSE_PATH;
 	if (acl_on && refused(h)) {
 		if (!acl_kod || !kod_ok)
 			return NTPX_DROP_ACCESS;

@@ -176,6 +176,8 @@ fn hostile_numbers_in_the_config_file() {
         ("rate_limit", "ceiling"),
         ("access", "deny"),
         ("access", "allow"),
+        ("access", "action"),
+        ("access", "reverse_path"),
     ];
     let values = [
         "0",
@@ -221,6 +223,10 @@ fn configuration_mistakes_are_named() {
         (&["--queues", "0,0"], "queue 0 is listed twice"),
         (&["--queues", "300"], "queue 300 is out of range"),
         (&["--kernel-modes", "7"], "kernel_modes may hold 1"),
+        (
+            &["--datapath", "socket", "--reverse-path", "loose"],
+            "reverse_path needs the xdp datapath",
+        ),
         (&["--rate-interval=-1"], "interval must be 0 (off)"),
         (&["--rate-clients", "5"], "clients must be 1024"),
     ];

@@ -128,6 +128,9 @@ reasons! {
     RateLimited => "rate_limited",
     /// Over the global reply ceiling (`[rate_limit] ceiling`).
     Ceiling => "ceiling",
+    /// The source has no route back (`[access] reverse_path = "loose"`),
+    /// or none through the interface the request came in on (`"strict"`).
+    ReversePath => "reverse_path",
 }
 
 /// How many reasons there are (the length of a counter array).

@@ -5,7 +5,7 @@
 
 use crate::proto::ntp::NtpShort;
 use crate::proto::policy::Policy;
-use crate::server::policy_config::{AccessFile, RateLimitFile};
+use crate::server::policy_config::{AccessFile, RateLimitFile, ReversePath};
 use crate::server::program::{MAX_ADDRS, MAX_QUEUES};
 use crate::server::state::{Source, StateConfig};
 pub use crate::sys::Datapath;
@@ -245,6 +245,8 @@ pub struct Settings {
     pub policy: Policy,
     /// Modes passed to the host's daemon: bit m for mode m.
     pub kernel_modes: u8,
+    /// The reverse-path check of sources (XDP datapath only).
+    pub reverse_path: ReversePath,
 }
 
 /// How long an idle AF_XDP worker polls its ring before sleeping (µs).
@@ -438,6 +440,14 @@ impl Settings {
             );
         }
         let policy = crate::server::policy_config::policy(&f.access, &f.rate_limit)?;
+        let reverse_path = f.access.reverse_path.unwrap_or_default();
+        if reverse_path != ReversePath::Off && datapath == Datapath::Socket {
+            anyhow::bail!(
+                "[access] reverse_path needs the xdp datapath: on the socket datapath the kernel \
+                 checks sources itself, with net.ipv4.conf.<interface>.rp_filter (1: strict, 2: \
+                 loose) for IPv4 and an nftables `fib saddr . iif oif missing drop` rule for IPv6"
+            );
+        }
         let c = &f.clock;
         let chrony_socket = PathBuf::from(
             c.chrony_socket
@@ -530,6 +540,7 @@ impl Settings {
             hw_timestamps: c.hw_timestamps.unwrap_or(HwTimestamps::Auto),
             policy,
             kernel_modes,
+            reverse_path,
         })
     }
 }

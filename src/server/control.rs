@@ -107,6 +107,7 @@ impl KernelCounts for XdpKernelCounts {
                 limited_clients: c.rl_clients,
                 speedups: c.rl_speedup,
                 entered: c.rl_new,
+                rp_unchecked: c.rp_unchecked,
             });
         }
         if let Ok(drops) = self.program.drops() {

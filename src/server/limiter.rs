@@ -45,11 +45,14 @@ pub struct PolicyCounts {
     pub speedups: u64,
     /// Clients entered into the table.
     pub entered: u64,
+    /// Requests the reverse-path check could not judge (its route lookup
+    /// failed), answered unchecked.
+    pub rp_unchecked: u64,
 }
 
 impl PolicyCounts {
     /// How many fields.
-    pub const LEN: usize = 7;
+    pub const LEN: usize = 8;
 
     /// The fields in order.
     pub fn to_array(self) -> [u64; Self::LEN] {
@@ -61,6 +64,7 @@ impl PolicyCounts {
             self.limited_clients,
             self.speedups,
             self.entered,
+            self.rp_unchecked,
         ]
     }
 
@@ -74,6 +78,7 @@ impl PolicyCounts {
             limited_clients: a[4],
             speedups: a[5],
             entered: a[6],
+            rp_unchecked: a[7],
         }
     }
 
@@ -119,6 +124,12 @@ impl PolicyCounts {
                 self.kod_rate,
                 self.kod_deny
             );
+        }
+        if self.rp_unchecked > 0 {
+            s.push_str(&format!(
+                "  reverse path: {} requests unchecked: the route lookup failed (is net.ipv4.conf.lo.forwarding still 1?)\n",
+                self.rp_unchecked
+            ));
         }
         s
     }

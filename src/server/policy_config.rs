@@ -20,6 +20,37 @@ pub struct AccessFile {
     pub allow: Option<Vec<IpNet>>,
     /// `ignore` (default) or `deny` (KoD DENY).
     pub action: Option<Action>,
+    /// The reverse-path check of sources: `off` (default), `loose` or
+    /// `strict`.
+    pub reverse_path: Option<ReversePath>,
+}
+
+/// The reverse-path check of a request's source, in the XDP program
+/// (`bpf/policy.h`, `reverse_path_ok`), like the kernel's `rp_filter`: the
+/// route back to the source, looked up in the host's routing tables.
+/// Values as `enum ntpx_rp`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum ReversePath {
+    /// No check.
+    #[default]
+    Off = 0,
+    /// The source must have a unicast route back, through any interface.
+    Loose = 1,
+    /// ... through the interface the request came in on.
+    Strict = 2,
+}
+
+impl ReversePath {
+    /// Its name in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReversePath::Off => "off",
+            ReversePath::Loose => "loose",
+            ReversePath::Strict => "strict",
+        }
+    }
 }
 
 /// The `[rate_limit]` table.
@@ -83,6 +114,10 @@ pub struct PolicyFlags {
     /// (default: no ceiling).
     #[arg(long, value_name = "N")]
     pub ceiling: Option<u64>,
+    /// Check each source's route back: off, loose or strict (`[access]
+    /// reverse_path`; needs forwarding on lo, see README "Defence").
+    #[arg(long, value_name = "MODE")]
+    pub reverse_path: Option<ReversePath>,
     /// NTP modes passed to the host's own daemon instead of dropped,
     /// comma separated: 1, 2, 6 (`[server] kernel_modes`).
     #[arg(long, value_name = "MODES", value_delimiter = ',')]
@@ -119,6 +154,7 @@ impl PolicyFlags {
             };
         }
         over!(access.action, self.access_action);
+        over!(access.reverse_path, self.reverse_path);
         over!(rate.interval, self.rate_interval);
         over!(rate.burst, self.rate_burst);
         over!(rate.leak, self.rate_leak);

@@ -78,6 +78,7 @@ use crate::proto::drops::DropReason;
 use crate::proto::ntp::{Marker, ServerState};
 use crate::proto::policy::Policy;
 use crate::proto::respond::Responder;
+use crate::server::policy_config::ReversePath;
 use crate::sys::bpf::skel::ntpx::{NtpxSkelBuilder, OpenNtpxSkel};
 pub use crate::sys::bpf::{AttachMode, ProgramError, TestRun, XdpMode};
 use crate::sys::bpf::{
@@ -98,10 +99,10 @@ pub use crate::sys::bpf::MAX_QUEUES;
 /// that the program can judge against.
 pub const MAX_OWN: usize = 64;
 /// `NTPX_COUNTERS`: number of counters.
-pub const COUNTERS: usize = 28;
+pub const COUNTERS: usize = 29;
 /// `NTPX_DROP_REASONS`: slots of the `drops` map, the [`DropReason`]s in
 /// order.
-pub const DROP_REASONS: usize = 39;
+pub const DROP_REASONS: usize = 40;
 /// `NTPX_HIST_BUCKETS`: buckets of the service-time histogram.
 pub const HIST_BUCKETS: usize = 256;
 /// `NTPX_HIST_SUB_BITS`: each power of two splits into 2^this buckets.
@@ -134,6 +135,8 @@ pub struct ProgramConfig {
     pub policy: Option<Policy>,
     /// Modes passed to the host's own daemon: bit m for mode m (1, 2, 6).
     pub kernel_modes: u8,
+    /// The reverse-path check of sources.
+    pub reverse_path: ReversePath,
 }
 
 impl Default for ProgramConfig {
@@ -146,6 +149,7 @@ impl Default for ProgramConfig {
             hw_rx_ifindex: None,
             policy: None,
             kernel_modes: 0,
+            reverse_path: ReversePath::Off,
         }
     }
 }
@@ -207,6 +211,7 @@ impl ProgramConfig {
             hw_rx_ifindex: None,
             policy: None,
             kernel_modes: 0,
+            reverse_path: ReversePath::Off,
         }
     }
 }
@@ -348,6 +353,9 @@ counter_struct! {
         rl_speedup,
         /// Clients entered into the rate limiter's table.
         rl_new,
+        /// The reverse-path check is on but its route lookup failed (lo's
+        /// forwarding turned off since the start): answered unchecked.
+        rp_unchecked,
     }
 }
 
@@ -434,6 +442,7 @@ impl XdpProgram {
         }
 
         rodata.kernel_modes = cfg.kernel_modes;
+        rodata.rp_mode = cfg.reverse_path as u8;
         if let Some(p) = &cfg.policy {
             super::xdp_policy::configure(rodata, p);
             super::xdp_policy::size_maps(&mut open, p)?;
@@ -817,7 +826,8 @@ mod tests {
         assert_eq!(c.interleaved, 18);
         assert_eq!(c.hw_rx_unmapped, 20);
         assert_eq!(c.pass_kernel_mode, 21);
-        assert_eq!(c.rl_new, COUNTERS as u64);
+        assert_eq!(c.rl_new, COUNTERS as u64 - 1);
+        assert_eq!(c.rp_unchecked, COUNTERS as u64);
         assert_eq!(c.to_array(), values);
         assert_eq!(c.fields()[2], ("pass_not_ip", 3));
         assert_eq!(c.since(&c), XdpCounters::default());

@@ -12,6 +12,7 @@ use crate::proto::ntp::Marker;
 use crate::proto::respond::Responder;
 use crate::server::config::{Datapath, HwTimestamps, Replies, Settings};
 use crate::server::interleave::XleaveTable;
+use crate::server::policy_config::ReversePath;
 use crate::server::program::{MAX_ADDRS, MAX_OWN, ProgramConfig, XdpMode, XdpProgram};
 use crate::server::state::SharedState;
 use crate::server::stats::{Collector, Published, Totals};
@@ -252,6 +253,26 @@ fn run_xdp(
     }
     program_cfg.policy = Some(settings.policy.clone());
     program_cfg.kernel_modes = settings.kernel_modes;
+    program_cfg.reverse_path = settings.reverse_path;
+    if settings.reverse_path != ReversePath::Off {
+        let off = netif::lo_forwarding_off()?;
+        if !off.is_empty() {
+            bail!(
+                "[access] reverse_path = \"{}\" needs forwarding on lo, and {} {} 0: the XDP \
+                 program looks up the route back to each source with bpf_fib_lookup(), which \
+                 refuses a device that does not forward. lo carries only this host's own \
+                 packets, so this routes nothing. Set `sysctl -w {}` (and in /etc/sysctl.d to \
+                 keep it), or reverse_path = \"off\"",
+                settings.reverse_path.name(),
+                off.join(" and "),
+                if off.len() == 1 { "is" } else { "are" },
+                off.iter()
+                    .map(|s| format!("{s}=1"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
     let judging = program_cfg.judge.is_some();
     if !judging && settings.replies == Replies::Xdp {
         bail!(

@@ -188,6 +188,35 @@ pub fn xdp_rx_timestamp_offered(ifindex: u32) -> io::Result<bool> {
         .timestamp())
 }
 
+/// The sysctls on lo that a routing lookup from XDP needs
+/// (`bpf_fib_lookup()` refuses a device without forwarding) and are off:
+/// `net.ipv4.conf.lo.forwarding`, and `net.ipv6.conf.lo.forwarding` when
+/// the kernel has IPv6. Empty when both are on.
+pub fn lo_forwarding_off() -> io::Result<Vec<&'static str>> {
+    let mut off = Vec::new();
+    for (name, path, required) in [
+        (
+            "net.ipv4.conf.lo.forwarding",
+            "/proc/sys/net/ipv4/conf/lo/forwarding",
+            true,
+        ),
+        (
+            "net.ipv6.conf.lo.forwarding",
+            "/proc/sys/net/ipv6/conf/lo/forwarding",
+            false,
+        ),
+    ] {
+        match std::fs::read_to_string(path) {
+            Ok(v) if v.trim() != "0" => {}
+            Ok(_) => off.push(name),
+            // A kernel without IPv6 has no net.ipv6.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !required => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{path}: {e}"))),
+        }
+    }
+    Ok(off)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
