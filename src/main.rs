@@ -157,6 +157,10 @@ struct ServeArgs {
     /// No stats socket (the same as --stats-socket '').
     #[arg(long, conflicts_with = "stats_socket")]
     no_stats_socket: bool,
+    /// Serve Prometheus/OpenMetrics metrics over HTTP at ADDR:PORT, or at
+    /// PORT on loopback (`[server] metrics`; default off).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_seconds)]
     duration: Option<Duration>,
@@ -294,6 +298,7 @@ impl ServeArgs {
         over!(s.interleave_slots, self.interleave_slots);
         over!(s.stats_interval, self.stats_interval);
         over!(s.stats_socket, self.stats_socket);
+        over!(s.metrics, self.metrics);
         if self.no_stats_socket {
             s.stats_socket = Some(String::new());
         }

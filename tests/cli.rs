@@ -223,6 +223,7 @@ fn configuration_mistakes_are_named() {
         (&["--queues", "0,0"], "queue 0 is listed twice"),
         (&["--queues", "300"], "queue 300 is out of range"),
         (&["--kernel-modes", "7"], "kernel_modes may hold 1"),
+        (&["--metrics", "nonsense"], "metrics must be ADDRESS:PORT"),
         (
             &["--datapath", "socket", "--reverse-path", "loose"],
             "reverse_path needs the xdp datapath",

@@ -63,6 +63,9 @@ pub struct ServerFile {
     /// Unix socket that `ntpx stats` reads (default `/run/ntpx.sock`,
     /// `""` = off).
     pub stats_socket: Option<String>,
+    /// Where the metrics endpoint listens: `ADDR:PORT`, or a port on
+    /// loopback (default: off; `""` = off).
+    pub metrics: Option<String>,
 }
 
 /// Where the XDP datapath answers plain requests (the others always go to
@@ -227,6 +230,8 @@ pub struct Settings {
     pub stats_interval: u64,
     /// The stats socket for `ntpx stats` (None: off).
     pub stats_socket: Option<PathBuf>,
+    /// The metrics endpoint's address (None: off).
+    pub metrics: Option<std::net::SocketAddr>,
     /// Clock state config.
     pub clock: StateConfig,
     /// chronyd's command socket, read with `source = "chrony"`.
@@ -514,6 +519,12 @@ impl Settings {
             min_poll,
             stats_interval: s.stats_interval.unwrap_or(10),
             stats_socket: stats_socket(s.stats_socket.as_deref())?,
+            metrics: s
+                .metrics
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(crate::server::metrics::parse_listen)
+                .transpose()?,
             clock: StateConfig {
                 source,
                 stratum,

@@ -4,6 +4,7 @@
 //! worker saw) to the workers' numbers.
 
 use super::config::Settings;
+use super::metrics::MetricsEndpoint;
 use super::path::ReplyPath;
 use super::program::{CountersReader, StateWriter, XdpState, hist_bucket_range};
 use super::state::{SharedState, Source, Upstream};
@@ -36,7 +37,7 @@ pub struct RunOptions {
 pub(super) struct Run<'a> {
     pub(super) settings: &'a Settings,
     pub(super) opts: RunOptions,
-    pub(super) state: &'a SharedState,
+    pub(super) state: &'a Arc<SharedState>,
     /// Set by SIGINT/SIGTERM.
     pub(super) term: &'a AtomicBool,
     /// Cleared to stop the workers.
@@ -45,6 +46,8 @@ pub(super) struct Run<'a> {
     pub(super) start: Instant,
     /// The bound stats socket, taken by the control loop to serve it.
     pub(super) stats_socket: Cell<Option<StatsSocket>>,
+    /// The bound metrics endpoint, taken by the control loop to serve it.
+    pub(super) metrics: Cell<Option<MetricsEndpoint>>,
 }
 
 /// What the kernel counted on the XDP datapath about requests no worker
@@ -312,6 +315,25 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "stats socket disabled");
+                None
+            }
+        }
+    });
+    // Answers scrapes until this function returns.
+    let _metrics_server = run.metrics.take().and_then(|m| {
+        let addr = m.addr();
+        match m.serve(
+            counts.clone(),
+            run.state.clone(),
+            settings.datapath,
+            run.start,
+        ) {
+            Ok(server) => {
+                tracing::info!(%addr, "metrics endpoint ready (GET /metrics)");
+                Some(server)
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "metrics endpoint disabled");
                 None
             }
         }

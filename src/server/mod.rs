@@ -20,6 +20,7 @@ pub mod control;
 mod hw_rx;
 pub mod interleave;
 pub mod limiter;
+pub mod metrics;
 pub mod path;
 pub mod policy_config;
 pub mod program;

@@ -12,6 +12,7 @@ use crate::proto::ntp::Marker;
 use crate::proto::respond::Responder;
 use crate::server::config::{Datapath, HwTimestamps, Replies, Settings};
 use crate::server::interleave::XleaveTable;
+use crate::server::metrics::MetricsEndpoint;
 use crate::server::policy_config::ReversePath;
 use crate::server::program::{MAX_ADDRS, MAX_OWN, ProgramConfig, XdpMode, XdpProgram};
 use crate::server::state::SharedState;
@@ -155,6 +156,7 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         .as_deref()
         .map(StatsSocket::bind)
         .transpose()?;
+    let metrics = settings.metrics.map(MetricsEndpoint::bind).transpose()?;
     let leap_list = settings
         .leap_seconds_list
         .as_deref()
@@ -217,6 +219,7 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         running: &running,
         start,
         stats_socket: Cell::new(stats_socket),
+        metrics: Cell::new(metrics),
     };
     match settings.datapath {
         Datapath::Xdp => run_xdp(&run, &responder, ctx),

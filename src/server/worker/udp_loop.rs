@@ -39,6 +39,9 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             }
         };
         if n == 0 {
+            // Idle (the receive timed out): hand the histogram over when
+            // due (see xsk_loop).
+            stats.publish(ctx.clock.now_unix_nanos());
             continue;
         }
         stats.rx(n as u64);

@@ -70,6 +70,10 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
             if since.elapsed() < ctx.spin {
                 std::hint::spin_loop();
             } else {
+                // Idle: hand the histogram over when due, or the service
+                // times of the last requests before a lull would wait
+                // for the next busy spell to reach `ntpx stats`.
+                stats.publish(ctx.clock.now_unix_nanos());
                 q.wait(IDLE_WAIT);
                 idle_since = None;
             }

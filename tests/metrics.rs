@@ -1,0 +1,160 @@
+//! The metrics endpoint (`--metrics`) end to end: a server in a throwaway
+//! namespace, loaded by `ntpx load` and sent a few requests it must drop,
+//! is scraped over HTTP, and the text is parsed by the OpenMetrics parser
+//! of the Python Prometheus client (Debian's python3-prometheus-client,
+//! strict about the format). Its numbers must be those of the stats
+//! socket; the clock state those the server puts in replies. A port that
+//! is taken fails the start with a clear message.
+//!
+//! Needs root; skips with a printed reason without it, fails under CI=true.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+
+/// Scrapes `url` from the server's namespace and prints every sample as
+/// `name{labels} value`, one per line, after the content type; the
+/// parser raises on anything that is not valid OpenMetrics.
+const SCRAPE: &str = r#"
+import sys, urllib.request, urllib.error
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+r = urllib.request.urlopen(sys.argv[1], timeout=5)
+print(r.headers["Content-Type"])
+for fam in text_string_to_metric_families(r.read().decode()):
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {s.value}")
+try:
+    urllib.request.urlopen(sys.argv[1].replace("/metrics", "/nothing"), timeout=5)
+    print("404: no")
+except urllib.error.HTTPError as e:
+    print(f"404: {e.code == 404}")
+"#;
+
+fn scrape(topo: &Topology, port: u16) -> (String, BTreeMap<String, f64>, String) {
+    let out = run_ok(topo.srv_cmd("/usr/bin/python3").args([
+        "-c",
+        SCRAPE,
+        &format!("http://127.0.0.1:{port}/metrics"),
+    ]));
+    let mut lines = out.lines();
+    let content_type = lines.next().unwrap_or_default().to_owned();
+    let mut samples = BTreeMap::new();
+    let mut not_found = String::new();
+    for l in lines {
+        if let Some(v) = l.strip_prefix("404: ") {
+            not_found = v.to_owned();
+        } else if let Some((k, v)) = l.rsplit_once(' ') {
+            samples.insert(k.to_owned(), v.parse::<f64>().expect("a number"));
+        }
+    }
+    (content_type, samples, not_found)
+}
+
+#[test]
+fn the_metrics_endpoint_serves_what_the_server_counted() {
+    let test = "the_metrics_endpoint_serves_what_the_server_counted";
+    if !require_root(test) {
+        return;
+    }
+    let topo = Topology::up();
+    let mut srv = Server::start(&topo, &["--iface", &topo.srv_if, "--metrics", "9123"]);
+    let s = ntpx_load(&topo, "198.18.0.1", &["--rate", "500", "--duration", "2s"]);
+    assert!(s.total.good > 500, "{:?}", s.total);
+    // Mode 7 (ntpdc's monlist), which is never answered: a counted drop.
+    topo.in_cli(|| {
+        let sock = UdpSocket::bind("198.18.0.2:0").expect("bind");
+        let mut req = [0u8; 48];
+        req[0] = 0x27;
+        for _ in 0..5 {
+            sock.send_to(&req, "198.18.0.1:123").expect("send");
+        }
+    });
+    let socket = std::env::temp_dir().join(format!("ntpx-{}.sock", topo.name));
+    let doc = settled_stats(&topo, &socket);
+    // Workers hand their service times over every half second (and when
+    // they go idle): the histogram may lag the counters by that much.
+    let mut tries = 0;
+    let (content_type, m, not_found) = loop {
+        let s = scrape(&topo, 9123);
+        tries += 1;
+        let count = s.1.get("ntpx_service_time_seconds_count{}").copied();
+        if count == doc["tx"].as_f64() || tries == 25 {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    println!("{test}: {content_type}; {} samples", m.len());
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert_eq!(not_found, "True");
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}"));
+    assert_eq!(get("ntpx_requests_total{}"), doc["rx"].as_f64().unwrap());
+    assert_eq!(get("ntpx_replies_total{}"), doc["tx"].as_f64().unwrap());
+    // Every reason, zero or not; the non-zero ones as the stats socket.
+    let reasons = m
+        .keys()
+        .filter(|k| k.starts_with("ntpx_drops_total{"))
+        .count();
+    assert_eq!(reasons, ntpx::proto::drops::COUNT);
+    for (reason, n) in drops_of(&doc) {
+        assert_eq!(
+            get(&format!("ntpx_drops_total{{reason={reason}}}")),
+            n as f64
+        );
+    }
+    assert_eq!(get("ntpx_drops_total{reason=ntp_mode}"), 5.0);
+    // The service-time histogram holds every reply, in order.
+    let count = get("ntpx_service_time_seconds_count{}");
+    assert_eq!(count, doc["tx"].as_f64().unwrap());
+    assert_eq!(get("ntpx_service_time_seconds_bucket{le=+Inf}"), count);
+    assert!(get("ntpx_service_time_seconds_sum{}") > 0.0);
+    // The clock state replies carry (a synchronised stratum 1, the test's
+    // local clock).
+    assert_eq!(get("ntpx_stratum{}"), 1.0);
+    assert_eq!(get("ntpx_leap_indicator{}"), 0.0);
+    assert!(get("ntpx_state_age_seconds{}") < 5.0);
+    let info = format!(
+        "ntpx_server_info{{datapath=xdp,version={}}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(get(&info), 1.0);
+    assert!(get("ntpx_rate_limit_clients_entered_total{}") >= 0.0);
+    let out = srv.stop();
+    assert!(out.contains("metrics endpoint ready"), "{out}");
+}
+
+#[test]
+fn a_taken_metrics_port_fails_the_start_by_name() {
+    let test = "a_taken_metrics_port_fails_the_start_by_name";
+    if !require_root(test) {
+        return;
+    }
+    let topo = Topology::up();
+    let holder = topo.in_srv(|| std::net::TcpListener::bind("127.0.0.1:9124").expect("bind"));
+    let out = run_with_timeout(
+        topo.srv_cmd(NTPX).args([
+            "serve",
+            "--iface",
+            &topo.srv_if,
+            "--clock",
+            "local",
+            "--no-stats-socket",
+            "--metrics",
+            "9124",
+        ]),
+        30,
+    );
+    drop(holder);
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{test}: {err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("metrics: cannot listen on 127.0.0.1:9124"),
+        "{err}"
+    );
+}
