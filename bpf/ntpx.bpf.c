@@ -106,6 +106,10 @@ const volatile __u64 ceiling_burst_ns = 0;
 /* Reverse-path check of the source (enum ntpx_rp, like the kernel's
  * rp_filter): off, loose or strict. */
 const volatile __u8 rp_mode = 0;
+/* For strict: the devices stacked on the interface (a bridge it is a port
+ * of, a macvlan on it, ...), through which the route back may leave too;
+ * 0: none. */
+const volatile __u32 rp_uppers[NTPX_RP_UPPERS] = {};
 
 /* The driver's receive stamp (the NIC clock's raw time). */
 extern int bpf_xdp_metadata_rx_timestamp(const struct xdp_md *ctx, __u64 *timestamp) __ksym;

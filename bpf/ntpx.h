@@ -82,6 +82,10 @@ enum ntpx_counter {
 	NTPX_COUNTERS             /* number of counters */
 };
 
+/* The most devices stacked on the interface that the strict reverse-path
+ * check accepts as the way back (RP_UPPERS in src/server/program.rs). */
+#define NTPX_RP_UPPERS 8
+
 /* The reverse-path check's modes (rp_mode; ReversePath in Rust). */
 enum ntpx_rp {
 	NTPX_RP_OFF = 0,

@@ -230,19 +230,39 @@ static __always_inline int under_ceiling(__u64 now)
 
 /* ---- reverse path ---- */
 
+/* 1 if the route back leaves by `oif`: the interface the request came in
+ * on (`iif`), or a device stacked on it. */
+static __always_inline int rp_our_way(__u32 oif, __u32 iif)
+{
+	if (oif == iif)
+		return 1;
+	for (int i = 0; i < NTPX_RP_UPPERS; i++)
+		if (rp_uppers[i] && rp_uppers[i] == oif)
+			return 1;
+	return 0;
+}
+
+/* 1 if the IPv6 address is link-local (fe80::/10). */
+static __always_inline int link_local6(const __u8 *a)
+{
+	return a[0] == 0xfe && (a[1] & 0xc0) == 0x80;
+}
+
 /*
  * The reverse-path check (rp_mode), as the kernel's rp_filter does it for
  * IPv4: the route back to the source, looked up in the host's routing
- * tables (its rules included) as if from lo, since bpf_fib_lookup()
- * refuses to look up from a device that does not forward (hence the
- * forwarding sysctl on lo that ntpx asks for: lo forwards nothing with
- * it; README.md, "Defence"). Loose: there is a unicast route back;
- * strict: it leaves through the interface the request came in on. No
- * route, or an unreachable, blackhole or prohibit one: dropped
- * (`reverse_path`). IPv6 link-local sources are on the link by
- * definition and pass. A lookup that fails for any other reason (lo's
- * forwarding turned off since the start) decides nothing: the request
- * goes on, counted `rp_unchecked`.
+ * tables and rules (from our address, with the request's TOS, protocol
+ * and ports swapped, as the reply would leave) as if from lo, since
+ * bpf_fib_lookup() refuses to look up from a device that does not forward
+ * (hence the forwarding sysctl on lo that ntpx asks for; README.md,
+ * "Defence"). Loose: there is a unicast route back; strict: it leaves
+ * through the interface the request came in on, or a device stacked on
+ * it. No route, or an unreachable, blackhole or prohibit one: dropped
+ * (`reverse_path`). IPv6 link-local sources are on the link by definition
+ * and pass. A lookup that fails for any other reason (lo's forwarding
+ * turned off since the start), or a strict check of a route the helper
+ * cannot follow (an encapsulation), decides nothing: the request goes on,
+ * counted `rp_unchecked`.
  */
 static __always_inline int reverse_path_ok(struct xdp_md *ctx, const struct ntpx_headers *h)
 {
@@ -252,21 +272,36 @@ static __always_inline int reverse_path_ok(struct xdp_md *ctx, const struct ntpx
 	if (rp_mode == NTPX_RP_OFF)
 		return 1;
 	fib.ifindex = 1; /* lo */
+	fib.l4_protocol = 17; /* IPPROTO_UDP */
+	fib.sport = h->udp->dest;
+	fib.dport = h->udp->source;
 	if (h->family == 4) {
 		fib.family = 2; /* AF_INET */
+		fib.tos = h->ip4->tos;
+		fib.ipv4_src = h->ip4->daddr;
 		fib.ipv4_dst = h->ip4->saddr;
 	} else {
-		const __u8 *a = h->ip6->saddr.in6_u.u6_addr8;
+		const __u8 *src = h->ip6->saddr.in6_u.u6_addr8;
+		const __u8 *dst = h->ip6->daddr.in6_u.u6_addr8;
 
-		if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) /* fe80::/10 */
+		if (link_local6(src))
 			return 1;
 		fib.family = 10; /* AF_INET6 */
-		__builtin_memcpy(fib.ipv6_dst, a, sizeof(fib.ipv6_dst));
+		__builtin_memcpy(fib.ipv6_dst, src, sizeof(fib.ipv6_dst));
+		/* Our address, for source-specific routes, unless link-local
+		 * (the helper would not route from it). */
+		if (!link_local6(dst))
+			__builtin_memcpy(fib.ipv6_src, dst, sizeof(fib.ipv6_src));
 	}
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
-		return rp_mode != NTPX_RP_STRICT || fib.ifindex == ctx->ingress_ifindex;
+		return rp_mode != NTPX_RP_STRICT || rp_our_way(fib.ifindex, ctx->ingress_ifindex);
+	case BPF_FIB_LKUP_RET_UNSUPP_LWT: /* a route back, through an encapsulation */
+		if (rp_mode != NTPX_RP_STRICT)
+			return 1;
+		count(NTPX_RP_UNCHECKED);
+		return 1;
 	case BPF_FIB_LKUP_RET_BLACKHOLE:
 	case BPF_FIB_LKUP_RET_UNREACHABLE:
 	case BPF_FIB_LKUP_RET_PROHIBIT:

@@ -2,17 +2,23 @@
 //! veth between two throwaway namespaces, on both XDP paths (replies in
 //! XDP and AF_XDP workers), against routes the kernel holds:
 //!
-//! | the client's source       | server's route back       | off | loose | strict |
-//! |---------------------------|---------------------------|-----|-------|--------|
-//! | 198.18.0.2, 2001:db8::2   | the link it came in on    | yes | yes   | yes    |
-//! | 10.9.0.5, 2001:db8:9::5   | another interface         | yes | yes   | no     |
-//! | 10.7.0.5, 2001:db8:7::5   | `unreachable`             | yes | no    | no     |
-//! | 10.6.0.5, 2001:db8:6::5   | none (no default route)   | yes | no    | no     |
+//! | the client's source       | server's route back                  | off | loose | strict |
+//! |---------------------------|--------------------------------------|-----|-------|--------|
+//! | 198.18.0.2, 2001:db8::2   | the link it came in on               | yes | yes   | yes    |
+//! | 10.5.0.5, 2001:db8:5::5   | a macvlan on that link               | yes | yes   | yes    |
+//! | 10.4.0.5, 2001:db8:4::5   | that link, by a rule `from` our address (the main table: another interface) | yes | yes | yes |
+//! | 10.9.0.5, 2001:db8:9::5   | another interface                    | yes | yes   | no     |
+//! | 10.7.0.5, 2001:db8:7::5   | `unreachable`                        | yes | no    | no     |
+//! | 10.3.0.5                  | `blackhole`                          | yes | no    | no     |
+//! | 2001:db8:2::5             | `prohibit`                           | yes | no    | no     |
+//! | 10.6.0.5, 2001:db8:6::5   | none (no default route)              | yes | no    | no     |
 //!
-//! Every request left unanswered is counted under `reverse_path`, and a
-//! route added while the server runs is followed at once. A start with
-//! the check on but without forwarding on lo fails with a message that
-//! names the sysctl.
+//! Every request left unanswered is counted under `reverse_path`. A
+//! default route added while the server runs (the usual shape of a
+//! server's table) is followed at once; a link-local source passes; when
+//! the lookups fail (forwarding on lo turned off under the server) the
+//! requests pass, counted `rp_unchecked`. A start with the check on but
+//! without forwarding on lo fails with a message that names the sysctl.
 //!
 //! Needs root; skips with a printed reason without it, fails under CI=true.
 
@@ -24,13 +30,29 @@ use std::time::Duration;
 
 /// The sources, the route the server holds back to each, and whether
 /// (loose, strict) answer them.
-const SOURCES: [(&str, &str, bool, bool); 8] = [
+const SOURCES: [(&str, &str, bool, bool); 14] = [
     ("198.18.0.2", "the ingress link", true, true),
     ("2001:db8::2", "the ingress link", true, true),
+    ("10.5.0.5", "a macvlan on the ingress link", true, true),
+    ("2001:db8:5::5", "a macvlan on the ingress link", true, true),
+    (
+        "10.4.0.5",
+        "the ingress link, by a rule from our address",
+        true,
+        true,
+    ),
+    (
+        "2001:db8:4::5",
+        "the ingress link, by a rule from our address",
+        true,
+        true,
+    ),
     ("10.9.0.5", "another interface", true, false),
     ("2001:db8:9::5", "another interface", true, false),
     ("10.7.0.5", "unreachable", false, false),
     ("2001:db8:7::5", "unreachable", false, false),
+    ("10.3.0.5", "blackhole", false, false),
+    ("2001:db8:2::5", "prohibit", false, false),
     ("10.6.0.5", "none", false, false),
     ("2001:db8:6::5", "none", false, false),
 ];
@@ -39,28 +61,69 @@ const SOURCES: [(&str, &str, bool, bool); 8] = [
 const TRIES: usize = 3;
 
 /// The routes and addresses of the table above, and forwarding on lo in
-/// the server's namespace when `lo_forwarding`.
+/// the server's namespace as `lo_forwarding` says (set either way: a new
+/// namespace takes lo's from the host's defaults, which may forward).
 fn routes(topo: &Topology, lo_forwarding: bool) {
     let other = format!("nx-{}-o", topo.name);
     let peer = format!("nx-{}-p", topo.name);
+    let macvlan = format!("nx-{}-m", topo.name);
     let srv = |args: &[&str]| {
         run_ok(topo.srv_cmd("ip").args(args));
     };
     srv(&["link", "add", &other, "type", "veth", "peer", "name", &peer]);
     srv(&["link", "set", &other, "up"]);
     srv(&["link", "set", &peer, "up"]);
+    srv(&[
+        "link",
+        "add",
+        "link",
+        &topo.srv_if,
+        "name",
+        &macvlan,
+        "type",
+        "macvlan",
+    ]);
+    srv(&["link", "set", &macvlan, "up"]);
     srv(&["route", "add", "10.9.0.0/24", "dev", &other]);
     srv(&["-6", "route", "add", "2001:db8:9::/64", "dev", &other]);
+    srv(&["route", "add", "10.5.0.0/24", "dev", &macvlan]);
+    srv(&["-6", "route", "add", "2001:db8:5::/64", "dev", &macvlan]);
+    // The main table says another interface; a rule for replies from our
+    // address says the ingress link.
+    srv(&["route", "add", "10.4.0.0/24", "dev", &other]);
+    srv(&["-6", "route", "add", "2001:db8:4::/64", "dev", &other]);
+    srv(&[
+        "route",
+        "add",
+        "10.4.0.0/24",
+        "dev",
+        &topo.srv_if,
+        "table",
+        "100",
+    ]);
+    srv(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:4::/64",
+        "dev",
+        &topo.srv_if,
+        "table",
+        "100",
+    ]);
+    srv(&["rule", "add", "from", "198.18.0.1", "lookup", "100"]);
+    srv(&["-6", "rule", "add", "from", "2001:db8::1", "lookup", "100"]);
     srv(&["route", "add", "unreachable", "10.7.0.0/24"]);
     srv(&["-6", "route", "add", "unreachable", "2001:db8:7::/64"]);
-    if lo_forwarding {
-        run_ok(topo.srv_cmd("sysctl").args([
-            "-q",
-            "-w",
-            "net.ipv4.conf.lo.forwarding=1",
-            "net.ipv6.conf.lo.forwarding=1",
-        ]));
-    }
+    srv(&["route", "add", "blackhole", "10.3.0.0/24"]);
+    srv(&["-6", "route", "add", "prohibit", "2001:db8:2::/64"]);
+    let on = if lo_forwarding { "1" } else { "0" };
+    run_ok(topo.srv_cmd("sysctl").args([
+        "-q".to_owned(),
+        "-w".to_owned(),
+        format!("net.ipv4.conf.lo.forwarding={on}"),
+        format!("net.ipv6.conf.lo.forwarding={on}"),
+    ]));
     for (src, ..) in &SOURCES[2..] {
         let (family, len) = if src.contains(':') {
             ("-6", "128")
@@ -160,13 +223,27 @@ fn check(test: &str, mode: &str, replies: &str) {
     assert_eq!(stats["policy"]["rp_unchecked"], 0, "{}", stats["policy"]);
 
     if mode != "off" {
-        // The check reads the routing table as it is now: a route to
-        // the source through the ingress link, and it is answered.
+        // The check reads the routing table as it is now: a default route
+        // through the ingress link (a server's usual table), and sources
+        // with no route of their own are answered.
         run_ok(
             topo.srv_cmd("ip")
-                .args(["route", "add", "10.6.0.0/24", "dev", &topo.srv_if]),
+                .args(["route", "add", "default", "via", "198.18.0.2"]),
         );
-        assert_eq!(answered(&topo, "10.6.0.5"), TRIES, "a route added live");
+        run_ok(
+            topo.srv_cmd("ip")
+                .args(["-6", "route", "add", "default", "via", "2001:db8::2"]),
+        );
+        assert_eq!(
+            answered(&topo, "10.6.0.5"),
+            TRIES,
+            "a default route added live"
+        );
+        assert_eq!(
+            answered(&topo, "2001:db8:6::5"),
+            TRIES,
+            "a default route added live"
+        );
 
         // A link-local source is on the link by definition: answered.
         let ip = run_ok(topo.cli_cmd("ip").args([
@@ -189,21 +266,35 @@ fn check(test: &str, mode: &str, replies: &str) {
         assert_eq!(answered(&topo, &link_local), TRIES, "from {link_local}");
 
         // A check that cannot decide (lo's forwarding turned off under
-        // the server: every lookup fails) lets requests through, counted.
-        run_ok(
-            topo.srv_cmd("sysctl")
-                .args(["-q", "-w", "net.ipv4.conf.lo.forwarding=0"]),
-        );
+        // the server: every lookup fails) lets requests through, counted
+        // and warned about.
+        run_ok(topo.srv_cmd("sysctl").args([
+            "-q",
+            "-w",
+            "net.ipv4.conf.lo.forwarding=0",
+            "net.ipv6.conf.lo.forwarding=0",
+        ]));
         assert_eq!(answered(&topo, "10.7.0.5"), TRIES, "unchecked");
+        assert_eq!(answered(&topo, "2001:db8:7::5"), TRIES, "unchecked");
         let stats = settled_stats(&topo, &socket);
         assert_eq!(
-            stats["policy"]["rp_unchecked"], TRIES as u64,
+            stats["policy"]["rp_unchecked"],
+            2 * TRIES as u64,
             "{}",
             stats["policy"]
         );
+        // The control loop looks once a second.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
     }
     let out = srv.stop();
     assert!(!out.contains("panicked"), "{out}");
+    if mode != "off" {
+        assert!(
+            out.contains("route lookups fail, requests pass unchecked"),
+            "{out}"
+        );
+        assert!(out.contains("reverse path: 6 requests unchecked"), "{out}");
+    }
 }
 
 #[test]

@@ -164,6 +164,37 @@ pub(super) struct XdpLive {
     /// The NIC's clock, where hardware receive stamps are on: sampled at
     /// every publish, its mapping published with the state.
     pub(super) phc: Option<PhcFollower>,
+    /// Requests the reverse-path check let through unchecked, as last
+    /// seen, and when that was last warned about.
+    pub(super) rp_unchecked_seen: u64,
+    pub(super) rp_warned: Option<Instant>,
+}
+
+impl XdpLive {
+    /// Says so, at most once a minute, when the reverse-path check lets
+    /// requests through unchecked: its route lookups fail, most likely
+    /// because forwarding on lo was reset (writing `net.ipv4.ip_forward`
+    /// or `net.ipv6.conf.all.forwarding` sets every device's).
+    fn warn_rp_unchecked(&mut self) {
+        let Ok(n) = self.counters.read().map(|c| c.rp_unchecked) else {
+            return;
+        };
+        if n > self.rp_unchecked_seen
+            && self
+                .rp_warned
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            tracing::warn!(
+                unchecked = n - self.rp_unchecked_seen,
+                "reverse_path: route lookups fail, requests pass unchecked (rp_unchecked); \
+                 is forwarding on lo still 1 (net.ipv4.conf.lo.forwarding, \
+                 net.ipv6.conf.lo.forwarding)? writing net.ipv4.ip_forward or \
+                 net.ipv6.conf.all.forwarding resets it"
+            );
+            self.rp_unchecked_seen = n;
+            self.rp_warned = Some(Instant::now());
+        }
+    }
 }
 
 /// Follows the NIC's clock (PHC) against the system clock.
@@ -375,6 +406,7 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
                         x.path.why()
                     );
                 }
+                x.warn_rp_unchecked();
                 x.publish(state);
             }
             last_state = Instant::now();

@@ -47,6 +47,7 @@ pub struct PolicyCounts {
     pub entered: u64,
     /// Requests the reverse-path check could not judge (its route lookup
     /// failed), answered unchecked.
+    #[serde(default)]
     pub rp_unchecked: u64,
 }
 
@@ -127,7 +128,7 @@ impl PolicyCounts {
         }
         if self.rp_unchecked > 0 {
             s.push_str(&format!(
-                "  reverse path: {} requests unchecked: the route lookup failed (is net.ipv4.conf.lo.forwarding still 1?)\n",
+                "  reverse path: {} requests unchecked: the route lookup failed (are net.ipv4.conf.lo.forwarding and net.ipv6.conf.lo.forwarding still 1? setting net.ipv4.ip_forward or net.ipv6.conf.all.forwarding resets them)\n",
                 self.rp_unchecked
             ));
         }

@@ -100,6 +100,9 @@ pub use crate::sys::bpf::MAX_QUEUES;
 pub const MAX_OWN: usize = 64;
 /// `NTPX_COUNTERS`: number of counters.
 pub const COUNTERS: usize = 29;
+/// `NTPX_RP_UPPERS`: the most devices stacked on the interface that the
+/// strict reverse-path check knows.
+pub const RP_UPPERS: usize = 8;
 /// `NTPX_DROP_REASONS`: slots of the `drops` map, the [`DropReason`]s in
 /// order.
 pub const DROP_REASONS: usize = 40;
@@ -137,6 +140,10 @@ pub struct ProgramConfig {
     pub kernel_modes: u8,
     /// The reverse-path check of sources.
     pub reverse_path: ReversePath,
+    /// For a strict check: the devices stacked on the interface (their
+    /// indexes), through which the route back may leave too; the program
+    /// holds the first [`RP_UPPERS`].
+    pub rp_uppers: Vec<u32>,
 }
 
 impl Default for ProgramConfig {
@@ -150,6 +157,7 @@ impl Default for ProgramConfig {
             policy: None,
             kernel_modes: 0,
             reverse_path: ReversePath::Off,
+            rp_uppers: Vec::new(),
         }
     }
 }
@@ -212,6 +220,7 @@ impl ProgramConfig {
             policy: None,
             kernel_modes: 0,
             reverse_path: ReversePath::Off,
+            rp_uppers: Vec::new(),
         }
     }
 }
@@ -443,6 +452,10 @@ impl XdpProgram {
 
         rodata.kernel_modes = cfg.kernel_modes;
         rodata.rp_mode = cfg.reverse_path as u8;
+        // More than RP_UPPERS: `serve` refuses them before (see the field).
+        for (slot, &i) in rodata.rp_uppers.iter_mut().zip(&cfg.rp_uppers) {
+            *slot = i;
+        }
         if let Some(p) = &cfg.policy {
             super::xdp_policy::configure(rodata, p);
             super::xdp_policy::size_maps(&mut open, p)?;

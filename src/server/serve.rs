@@ -258,6 +258,7 @@ fn run_xdp(
     program_cfg.kernel_modes = settings.kernel_modes;
     program_cfg.reverse_path = settings.reverse_path;
     if settings.reverse_path != ReversePath::Off {
+        program_cfg.rp_uppers = reverse_path_uppers(iface, settings.reverse_path)?;
         let off = netif::lo_forwarding_off()?;
         if !off.is_empty() {
             bail!(
@@ -323,6 +324,8 @@ fn run_xdp(
         driver: driver.clone(),
         driver_seen: 0,
         phc: None,
+        rp_unchecked_seen: 0,
+        rp_warned: None,
     };
     live.publish(run.state);
     // A device-bound program attaches natively or not at all.
@@ -492,6 +495,34 @@ fn run_socket(
     let totals = counts.totals();
     println!("{}{}", totals.summary(), upstream_summary(run));
     Ok(totals)
+}
+
+/// The devices stacked on `iface` whose routes the strict reverse-path
+/// check accepts as the way back; refuses an interface in a VRF, whose
+/// table a lookup from lo would not use.
+fn reverse_path_uppers(iface: &str, mode: ReversePath) -> anyhow::Result<Vec<u32>> {
+    let stacked = netif::stacked_devices(iface, crate::server::program::RP_UPPERS)
+        .with_context(|| format!("[access] reverse_path: the devices stacked on {iface}"))?;
+    if let Some((vrf, _)) = stacked
+        .iter()
+        .find(|(name, _)| netif::driver(name).is_ok_and(|d| d == "vrf"))
+    {
+        bail!(
+            "[access] reverse_path: {iface} is in the VRF {vrf}, whose routing table a lookup \
+             from lo does not use: set reverse_path = \"off\" and use the kernel's rp_filter"
+        );
+    }
+    if !stacked.is_empty() {
+        tracing::info!(
+            stacked = ?stacked.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            "reverse_path: routes back through devices stacked on {iface} count as through {iface}"
+        );
+    }
+    Ok(if mode == ReversePath::Strict {
+        stacked.into_iter().map(|(_, i)| i).collect()
+    } else {
+        Vec::new()
+    })
 }
 
 fn addresses(s: &Settings) -> Vec<IpAddr> {

@@ -90,7 +90,7 @@ pub struct StatsDoc {
     /// What the access lists and rate limits did: KoDs sent, requests over
     /// their client's limit and how many of those leaked, limited
     /// clients, clients that sped up when limited, clients entered in the
-    /// table.
+    /// table, requests the reverse-path check could not judge.
     #[serde(default)]
     pub policy: PolicyCounts,
     /// RX→TX service time in ns: the HdrHistogram V2 serialization (not

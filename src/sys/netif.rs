@@ -188,6 +188,34 @@ pub fn xdp_rx_timestamp_offered(ifindex: u32) -> io::Result<bool> {
         .timestamp())
 }
 
+/// The devices stacked on `iface`, and on those, and so on (a bridge it is
+/// a port of, a macvlan or VLAN on it, a VRF it is enslaved to): their
+/// names and interface indexes, nearest first, from the `upper_*` links in
+/// `/sys/class/net`. At most `max` of them; more is an error.
+pub fn stacked_devices(iface: &str, max: usize) -> anyhow::Result<Vec<(String, u32)>> {
+    let mut out: Vec<(String, u32)> = Vec::new();
+    let mut todo = vec![iface.to_owned()];
+    while let Some(dev) = todo.pop() {
+        let dir = format!("/sys/class/net/{dev}");
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))?;
+        for e in entries {
+            let name = e.with_context(|| format!("reading {dir}"))?.file_name();
+            let Some(upper) = name.to_str().and_then(|n| n.strip_prefix("upper_")) else {
+                continue;
+            };
+            if upper == iface || out.iter().any(|(n, _)| n == upper) {
+                continue;
+            }
+            if out.len() == max {
+                bail!("{iface} has more than {max} devices stacked on it");
+            }
+            out.push((upper.to_owned(), ifindex(upper)?));
+            todo.push(upper.to_owned());
+        }
+    }
+    Ok(out)
+}
+
 /// The sysctls on lo that a routing lookup from XDP needs
 /// (`bpf_fib_lookup()` refuses a device without forwarding) and are off:
 /// `net.ipv4.conf.lo.forwarding`, and `net.ipv6.conf.lo.forwarding` when
