@@ -722,6 +722,7 @@ mod tests {
                 "NTPX_META_KOD_DENY",
                 crate::sys::xsk::meta::META_KOD_DENY as usize,
             ),
+            ("NTPX_RP_UPPERS", RP_UPPERS),
         ] {
             assert_eq!(define(name), Some(value.to_string().as_str()), "{name}");
         }
@@ -738,6 +739,24 @@ mod tests {
             Some(format!("{META_MAGIC:#x}u").as_str())
         );
         assert_eq!(size_of::<skel::ntpx::types::ntpx_state>(), STATE_LEN);
+        // ReversePath's values are enum ntpx_rp's.
+        let rp = HEADER
+            .split("enum ntpx_rp {")
+            .nth(1)
+            .and_then(|s| s.split("};").next())
+            .unwrap_or_default();
+        for (name, mode) in [
+            ("NTPX_RP_OFF", ReversePath::Off),
+            ("NTPX_RP_LOOSE", ReversePath::Loose),
+            ("NTPX_RP_STRICT", ReversePath::Strict),
+        ] {
+            let line = rp.lines().find(|l| l.trim().starts_with(name));
+            let want = format!("{name} = {},", mode as u8);
+            assert!(
+                line.is_some_and(|l| l.trim().starts_with(&want)),
+                "{name}: {line:?}"
+            );
+        }
     }
 
     #[test]
