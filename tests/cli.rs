@@ -161,6 +161,7 @@ fn hostile_numbers_in_the_config_file() {
         ("server", "busy_poll"),
         ("server", "min_poll"),
         ("server", "stats_interval"),
+        ("server", "metrics"),
         ("clock", "stratum"),
         ("clock", "root_delay_ms"),
         ("clock", "root_dispersion_ms"),

@@ -124,8 +124,74 @@ fn the_metrics_endpoint_serves_what_the_server_counted() {
     );
     assert_eq!(get(&info), 1.0);
     assert!(get("ntpx_rate_limit_clients_entered_total{}") >= 0.0);
+    // Where they were counted: the paths' replies add up; the program's
+    // and the socket's own counters are there.
+    let tx = doc["tx"].as_f64().unwrap();
+    assert_eq!(
+        get("ntpx_path_replies_total{path=xdp}") + get("ntpx_path_replies_total{path=af_xdp}"),
+        tx
+    );
+    assert_eq!(
+        get("ntpx_worker_replies_total{worker=q0}"),
+        get("ntpx_path_replies_total{path=af_xdp}")
+    );
+    assert!(get("ntpx_xdp_program_events_total{event=seen}") >= doc["rx"].as_f64().unwrap());
+    assert_eq!(
+        get("ntpx_xsk_events_total{event=rx_ring_full,queue=0}"),
+        0.0
+    );
     let out = srv.stop();
     assert!(out.contains("metrics endpoint ready"), "{out}");
+}
+
+#[test]
+fn the_socket_datapath_serves_metrics_too() {
+    let test = "the_socket_datapath_serves_metrics_too";
+    if !require_root(test) {
+        return;
+    }
+    let topo = Topology::up();
+    let mut srv = Server::start_socket(&topo, 2, &["--metrics", "[::1]:9125"]);
+    let answered = topo.in_cli(|| {
+        let sock = UdpSocket::bind("198.18.0.2:0").expect("bind");
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .expect("timeout");
+        let mut req = [0u8; 48];
+        req[0] = 0x23;
+        let mut buf = [0u8; 64];
+        (0..3)
+            .filter(|_| {
+                sock.send_to(&req, "198.18.0.1:123").expect("send");
+                sock.recv(&mut buf).is_ok()
+            })
+            .count()
+    });
+    assert_eq!(answered, 3);
+    let socket = std::env::temp_dir().join(format!("ntpx-{}.sock", topo.name));
+    let doc = settled_stats(&topo, &socket);
+    let out =
+        run_ok(
+            topo.srv_cmd("/usr/bin/python3")
+                .args(["-c", SCRAPE, "http://[::1]:9125/metrics"]),
+        );
+    println!("{test}: {} lines", out.lines().count());
+    let line = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+    };
+    assert_eq!(
+        line("ntpx_path_replies_total{path=socket}"),
+        doc["tx"].as_f64().unwrap()
+    );
+    assert_eq!(line("ntpx_replies_total{}"), 3.0);
+    assert_eq!(
+        line("ntpx_worker_replies_total{worker=s0}") + line("ntpx_worker_replies_total{worker=s1}"),
+        3.0
+    );
+    assert!(!out.contains("ntpx_xdp_program_events"), "{out}");
+    assert!(!out.contains("path=xdp"), "{out}");
+    srv.stop();
 }
 
 #[test]

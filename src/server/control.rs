@@ -101,6 +101,8 @@ impl KernelCounts for XdpKernelCounts {
             t.add_kernel_replies(c.replied, c.replied_partial);
             // Kiss-o'-Death replies sent from XDP: replies too.
             t.add_kernel_replies(c.kod_rate + c.kod_deny, 0);
+            t.breakdown.xdp_replies = c.replied + c.kod_rate + c.kod_deny;
+            t.breakdown.xdp_events = c.fields().to_vec();
             t.add_kernel(DropReason::Late, c.late);
             t.policy.add(PolicyCounts {
                 kod_rate: c.kod_rate,
@@ -134,6 +136,17 @@ impl KernelCounts for XdpKernelCounts {
             if let Ok(k) = s.read() {
                 t.add_kernel(DropReason::RxRingFull, k.rx_ring_full);
                 t.add_kernel(DropReason::XskRxDropped, k.rx_dropped);
+                t.breakdown.sockets.push((
+                    s.queue(),
+                    vec![
+                        ("rx_dropped", k.rx_dropped),
+                        ("rx_invalid_descs", k.rx_invalid_descs),
+                        ("tx_invalid_descs", k.tx_invalid_descs),
+                        ("rx_ring_full", k.rx_ring_full),
+                        ("rx_fill_ring_empty_descs", k.rx_fill_ring_empty_descs),
+                        ("tx_ring_empty_descs", k.tx_ring_empty_descs),
+                    ],
+                ));
             }
         }
     }

@@ -210,6 +210,7 @@ impl prometheus_client::collector::Collector for Scrape {
             t.partial_checksum,
         )?;
         service(&mut enc, &t)?;
+        self.breakdown(&mut enc, &t)?;
         gauge(
             &mut enc,
             "uptime_seconds",
@@ -221,6 +222,74 @@ impl prometheus_client::collector::Collector for Scrape {
 }
 
 impl Scrape {
+    /// Where the numbers were counted: replies by path, each worker, the
+    /// XDP program's counters, each AF_XDP socket's kernel statistics.
+    fn breakdown(&self, enc: &mut DescriptorEncoder, t: &Totals) -> Result<(), std::fmt::Error> {
+        let b = &t.breakdown;
+        let by_workers: u64 = b.workers.iter().map(|w| w.2).sum();
+        let worker_path = match self.datapath {
+            Datapath::Xdp => "af_xdp",
+            Datapath::Socket => "socket",
+        };
+        let mut m = enc.encode_descriptor(
+            "path_replies",
+            "Replies by the path that sent them: xdp (the XDP program), af_xdp or socket (the workers)",
+            None,
+            MetricType::Counter,
+        )?;
+        let mut paths = vec![(worker_path, by_workers)];
+        if self.datapath == Datapath::Xdp {
+            paths.insert(0, ("xdp", b.xdp_replies));
+        }
+        for (path, n) in paths {
+            m.encode_family(&[("path", path)])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        for (name, help, pick) in [
+            (
+                "worker_requests",
+                "Requests each worker received (worker: q<queue> on AF_XDP, s<n> on sockets)",
+                0,
+            ),
+            ("worker_replies", "Replies each worker sent", 1),
+        ] {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (w, rx, tx) in &b.workers {
+                let n = if pick == 0 { *rx } else { *tx };
+                m.encode_family(&[("worker", w.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
+        }
+        if !b.xdp_events.is_empty() {
+            let mut m = enc.encode_descriptor(
+                "xdp_program_events",
+                "The XDP program's counters (README: Replies in XDP, Defence)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (event, n) in &b.xdp_events {
+                m.encode_family(&[("event", *event)])?
+                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+        if !b.sockets.is_empty() {
+            let mut m = enc.encode_descriptor(
+                "xsk_events",
+                "Each AF_XDP socket's kernel statistics (XDP_STATISTICS)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (queue, fields) in &b.sockets {
+                let queue = queue.to_string();
+                for (event, n) in fields {
+                    m.encode_family(&[("queue", queue.as_str()), ("event", *event)])?
+                        .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The clock state replies carry now.
     fn clock(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snap = self.state.load();

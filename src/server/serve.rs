@@ -395,7 +395,7 @@ fn run_xdp(
     let mut published = Vec::new();
     let mut handles = Vec::new();
     for (i, xsk) in sockets.into_iter().enumerate() {
-        let p = Arc::new(Published::default());
+        let p = Arc::new(Published::named(format!("q{}", xsk.queue())));
         published.push(p.clone());
         let c = ctx(p, cpu_for(settings, i));
         let h = std::thread::Builder::new()
@@ -470,7 +470,7 @@ fn run_socket(
     let mut published = Vec::new();
     let mut handles = Vec::new();
     for (i, sock) in sockets.into_iter().enumerate() {
-        let p = Arc::new(Published::default());
+        let p = Arc::new(Published::named(format!("s{i}")));
         published.push(p.clone());
         let c = ctx(p, cpu_for(settings, i));
         handles.push(

@@ -33,6 +33,9 @@ type Hist = Box<Histogram<u64>>;
 /// One worker's published numbers.
 #[derive(Debug)]
 pub struct Published {
+    /// The worker's name in metrics: its thread's, less `ntpx-` (`q0`,
+    /// `s1`).
+    name: String,
     rx: AtomicU64,
     tx: AtomicU64,
     partial_checksum: AtomicU64,
@@ -55,6 +58,7 @@ impl Default for Published {
         // Cannot fail: the queue is empty.
         let _ = spare.push(Box::new(new_histogram()));
         Published {
+            name: String::new(),
             rx: AtomicU64::new(0),
             tx: AtomicU64::new(0),
             partial_checksum: AtomicU64::new(0),
@@ -69,6 +73,14 @@ impl Default for Published {
 }
 
 impl Published {
+    /// A worker's numbers, under `name` in metrics.
+    pub fn named(name: String) -> Published {
+        Published {
+            name,
+            ..Published::default()
+        }
+    }
+
     /// Merges the histograms handed over so far into the running total
     /// and returns the emptied ones to the worker.
     fn merge_pending(&self, merged: &mut Histogram<u64>) {
@@ -290,6 +302,25 @@ pub struct Totals {
     pub policy: PolicyCounts,
     /// RX→TX service time (ns), all workers merged.
     pub service: Histogram<u64>,
+    /// The same numbers by where they were counted, for metrics.
+    pub breakdown: Breakdown,
+}
+
+/// Where the totals were counted: each worker, the XDP program, each
+/// AF_XDP socket.
+#[derive(Clone, Debug, Default)]
+pub struct Breakdown {
+    /// Each worker, in start order: its name (see [`Published::named`]),
+    /// requests and replies.
+    pub workers: Vec<(String, u64, u64)>,
+    /// Replies the XDP program sent (time and Kiss-o'-Death).
+    pub xdp_replies: u64,
+    /// The XDP program's counters, by name (empty on the socket
+    /// datapath).
+    pub xdp_events: Vec<(&'static str, u64)>,
+    /// Each AF_XDP socket's kernel statistics: its queue, and its
+    /// counters by name.
+    pub sockets: Vec<(u32, Vec<(&'static str, u64)>)>,
 }
 
 impl Totals {
@@ -303,8 +334,12 @@ impl Totals {
             xleave: TableCounts::default(),
             policy: PolicyCounts::default(),
             service: new_histogram(),
+            breakdown: Breakdown::default(),
         };
         for w in workers {
+            t.breakdown
+                .workers
+                .push((w.name.clone(), w.rx.load(Relaxed), w.tx.load(Relaxed)));
             t.xleave.add(TableCounts::from_array(
                 w.xleave.each_ref().map(|a| a.load(Relaxed)),
             ));
