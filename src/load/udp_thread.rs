@@ -241,7 +241,10 @@ mod tests {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         responder.join().unwrap();
         let t = &tallies[0];
-        assert_eq!((t.sent, t.good, t.lost, t.invalid), (200, 200, 0, 0));
+        // 1000/s for 200 ms; a send due at the step's very end may miss it
+        // when the thread is preempted there (never a timing assertion).
+        assert!((190..=200).contains(&t.sent), "{t:?}");
+        assert_eq!((t.good, t.lost, t.invalid), (t.sent, 0, 0));
         assert!(t.rejected_list().is_empty());
         assert_eq!(socks.rx_dropped(), 0);
         assert_eq!(socks.send_errors(), 0);
