@@ -503,6 +503,9 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 
 		st = bpf_map_lookup_elem(&server_state, &i);
 	}
+	/* Out of service, saying nothing (ntpx drain on --mode stop). */
+	if (st && st->draining)
+		return drop(NTPX_DROP_DRAINING);
 	if (fate == NTPX_REDIRECTED) {
 		/* The workers judge it; the policy applies first (before the
 		 * checks, which only the worker can make), and a KoD verdict

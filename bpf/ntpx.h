@@ -140,6 +140,7 @@ enum ntpx_drop {
 	NTPX_DROP_RATE_LIMITED,
 	NTPX_DROP_CEILING,
 	NTPX_DROP_REVERSE_PATH,
+	NTPX_DROP_DRAINING,
 	NTPX_DROP_REASONS         /* size of the `drops` map */
 };
 
@@ -164,7 +165,9 @@ struct ntpx_state {
 	                       * 0: hand them to the AF_XDP workers */
 	__u8 partial_to_workers; /* 1 (generic mode): a request whose UDP
 	                          * checksum is partial goes to the workers */
-	__u8 pad[7];
+	__u8 draining;        /* 1: out of service, answering nothing: every
+	                       * request for the server is dropped */
+	__u8 pad[6];
 	__u64 leap_tai_ns;    /* CLOCK_TAI instant from which tai_offset_after_s
 	                       * applies (a leap second); 0: none pending */
 	__s64 tai_offset_after_s;

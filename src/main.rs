@@ -50,6 +50,23 @@ enum Command {
     /// Print a running `ntpx serve`'s counters and RX->TX service-time
     /// percentiles, read from its stats socket.
     Stats(StatsArgs),
+    /// Take a running `ntpx serve` out of service for maintenance, or put
+    /// it back (writes or removes its drain file).
+    Drain(DrainArgs),
+}
+
+#[derive(Args)]
+struct DrainArgs {
+    /// on: out of service; off: back in service.
+    #[arg(value_parser = ["on", "off"])]
+    state: String,
+    /// What a drained server does: unsync (replies say LI 3, stratum 0)
+    /// or stop (no replies).
+    #[arg(long, value_enum, default_value = "unsync")]
+    mode: ntpx::server::state::Drain,
+    /// The server's drain file.
+    #[arg(long, value_name = "PATH", default_value = ntpx::server::drain::DEFAULT_PATH)]
+    file: PathBuf,
 }
 
 #[derive(Args)]
@@ -161,6 +178,10 @@ struct ServeArgs {
     /// PORT on loopback (`[server] metrics`; default off).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// The drain file `ntpx drain` writes (default /run/ntpx.drain; ''
+    /// = none).
+    #[arg(long, value_name = "PATH")]
+    drain_file: Option<String>,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_seconds)]
     duration: Option<Duration>,
@@ -299,6 +320,7 @@ impl ServeArgs {
         over!(s.stats_interval, self.stats_interval);
         over!(s.stats_socket, self.stats_socket);
         over!(s.metrics, self.metrics);
+        over!(s.drain_file, self.drain_file);
         if self.no_stats_socket {
             s.stats_socket = Some(String::new());
         }
@@ -344,6 +366,24 @@ fn main() -> std::process::ExitCode {
             .and_then(|f| Settings::from_file(&f))
             .map(|s| println!("{s:#?}")),
         Command::Stats(args) => stats(&args),
+        Command::Drain(args) => {
+            use ntpx::server::state::Drain;
+            match (args.state.as_str(), args.mode) {
+                ("on", Drain::Off) => Err(anyhow::anyhow!(
+                    "ntpx drain on: --mode is unsync or stop (ntpx drain off puts it back)"
+                )),
+                ("on", d) => Ok(d),
+                _ => Ok(Drain::Off),
+            }
+            .and_then(|d| ntpx::server::drain::write(&args.file, d).map(|()| d))
+            .map(|d| {
+                println!(
+                    "drain {} ({}): a running server follows within a second",
+                    d.name(),
+                    args.file.display()
+                );
+            })
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -162,6 +162,7 @@ fn hostile_numbers_in_the_config_file() {
         ("server", "min_poll"),
         ("server", "stats_interval"),
         ("server", "metrics"),
+        ("server", "drain_file"),
         ("clock", "stratum"),
         ("clock", "root_delay_ms"),
         ("clock", "root_dispersion_ms"),

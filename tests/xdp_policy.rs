@@ -75,6 +75,7 @@ fn load(policy: Policy, kernel_modes: u8) -> XdpProgram {
             max_age_ns: 60_000_000_000,
             reply_in_xdp: true,
             partial_to_workers: false,
+            draining: false,
         })
         .unwrap();
     prog

@@ -126,6 +126,7 @@ impl Bench {
                 max_age_ns,
                 reply_in_xdp: true,
                 partial_to_workers: self.partial_to_workers,
+                draining: false,
             })
             .unwrap();
     }
@@ -1004,6 +1005,7 @@ fn replies_can_be_switched_to_the_workers() {
             max_age_ns: 10_000_000_000,
             reply_in_xdp: false,
             partial_to_workers: false,
+            draining: false,
         })
         .unwrap();
     assert!(matches!(run_xdp(&b, &frame), Fate::Worker));

@@ -131,6 +131,9 @@ reasons! {
     /// The source has no route back (`[access] reverse_path = "loose"`),
     /// or none through the interface the request came in on (`"strict"`).
     ReversePath => "reverse_path",
+    /// The server is out of service, saying nothing (`ntpx drain on
+    /// --mode stop`).
+    Draining => "draining",
 }
 
 /// How many reasons there are (the length of a counter array).

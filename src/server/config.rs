@@ -66,6 +66,8 @@ pub struct ServerFile {
     /// Where the metrics endpoint listens: `ADDR:PORT`, or a port on
     /// loopback (default: off; `""` = off).
     pub metrics: Option<String>,
+    /// The drain file (default `/run/ntpx.drain`, `""` = none).
+    pub drain_file: Option<String>,
 }
 
 /// Where the XDP datapath answers plain requests (the others always go to
@@ -232,6 +234,8 @@ pub struct Settings {
     pub stats_socket: Option<PathBuf>,
     /// The metrics endpoint's address (None: off).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The drain file the server follows (None: none).
+    pub drain_file: Option<PathBuf>,
     /// Clock state config.
     pub clock: StateConfig,
     /// chronyd's command socket, read with `source = "chrony"`.
@@ -525,6 +529,15 @@ impl Settings {
                 .filter(|m| !m.is_empty())
                 .map(crate::server::metrics::parse_listen)
                 .transpose()?,
+            drain_file: match s
+                .drain_file
+                .as_deref()
+                .unwrap_or(crate::server::drain::DEFAULT_PATH)
+            {
+                "" => None,
+                p if p.contains('\0') => anyhow::bail!("drain_file must be a path without NUL"),
+                p => Some(PathBuf::from(p)),
+            },
             clock: StateConfig {
                 source,
                 stratum,

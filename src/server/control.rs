@@ -277,6 +277,7 @@ impl XdpLive {
             max_age_ns: snap.max_age_ns,
             reply_in_xdp: self.path.in_xdp(),
             partial_to_workers: self.path.partial_to_workers(),
+            draining: snap.drain == crate::server::state::Drain::Stop,
         };
         if let Err(e) = self.writer.publish(&s) {
             tracing::warn!(error = %e, "could not update the XDP program's server state");
@@ -392,12 +393,22 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
         .unwrap_or_else(Instant::now);
     let mut last_stats = Instant::now();
     let mut prev = counts.totals();
+    let mut drain = settings
+        .drain_file
+        .clone()
+        .map(crate::server::drain::DrainWatch::new);
     while !term.load(Ordering::Relaxed) {
         if opts.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
         counts.merge_histograms();
+        // A drain that changed is applied at once: refresh now.
+        if drain.as_mut().is_some_and(|d| d.poll(state)) {
+            last_state = Instant::now()
+                .checked_sub(settings.refresh)
+                .unwrap_or(last_state);
+        }
         if last_state.elapsed() >= settings.refresh {
             upstreams.refresh(state, settings);
             if let Some(x) = xdp.as_mut() {

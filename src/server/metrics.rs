@@ -336,6 +336,12 @@ impl Scrape {
             "Seconds since the time source last updated the clock (the reference timestamp); NaN before any",
             since_update,
         )?;
+        gauge(
+            enc,
+            "drain_mode",
+            "Out of service for maintenance (ntpx drain): 0 no, 1 replies say LI 3, 2 no replies",
+            f64::from(snap.drain as u8),
+        )?;
         let (upstream, held, fallbacks) = self.state.upstream_counts();
         counter(
             enc,

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod control;
+pub mod drain;
 mod hw_rx;
 pub mod interleave;
 pub mod limiter;

@@ -105,7 +105,7 @@ pub const COUNTERS: usize = 29;
 pub const RP_UPPERS: usize = 8;
 /// `NTPX_DROP_REASONS`: slots of the `drops` map, the [`DropReason`]s in
 /// order.
-pub const DROP_REASONS: usize = 40;
+pub const DROP_REASONS: usize = 41;
 /// `NTPX_HIST_BUCKETS`: buckets of the service-time histogram.
 pub const HIST_BUCKETS: usize = 256;
 /// `NTPX_HIST_SUB_BITS`: each power of two splits into 2^this buckets.
@@ -248,6 +248,9 @@ pub struct XdpState {
     /// its `CHECKSUM_PARTIAL` mark, which a later hop would apply to the
     /// full checksum written in XDP.
     pub partial_to_workers: bool,
+    /// Out of service, saying nothing: every request is dropped
+    /// (`draining`).
+    pub draining: bool,
 }
 
 impl XdpState {
@@ -267,6 +270,7 @@ impl XdpState {
         b[46] = n.precision as u8;
         b[47] = u8::from(self.reply_in_xdp);
         b[48] = u8::from(self.partial_to_workers);
+        b[49] = u8::from(self.draining);
         b[56..64].copy_from_slice(&self.tai.leap_tai_ns.to_ne_bytes());
         b[64..72].copy_from_slice(&i64::from(self.tai.offset_after_s).to_ne_bytes());
         if let Some(m) = self.phc {
@@ -786,6 +790,7 @@ mod tests {
             max_age_ns: u64::MAX,
             reply_in_xdp: true,
             partial_to_workers: true,
+            draining: true,
         };
         let b = s.to_bytes();
         let u64_at = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap());
@@ -812,6 +817,8 @@ mod tests {
         assert_eq!(off(std::ptr::addr_of!(st.reply_in_xdp)), 47);
         assert_eq!(off(std::ptr::addr_of!(st.partial_to_workers)), 48);
         assert_eq!(b[48], 1);
+        assert_eq!(off(std::ptr::addr_of!(st.draining)), 49);
+        assert_eq!(b[49], 1);
         assert_eq!(off(std::ptr::addr_of!(st.leap_tai_ns).cast()), 56);
         assert_eq!(u64_at(56), 0x0a0b_0c0d_0e0f_1011);
         assert_eq!(off(std::ptr::addr_of!(st.tai_offset_after_s).cast()), 64);

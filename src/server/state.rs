@@ -7,7 +7,7 @@ use crate::sys::clock::chrony::{ChronyClient, Tracking};
 use crate::sys::clock::{Clock, Discipline, KernelClock, LeapList, TaiScale};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
 /// Where the server's time quality comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -87,6 +87,43 @@ pub struct Snapshot {
     pub computed: NtpTimestamp,
     /// See [`StateConfig::max_age_ns`].
     pub max_age_ns: u64,
+    /// Taken out of service for maintenance (`ntpx drain`).
+    pub drain: Drain,
+}
+
+/// Out of service for maintenance (`ntpx drain on`, or the drain file):
+/// the server says it has no time, or says nothing. Its values are the
+/// drain file's contents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Drain {
+    /// In service.
+    #[default]
+    Off = 0,
+    /// Replies say LI 3, stratum 0: clients look elsewhere, and see why.
+    Unsync = 1,
+    /// No replies (counted as `draining`).
+    Stop = 2,
+}
+
+impl Drain {
+    /// Its name (the drain file's contents, `ntpx stats`, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Drain::Off => "off",
+            Drain::Unsync => "unsync",
+            Drain::Stop => "stop",
+        }
+    }
+
+    fn from_u8(v: u8) -> Drain {
+        match v {
+            1 => Drain::Unsync,
+            2 => Drain::Stop,
+            _ => Drain::Off,
+        }
+    }
 }
 
 /// RFC 5905's root distance: half the root delay plus the root dispersion.
@@ -200,6 +237,7 @@ pub fn compute(
         ),
         computed: now,
         max_age_ns: cfg.max_age_ns,
+        drain: Drain::Off,
     }
 }
 
@@ -218,6 +256,8 @@ pub struct SharedState {
     last_report: std::sync::Mutex<Option<(Tracking, NtpTimestamp)>>,
     /// `leap-seconds.list`, if configured: announces leaps too.
     leap_list: Option<LeapList>,
+    /// [`Drain`], as set by the control thread.
+    drain: AtomicU8,
 }
 
 /// How long a chronyd report stands in for missing ones before the kernel
@@ -248,6 +288,7 @@ impl SharedState {
             fallbacks: AtomicU64::new(0),
             last_report: std::sync::Mutex::new(None),
             leap_list: None,
+            drain: AtomicU8::new(Drain::Off as u8),
         })
     }
 
@@ -314,10 +355,26 @@ impl SharedState {
         {
             next.ntp.leap = list.leap_today(now_ns);
         }
+        // Out of service: no time to give, whatever the clock says.
+        next.drain = self.drain();
+        if next.drain != Drain::Off {
+            next.ntp = ServerState::unsynchronized(self.precision);
+        }
         if **self.current.load() != next {
             self.current.store(Arc::new(next));
         }
         Ok(())
+    }
+
+    /// Takes the server out of service, or puts it back, from the next
+    /// refresh on.
+    pub fn set_drain(&self, d: Drain) {
+        self.drain.store(d as u8, Relaxed);
+    }
+
+    /// The drain the next refresh applies.
+    pub fn drain(&self) -> Drain {
+        Drain::from_u8(self.drain.load(Relaxed))
     }
 
     /// The current snapshot (workers: once per batch; no lock, no

@@ -13,6 +13,7 @@ use crate::proto::policy::Verdict;
 use crate::proto::respond::{
     check_addresses, check_source_port, check_synchronized, reply_stamping,
 };
+use crate::server::state::Drain;
 use crate::server::stats::WorkerStats;
 use crate::sys::BATCH;
 use crate::sys::clock::Clock;
@@ -55,6 +56,11 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
             let r = sock.received(i);
             let rx_ns = if r.rx_ns != 0 { r.rx_ns } else { batch_now };
             let checked = (|| {
+                // Out of service, saying nothing (`ntpx drain on --mode
+                // stop`).
+                if snap.drain == Drain::Stop {
+                    return Err(DropReason::Draining);
+                }
                 if r.truncated {
                     return Err(DropReason::Truncated);
                 }

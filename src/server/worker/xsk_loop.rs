@@ -6,6 +6,7 @@ use crate::proto::drops::DropReason;
 use crate::proto::ntp::KissCode;
 use crate::proto::ntp::NtpTimestamp;
 use crate::proto::respond::{respond_kiss, respond_with};
+use crate::server::state::Drain;
 use crate::server::stats::WorkerStats;
 use crate::sys::clock::{self, Clock};
 use crate::sys::xsk::meta::{META_KOD_DENY, META_KOD_RATE};
@@ -90,6 +91,11 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
         // thread stopped refreshing it.
         let header = snap.header_at(batch_now, ctx.clock.now_tai_nanos());
         let done = q.reply(|frame| {
+            // Out of service, saying nothing (`ntpx drain on --mode stop`).
+            if snap.drain == Drain::Stop {
+                stats.drop(DropReason::Draining, 1);
+                return Verdict::Release;
+            }
             // The program's stamps: the NIC's (mapped to CLOCK_TAI in XDP,
             // 0 without one) and its own software stamp.
             let meta = frame.take_meta();
