@@ -17,6 +17,7 @@ use crate::sys::clock::ntp_query::NtpQuery;
 use crate::sys::clock::phc::{PhcSampler, PhcTracker, SystemPtp};
 use crate::sys::clock::{self, Clock, SystemClock, SystemKernelClock};
 use crate::sys::ethtool;
+use crate::sys::notify;
 use crate::sys::udp_server::SocketDrops;
 use crate::sys::xsk::XskStatsReader;
 use std::cell::Cell;
@@ -397,7 +398,18 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
         .drain_file
         .clone()
         .map(crate::server::drain::DrainWatch::new);
+    // Everything serves from here on: tell a service manager (systemd's
+    // Type=notify), and keep its watchdog fed while this loop turns (it
+    // refreshes the state every reply carries: a stuck loop is a server
+    // whose replies go stale).
+    let serving = format!("serving NTP ({} datapath)", settings.datapath.label());
+    notify::ready(&serving);
+    let mut watchdog = notify::Watchdog::from_env();
+    if watchdog.enabled() {
+        tracing::info!("feeding the service manager's watchdog");
+    }
     while !term.load(Ordering::Relaxed) {
+        watchdog.tick();
         if opts.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
@@ -408,6 +420,10 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
             last_state = Instant::now()
                 .checked_sub(settings.refresh)
                 .unwrap_or(last_state);
+            match state.drain() {
+                crate::server::state::Drain::Off => notify::status(&serving),
+                d => notify::status(&format!("draining ({})", d.name())),
+            }
         }
         if last_state.elapsed() >= settings.refresh {
             upstreams.refresh(state, settings);
@@ -450,6 +466,7 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
             last_stats = Instant::now();
         }
     }
+    notify::stopping();
     xdp.and_then(|x| x.phc)
         .map(|p| p.summary())
         .unwrap_or_default()

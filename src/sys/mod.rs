@@ -12,7 +12,8 @@
 //! - [`netif`]: an interface's index, MAC, addresses and queues;
 //!   [`ethtool`]: its driver's statistics;
 //! - [`rtnl`]: whether a veth's peer runs XDP (rtnetlink);
-//! - [`procnet`]: which processes hold a UDP port; [`cpu`]: pinning.
+//! - [`procnet`]: which processes hold a UDP port; [`cpu`]: pinning;
+//! - [`notify`]: the service manager's notifications (systemd).
 //!
 //! Every `unsafe fn` here states its contract under `# Safety`, every
 //! `unsafe` block says why it holds, and no safe function lets its caller
@@ -25,6 +26,7 @@ pub mod cpu;
 pub mod ethtool;
 mod mmsg;
 pub mod netif;
+pub mod notify;
 pub mod procnet;
 pub mod rtnl;
 mod sockopt;

@@ -9,9 +9,9 @@ use libbpf_rs::ErrorKind;
 
 use super::{VERIFIER_LOG_TAIL_LINES, XdpMode};
 
-const PERM_HINT: &str = "run as root, or give the binary CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW \
-     (`setcap cap_bpf,cap_net_admin,cap_net_raw+ep PATH`); a kernel in lockdown mode refuses BPF \
-     entirely";
+const PERM_HINT: &str = "run as root, or give the binary CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and \
+     CAP_NET_RAW (`setcap cap_bpf,cap_perfmon,cap_net_admin,cap_net_raw+ep PATH`; the systemd unit \
+     grants exactly these); a kernel in lockdown mode refuses BPF entirely";
 
 /// Why loading, attaching or using the program failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +180,15 @@ pub(super) fn load_error(err: libbpf_rs::Error, log: &[u8]) -> ProgramError {
     let tail = lines
         .get(lines.len().saturating_sub(VERIFIER_LOG_TAIL_LINES)..)
         .unwrap_or_default();
+    // Without CAP_PERFMON the verifier refuses what a privileged loader
+    // may do (comparing packet pointers, first of all): a missing
+    // capability, not a bug.
+    if tail.iter().any(|l| l.contains("prohibited")) {
+        return ProgramError::PermissionDenied {
+            op: "load the XDP program (the verifier allows packet pointer checks only with CAP_PERFMON)",
+            source: Box::new(err),
+        };
+    }
     ProgramError::VerifierRejected {
         log_tail: tail.join("\n"),
         source: err,
