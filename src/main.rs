@@ -201,6 +201,14 @@ struct StatsArgs {
     /// .hgrm text, microseconds) to FILE.
     #[arg(long, value_name = "FILE")]
     hgrm: Option<PathBuf>,
+    /// A live view: ask again every SECS seconds (default 1) and show the
+    /// rates since the last time; with --json, one document per line.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1",
+          value_parser = parse_seconds, conflicts_with = "hgrm")]
+    watch: Option<Duration>,
+    /// With --watch: stop after N views (default: until interrupted).
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
 }
 
 #[derive(Args)]
@@ -439,7 +447,43 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ntpx stats --watch`: a view every `every`, of the rates since the last.
+fn watch_stats(args: &StatsArgs, every: Duration) -> anyhow::Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    if every < Duration::from_millis(100) {
+        anyhow::bail!("--watch: at least 0.1 s between views");
+    }
+    let fetch = || ntpx::server::stats_socket::fetch(&args.socket);
+    let terminal = std::io::stdout().is_terminal();
+    let (_, mut prev) = fetch()?;
+    let mut shown = 0u64;
+    while args.count.is_none_or(|n| shown < n) {
+        std::thread::sleep(every);
+        let (text, doc) = fetch()?;
+        let view = if args.json {
+            format!("{}\n", text.trim_end().replace('\n', ""))
+        } else {
+            doc.render_since(&prev)?
+        };
+        let mut out = std::io::stdout().lock();
+        if terminal && !args.json {
+            // Home and clear, so that the view stays in place.
+            write!(out, "\x1b[H\x1b[2J")?;
+        } else if !args.json && shown > 0 {
+            writeln!(out)?;
+        }
+        out.write_all(view.as_bytes())?;
+        out.flush()?;
+        prev = doc;
+        shown += 1;
+    }
+    Ok(())
+}
+
 fn stats(args: &StatsArgs) -> anyhow::Result<()> {
+    if let Some(every) = args.watch {
+        return watch_stats(args, every);
+    }
     let (text, doc) = ntpx::server::stats_socket::fetch(&args.socket)?;
     if let Some(path) = &args.hgrm {
         let hist = doc.histogram()?;

@@ -126,3 +126,73 @@ fn stats_reads_a_running_server() {
         "{err}"
     );
 }
+
+#[test]
+fn stats_watch_shows_rates_live() {
+    let test = "stats_watch_shows_rates_live";
+    if !require_root(test) {
+        return;
+    }
+    let topo = Topology::up();
+    let dir = TempDir::new("ntpx-watch");
+    let socket = dir.path().join("s.sock");
+    let socket_arg = socket.to_string_lossy().into_owned();
+    let mut srv = Server::start_socket(&topo, 1, &["--stats-socket", &socket_arg]);
+    // Requests at about 200/s while the views are taken.
+    let sender = std::thread::spawn({
+        let ns = topo.cli_ns.clone();
+        move || {
+            common::in_netns(&ns, || {
+                let sock = UdpSocket::bind("198.18.0.2:0").expect("bind");
+                let to: SocketAddr = "198.18.0.1:123".parse().unwrap();
+                let end = Instant::now() + Duration::from_millis(2500);
+                let mut tag = 0u64;
+                while Instant::now() < end {
+                    tag += 1;
+                    sock.send_to(&request(tag), to).expect("send");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        }
+    });
+    let out = ntpx_stats(&["--socket", &socket_arg, "--watch", "0.5", "--count", "3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{test}:\n{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let views: Vec<&str> = text.split("ntpx serve (socket datapath)").skip(1).collect();
+    assert_eq!(views.len(), 3, "{text}");
+    for v in &views {
+        // "requests   N/s": the rate of the interval, while requests flow.
+        let rate: f64 = v
+            .split("requests")
+            .nth(1)
+            .and_then(|r| r.split("/s").next())
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no request rate in {v}"));
+        assert!(rate > 20.0, "{v}");
+        assert!(v.contains("RX->TX service time"), "{v}");
+    }
+    // --json: one document per line.
+    let out = ntpx_stats(&[
+        "--socket",
+        &socket_arg,
+        "--watch",
+        "0.2",
+        "--count",
+        "2",
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON document per line"))
+        .collect();
+    assert_eq!(docs.len(), 2, "{text}");
+    assert!(docs[1]["rx"].as_u64() >= docs[0]["rx"].as_u64());
+    sender.join().unwrap();
+    srv.stop();
+}

@@ -207,6 +207,59 @@ impl StatsDoc {
     }
 }
 
+impl StatsDoc {
+    /// The live view `ntpx stats --watch` prints: what happened since
+    /// `prev` (an earlier document of the same server) as rates, then the
+    /// totals. Like `chronyc serverstats`, for people.
+    pub fn render_since(&self, prev: &StatsDoc) -> anyhow::Result<String> {
+        let secs = (self.uptime_s - prev.uptime_s).max(1e-3);
+        let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+        let mut s = format!(
+            "ntpx serve ({} datapath), up {}; the last {secs:.1} s:\n",
+            self.datapath,
+            fmt_uptime(self.uptime_s)
+        );
+        let _ = writeln!(
+            s,
+            "  requests {:>12.1}/s   replies {:>12.1}/s   dropped {:>10.1}/s",
+            rate(self.rx, prev.rx),
+            rate(self.tx, prev.tx),
+            rate(self.dropped, prev.dropped)
+        );
+        for (label, n) in &self.drops {
+            let then = prev.drops.get(label).copied().unwrap_or(0);
+            if *n > then {
+                let _ = writeln!(s, "    drop {label:<20} {:>10.1}/s", rate(*n, then));
+            }
+        }
+        let (p, q) = (&self.policy, &prev.policy);
+        if p.limited > q.limited || p.kod_rate + p.kod_deny > q.kod_rate + q.kod_deny {
+            let _ = writeln!(
+                s,
+                "  rate limited {:.1}/s (leaked {:.1}/s), KoD {:.1}/s",
+                rate(p.limited, q.limited),
+                rate(p.leaked, q.leaked),
+                rate(p.kod_rate + p.kod_deny, q.kod_rate + q.kod_deny)
+            );
+        }
+        let mut hist = self.histogram()?;
+        let before = prev.histogram()?;
+        // The interval's own service times: the later histogram less the
+        // earlier (counts only grow, so this cannot fail but for a
+        // restarted server, whose whole histogram is then shown).
+        if hist.subtract(&before).is_err() {
+            hist = self.histogram()?;
+        }
+        s.push_str(&quantile_list("  RX->TX service time", &hist));
+        let _ = writeln!(
+            s,
+            "totals: requests {}  replies {}  dropped {}",
+            self.rx, self.tx, self.dropped
+        );
+        Ok(s)
+    }
+}
+
 /// Seconds as `5.2s`, `4m05s`, `3h04m05s` or `2d03h04m05s`.
 pub fn fmt_uptime(secs: f64) -> String {
     if !secs.is_finite() || secs < 0.0 {
