@@ -140,8 +140,55 @@ fn the_metrics_endpoint_serves_what_the_server_counted() {
         get("ntpx_xsk_events_total{event=rx_ring_full,queue=0}"),
         0.0
     );
+    dashboard_names_served_metrics(&m);
     let out = srv.stop();
     assert!(out.contains("metrics endpoint ready"), "{out}");
+}
+
+/// Every query of the Grafana dashboard (`scripts/grafana-ntpx.json`)
+/// names only metrics the endpoint serves (`served`: a scrape's samples).
+fn dashboard_names_served_metrics(served: &BTreeMap<String, f64>) {
+    fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr" | "query" | "definition", serde_json::Value::String(q)) => {
+                            out.push(q.clone())
+                        }
+                        _ => queries(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| queries(v, out)),
+            _ => {}
+        }
+    }
+    let text = include_str!("../scripts/grafana-ntpx.json");
+    let dash: serde_json::Value = serde_json::from_str(text).expect("the dashboard is JSON");
+    let mut qs = Vec::new();
+    queries(&dash, &mut qs);
+    let names: std::collections::BTreeSet<&str> =
+        served.keys().filter_map(|k| k.split('{').next()).collect();
+    let mut used = std::collections::BTreeSet::new();
+    for q in &qs {
+        let mut rest = q.as_str();
+        while let Some(at) = rest.find("ntpx_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            used.insert(&tail[..end]);
+            rest = &tail[end..];
+        }
+    }
+    println!("dashboard: {} queries, {} metrics", qs.len(), used.len());
+    assert!(used.len() >= 20, "{used:?}");
+    let missing: Vec<_> = used.iter().filter(|n| !names.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard asks for {missing:?}, not served"
+    );
 }
 
 #[test]
