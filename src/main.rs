@@ -53,6 +53,13 @@ enum Command {
     /// Take a running `ntpx serve` out of service for maintenance, or put
     /// it back (writes or removes its drain file).
     Drain(DrainArgs),
+    /// Write the manual pages, ntpx(8) and ntpx-SUBCOMMAND(8), as roff
+    /// into DIR (the package installs them).
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -374,6 +381,7 @@ fn main() -> std::process::ExitCode {
             .and_then(|f| Settings::from_file(&f))
             .map(|s| println!("{s:#?}")),
         Command::Stats(args) => stats(&args),
+        Command::Man { dir } => man_pages(&dir),
         Command::Drain(args) => {
             use ntpx::server::state::Drain;
             match (args.state.as_str(), args.mode) {
@@ -445,6 +453,28 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// Writes ntpx(8) and a page per subcommand, ntpx-serve(8) and so on, as
+/// the top page's SUBCOMMANDS section names them.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let write = |name: &str, cmd: clap::Command| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.8"));
+        let mut f = std::fs::File::create(&path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        clap_mangen::Man::new(cmd)
+            .title(name)
+            .section("8")
+            .render(&mut f)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    };
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("ntpx-{}", sub.get_name());
+        let bin = format!("ntpx {}", sub.get_name());
+        write(&name, sub.clone().display_name(name.clone()).bin_name(bin))?;
+    }
+    write("ntpx", cmd)
 }
 
 /// `ntpx stats --watch`: a view every `every`, of the rates since the last.
