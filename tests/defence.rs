@@ -130,35 +130,6 @@ fn socket_datapath_limits_a_flood_and_spares_a_nat() {
     );
 }
 
-/// Sends a request every millisecond from the client namespace and prints
-/// `unix_time stratum` for each reply, until `secs` have passed.
-const PROBER: &str = r#"
-import socket, struct, sys, time, select
-dst, secs = sys.argv[1], float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setblocking(False)
-end = time.time() + secs
-nxt = time.time()
-while time.time() < end:
-    now = time.time()
-    if now >= nxt:
-        req = bytearray(48); req[0] = 0x23
-        req[40:48] = struct.pack(">d", now)
-        try:
-            s.sendto(bytes(req), (dst, 123))
-        except OSError:
-            pass
-        nxt = now + 0.001
-    r, _, _ = select.select([s], [], [], 0.0005)
-    while r:
-        try:
-            d = s.recv(512)
-        except BlockingIOError:
-            break
-        if len(d) >= 48:
-            print("%.6f %d" % (time.time(), d[1]), flush=True)
-"#;
-
 /// kill -9 under a stream of requests: the program goes with the process
 /// (a BPF link), chronyd on the kernel's port 123 answers, and a restart
 /// brings ntpx back. Reports both times.
@@ -197,12 +168,7 @@ fn kill_9_falls_back_to_the_kernel_and_a_restart_restores_the_bypass() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the prober");
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-    };
+    let now = unix_now;
     std::thread::sleep(Duration::from_secs(2));
     let killed_at = now();
     srv.signal(libc::SIGKILL);
@@ -214,13 +180,7 @@ fn kill_9_falls_back_to_the_kernel_and_a_restart_restores_the_bypass() {
     let _ = chronyd.kill();
     let _ = chronyd.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    let replies: Vec<(f64, u8)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
-        })
-        .collect();
+    let replies = probe_replies(&out.stdout);
     let first = |from: f64, stratum: u8| {
         replies
             .iter()

@@ -8,7 +8,7 @@ use super::metrics::MetricsEndpoint;
 use super::path::ReplyPath;
 use super::program::{CountersReader, StateWriter, XdpState, hist_bucket_range};
 use super::state::{SharedState, Source, Upstream};
-use super::stats::{Collector, KernelCounts, Totals};
+use super::stats::{Collector, KernelCounts, Published, Totals};
 use super::stats_socket::StatsSocket;
 use crate::proto::drops::DropReason;
 use crate::server::limiter::PolicyCounts;
@@ -182,6 +182,75 @@ pub(super) struct XdpLive {
     /// seen, and when that was last warned about.
     pub(super) rp_unchecked_seen: u64,
     pub(super) rp_warned: Option<Instant>,
+    /// Each worker's sign of life, and its queue's way back to it.
+    pub(super) watchdog: Option<WorkerWatchdog>,
+}
+
+/// How long a worker may go without turning its loop (an idle one turns
+/// it at least every 50 ms) before its queue is left to the kernel.
+pub const STALL_AFTER: Duration = Duration::from_secs(1);
+
+/// Watches the AF_XDP workers: one whose loop stops turning (stuck, or
+/// starved of its CPU) has its socket taken out of the program's map, so
+/// that its queue's requests go to the kernel (and a daemon there, such as
+/// a chronyd behind ntpx, answers them); it is put back as soon as the
+/// worker turns again.
+pub(super) struct WorkerWatchdog {
+    pub(super) map: crate::server::program::XskMap,
+    pub(super) workers: Vec<Watched>,
+}
+
+/// One watched worker.
+pub(super) struct Watched {
+    pub(super) socket: XskStatsReader,
+    pub(super) published: Arc<Published>,
+    pub(super) last_beat: u64,
+    pub(super) since: Instant,
+    pub(super) off: bool,
+}
+
+impl WorkerWatchdog {
+    /// Looks at every worker once.
+    pub(super) fn check(&mut self) {
+        for w in &mut self.workers {
+            let q = w.socket.queue();
+            let beat = w.published.beat();
+            if beat != w.last_beat {
+                w.last_beat = beat;
+                w.since = Instant::now();
+                if w.off {
+                    match self.map.register(q, w.socket.raw_fd()) {
+                        Ok(()) => {
+                            w.off = false;
+                            w.published.set_stalled(false);
+                            tracing::warn!(
+                                queue = q,
+                                "the worker turns again: its queue is back on AF_XDP"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(queue = q, error = %e, "cannot give the queue back to its worker")
+                        }
+                    }
+                }
+            } else if !w.off && w.since.elapsed() >= STALL_AFTER {
+                match self.map.unregister(q) {
+                    Ok(()) => {
+                        w.off = true;
+                        w.published.set_stalled(true);
+                        tracing::error!(
+                            queue = q,
+                            stalled_ms = w.since.elapsed().as_millis() as u64,
+                            "a worker stopped making progress: its queue goes to the kernel until it recovers"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = q, error = %e, "cannot take the queue from its stalled worker")
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl XdpLive {
@@ -410,6 +479,9 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
     }
     while !term.load(Ordering::Relaxed) {
         watchdog.tick();
+        if let Some(w) = xdp.as_mut().and_then(|x| x.watchdog.as_mut()) {
+            w.check();
+        }
         if opts.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }

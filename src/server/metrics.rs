@@ -226,7 +226,7 @@ impl Scrape {
     /// XDP program's counters, each AF_XDP socket's kernel statistics.
     fn breakdown(&self, enc: &mut DescriptorEncoder, t: &Totals) -> Result<(), std::fmt::Error> {
         let b = &t.breakdown;
-        let by_workers: u64 = b.workers.iter().map(|w| w.2).sum();
+        let by_workers: u64 = b.workers.iter().map(|w| w.tx).sum();
         let worker_path = match self.datapath {
             Datapath::Xdp => "af_xdp",
             Datapath::Socket => "socket",
@@ -245,20 +245,36 @@ impl Scrape {
             m.encode_family(&[("path", path)])?
                 .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
         }
-        for (name, help, pick) in [
+        type Pick = fn(&crate::server::stats::WorkerTotals) -> u64;
+        let counters: [(&str, &str, Pick); 3] = [
             (
                 "worker_requests",
                 "Requests each worker received (worker: q<queue> on AF_XDP, s<n> on sockets)",
-                0,
+                |w| w.rx,
             ),
-            ("worker_replies", "Replies each worker sent", 1),
-        ] {
+            ("worker_replies", "Replies each worker sent", |w| w.tx),
+            (
+                "worker_stalls",
+                "Times the watchdog found the worker stalled and left its queue to the kernel",
+                |w| w.stalls,
+            ),
+        ];
+        for (name, help, pick) in counters {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (w, rx, tx) in &b.workers {
-                let n = if pick == 0 { *rx } else { *tx };
-                m.encode_family(&[("worker", w.as_str())])?
-                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            for w in &b.workers {
+                m.encode_family(&[("worker", w.name.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&pick(w), None)?;
             }
+        }
+        let mut m = enc.encode_descriptor(
+            "worker_stalled",
+            "1 while the worker is stalled and its queue goes to the kernel",
+            None,
+            MetricType::Gauge,
+        )?;
+        for w in &b.workers {
+            m.encode_family(&[("worker", w.name.as_str())])?
+                .encode_gauge(&i64::from(w.stalled))?;
         }
         if !b.xdp_events.is_empty() {
             let mut m = enc.encode_descriptor(

@@ -555,6 +555,14 @@ impl XdpProgram {
         sum_percpu(&self.counters).map(XdpCounters::from_array)
     }
 
+    /// The queue → socket map for another thread (the watchdog), on a
+    /// descriptor of its own.
+    pub fn xsk_map(&self) -> Result<XskMap, ProgramError> {
+        MapHandle::try_from(&self.xsks)
+            .map(XskMap)
+            .map_err(|e| ProgramError::libbpf("duplicate the socket map's fd", e))
+    }
+
     /// A reader of the counters, drops and histogram for another thread,
     /// on descriptors of its own.
     pub fn counters_reader(&self) -> Result<CountersReader, ProgramError> {
@@ -649,6 +657,23 @@ impl CountersReader {
             .enumerate()
             .filter(|&(_, n)| n > 0)
             .collect())
+    }
+}
+
+/// The program's queue → AF_XDP socket map (`xsks`): a queue without a
+/// socket in it goes to the kernel (`pass_no_socket`).
+#[derive(Debug)]
+pub struct XskMap(MapHandle);
+
+impl XskMap {
+    /// Steers `queue` to the socket `xsk_fd` again.
+    pub fn register(&self, queue: u32, xsk_fd: RawFd) -> Result<(), ProgramError> {
+        register_xsk(&self.0, queue, xsk_fd)
+    }
+
+    /// Leaves `queue` to the kernel.
+    pub fn unregister(&self, queue: u32) -> Result<(), ProgramError> {
+        unregister_xsk(&self.0, queue)
     }
 }
 

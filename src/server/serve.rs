@@ -4,8 +4,8 @@
 //! Meanwhile the stats socket (`crate::server::stats_socket`) answers `ntpx stats`.
 
 use super::control::{
-    DriverTxErrors, Run, SocketKernelCounts, Upstreams, XdpKernelCounts, XdpLive, control_loop,
-    upstream_summary,
+    DriverTxErrors, Run, SocketKernelCounts, Upstreams, Watched, WorkerWatchdog, XdpKernelCounts,
+    XdpLive, control_loop, upstream_summary,
 };
 use super::path::ReplyPath;
 use crate::proto::ntp::Marker;
@@ -326,6 +326,7 @@ fn run_xdp(
         phc: None,
         rp_unchecked_seen: 0,
         rp_warned: None,
+        watchdog: None,
     };
     live.publish(run.state);
     // A device-bound program attaches natively or not at all.
@@ -394,9 +395,19 @@ fn run_xdp(
     };
     let mut published = Vec::new();
     let mut handles = Vec::new();
+    let mut watched = Vec::new();
     for (i, xsk) in sockets.into_iter().enumerate() {
         let p = Arc::new(Published::named(format!("q{}", xsk.queue())));
         published.push(p.clone());
+        watched.push(Watched {
+            socket: xsk
+                .stats_reader()
+                .context("duplicating an AF_XDP socket for the watchdog")?,
+            published: p.clone(),
+            last_beat: 0,
+            since: Instant::now(),
+            off: false,
+        });
         let c = ctx(p, cpu_for(settings, i));
         let h = std::thread::Builder::new()
             .name(format!("ntpx-q{}", xsk.queue()))
@@ -404,6 +415,10 @@ fn run_xdp(
             .context("spawning a worker")?;
         handles.push(h);
     }
+    live.watchdog = Some(WorkerWatchdog {
+        map: program.xsk_map()?,
+        workers: watched,
+    });
     let counts = Arc::new(Collector::new(published, Some(Box::new(kernel))));
     let control_summary = control_loop(run, &counts, Some(live));
     run.running.store(false, Ordering::Relaxed);

@@ -36,6 +36,13 @@ pub struct Published {
     /// The worker's name in metrics: its thread's, less `ntpx-` (`q0`,
     /// `s1`).
     name: String,
+    /// The worker's clock at its last turn of the loop (busy or idle): the
+    /// watchdog's sign of life.
+    beat: AtomicU64,
+    /// Set by the watchdog while the worker is stalled (its queue left to
+    /// the kernel), and how many times that happened.
+    stalled: AtomicU64,
+    stalls: AtomicU64,
     rx: AtomicU64,
     tx: AtomicU64,
     partial_checksum: AtomicU64,
@@ -59,6 +66,9 @@ impl Default for Published {
         let _ = spare.push(Box::new(new_histogram()));
         Published {
             name: String::new(),
+            beat: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
             rx: AtomicU64::new(0),
             tx: AtomicU64::new(0),
             partial_checksum: AtomicU64::new(0),
@@ -73,6 +83,21 @@ impl Default for Published {
 }
 
 impl Published {
+    /// The worker's last sign of life (see [`WorkerStats::publish`]); it
+    /// changes at least every idle wait while the worker's loop turns.
+    pub fn beat(&self) -> u64 {
+        self.beat.load(Relaxed)
+    }
+
+    /// The watchdog's verdict: stalled (its queue left to the kernel) or
+    /// not; each stall is counted.
+    pub fn set_stalled(&self, stalled: bool) {
+        let was = self.stalled.swap(u64::from(stalled), Relaxed) != 0;
+        if stalled && !was {
+            self.stalls.fetch_add(1, Relaxed);
+        }
+    }
+
     /// A worker's numbers, under `name` in metrics.
     pub fn named(name: String) -> Published {
         Published {
@@ -194,6 +219,7 @@ impl WorkerStats {
             self.last_hand_over_ns = now_ns;
         }
         let p = &*self.published;
+        p.beat.store(now_ns, Relaxed);
         p.rx.store(self.rx, Relaxed);
         p.tx.store(self.tx, Relaxed);
         p.partial_checksum.store(self.partial_checksum, Relaxed);
@@ -306,13 +332,27 @@ pub struct Totals {
     pub breakdown: Breakdown,
 }
 
+/// One worker's numbers in the [`Breakdown`].
+#[derive(Clone, Debug, Default)]
+pub struct WorkerTotals {
+    /// Its name (see [`Published::named`]).
+    pub name: String,
+    /// Requests it received.
+    pub rx: u64,
+    /// Replies it sent.
+    pub tx: u64,
+    /// Stalled now (the watchdog left its queue to the kernel).
+    pub stalled: bool,
+    /// Times it stalled.
+    pub stalls: u64,
+}
+
 /// Where the totals were counted: each worker, the XDP program, each
 /// AF_XDP socket.
 #[derive(Clone, Debug, Default)]
 pub struct Breakdown {
-    /// Each worker, in start order: its name (see [`Published::named`]),
-    /// requests and replies.
-    pub workers: Vec<(String, u64, u64)>,
+    /// Each worker, in start order.
+    pub workers: Vec<WorkerTotals>,
     /// Replies the XDP program sent (time and Kiss-o'-Death).
     pub xdp_replies: u64,
     /// The XDP program's counters, by name (empty on the socket
@@ -337,9 +377,13 @@ impl Totals {
             breakdown: Breakdown::default(),
         };
         for w in workers {
-            t.breakdown
-                .workers
-                .push((w.name.clone(), w.rx.load(Relaxed), w.tx.load(Relaxed)));
+            t.breakdown.workers.push(WorkerTotals {
+                name: w.name.clone(),
+                rx: w.rx.load(Relaxed),
+                tx: w.tx.load(Relaxed),
+                stalled: w.stalled.load(Relaxed) != 0,
+                stalls: w.stalls.load(Relaxed),
+            });
             t.xleave.add(TableCounts::from_array(
                 w.xleave.each_ref().map(|a| a.load(Relaxed)),
             ));

@@ -1378,3 +1378,55 @@ pub fn until_header(
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+// ---------------------------------------------------------------------------
+// A prober: a request a millisecond, each reply's time and stratum
+// ---------------------------------------------------------------------------
+
+/// Sends a request every millisecond from the client namespace and prints
+/// `unix_time stratum` for each reply, until `secs` have passed.
+pub const PROBER: &str = r#"
+import socket, struct, sys, time, select
+dst, secs = sys.argv[1], float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+end = time.time() + secs
+nxt = time.time()
+while time.time() < end:
+    now = time.time()
+    if now >= nxt:
+        req = bytearray(48); req[0] = 0x23
+        req[40:48] = struct.pack(">d", now)
+        try:
+            s.sendto(bytes(req), (dst, 123))
+        except OSError:
+            pass
+        nxt = now + 0.001
+    r, _, _ = select.select([s], [], [], 0.0005)
+    while r:
+        try:
+            d = s.recv(512)
+        except BlockingIOError:
+            break
+        if len(d) >= 48:
+            print("%.6f %d" % (time.time(), d[1]), flush=True)
+"#;
+
+/// The prober's replies: `(unix time, stratum)`.
+pub fn probe_replies(stdout: &[u8]) -> Vec<(f64, u8)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Now, as the prober stamps its replies.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}

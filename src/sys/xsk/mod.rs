@@ -862,6 +862,12 @@ impl XskStatsReader {
         self.queue
     }
 
+    /// The socket's descriptor (this reader's own): what the XSKMAP takes
+    /// to steer the queue to the socket again.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+
     /// The counters now.
     pub fn read(&self) -> std::io::Result<xdp::libc::xdp::XdpStatistics> {
         sys::statistics(std::os::fd::AsRawFd::as_raw_fd(&self.fd))

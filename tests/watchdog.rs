@@ -1,0 +1,147 @@
+//! The worker watchdog end to end: "chronyd behind ntpx". A chronyd on the
+//! kernel's port 123 of the server's namespace, ntpx in front of it with
+//! the AF_XDP workers answering, a prober sending a request every
+//! millisecond. The worker's thread alone is frozen (the cgroup v1
+//! freezer, which moves single threads): its queue's requests must go to
+//! the kernel, where chronyd answers (stratum 3 instead of ntpx's 1), and
+//! come back to the worker once it is thawed. Both times are printed.
+//!
+//! Needs root and the cgroup v1 freezer; skips with a printed reason
+//! without them, fails under CI=true.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const FREEZER: &str = "/sys/fs/cgroup/freezer";
+
+/// One thread in a frozen cgroup of its own; thawed and put back on drop,
+/// also when the test fails.
+struct Frozen {
+    dir: PathBuf,
+    tid: String,
+}
+
+impl Frozen {
+    fn new(name: &str, tid: &str) -> Frozen {
+        let dir = PathBuf::from(FREEZER).join(name);
+        std::fs::create_dir_all(&dir).expect("a freezer cgroup");
+        let f = Frozen {
+            dir,
+            tid: tid.to_owned(),
+        };
+        std::fs::write(f.dir.join("tasks"), tid).expect("move the thread");
+        std::fs::write(f.dir.join("freezer.state"), "FROZEN").expect("freeze");
+        f
+    }
+
+    fn thaw(&self) {
+        let _ = std::fs::write(self.dir.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(PathBuf::from(FREEZER).join("tasks"), &self.tid);
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The thread of `pid` named `comm`.
+fn thread_named(pid: u32, comm: &str) -> Option<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
+#[test]
+fn a_stalled_worker_leaves_its_queue_to_the_kernel_until_it_recovers() {
+    let test = "a_stalled_worker_leaves_its_queue_to_the_kernel_until_it_recovers";
+    if !require_root(test) || !require_tool(test, "chronyd") {
+        return;
+    }
+    if !std::path::Path::new(FREEZER).join("tasks").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no cgroup v1 freezer at {FREEZER}"
+        );
+        println!("{test}: skipped: no cgroup v1 freezer at {FREEZER}");
+        return;
+    }
+    let topo = Topology::up();
+    peer_pass(&topo);
+    let dir = TempDir::new("ntpx-watchdog");
+    let conf = dir.path().join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "local stratum 3\nallow all\nport 123\ncmdport 0\npidfile {0}/chronyd.pid\ndriftfile {0}/drift\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut chronyd = topo
+        .srv_cmd("chronyd")
+        .args(["-x", "-d", "-u", "root", "-f"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn chronyd");
+    let mut srv = Server::start(&topo, &["--iface", &topo.srv_if, "--replies", "workers"]);
+    let prober = topo
+        .cli_cmd("python3")
+        .args(["-c", PROBER, &topo.srv_v4.to_string(), "8"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the prober");
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = srv.pid().expect("the server runs");
+    let tid = thread_named(pid, "ntpx-q0").expect("the worker of queue 0");
+    let frozen_at = unix_now();
+    let frozen = Frozen::new(&format!("ntpx-{}", topo.name), &tid);
+    std::thread::sleep(Duration::from_secs(3));
+    let thawed_at = unix_now();
+    frozen.thaw();
+    let out = prober.wait_with_output().expect("the prober");
+    drop(frozen);
+    let log = srv.stop();
+    let _ = chronyd.kill();
+    let _ = chronyd.wait();
+
+    let replies = probe_replies(&out.stdout);
+    let first = |from: f64, stratum: u8| {
+        replies
+            .iter()
+            .find(|&&(t, s)| t >= from && s == stratum)
+            .map(|&(t, _)| t - from)
+    };
+    let before = replies
+        .iter()
+        .filter(|&&(t, s)| t < frozen_at && s == 1)
+        .count();
+    let fallback = first(frozen_at, 3);
+    let back = first(thawed_at, 1);
+    println!(
+        "{test}: {} replies; {before} from ntpx before the freeze; chronyd answered {:?} ms \
+         after the worker froze; ntpx again {:?} ms after it thawed",
+        replies.len(),
+        fallback.map(|s| (s * 1e3).round()),
+        back.map(|s| (s * 1e3).round())
+    );
+    assert!(before > 100, "ntpx (stratum 1) answered before the freeze");
+    let fallback = fallback.expect("chronyd answered while the worker was frozen");
+    assert!(
+        fallback < 2.5,
+        "the kernel took over within 2.5 s: {fallback} s"
+    );
+    let back = back.expect("ntpx answered again after the thaw");
+    assert!(back < 2.5, "{back} s");
+    assert!(log.contains("a worker stopped making progress"), "{log}");
+    assert!(log.contains("the worker turns again"), "{log}");
+}
