@@ -81,15 +81,8 @@ const volatile __u64 xleave_k1 = 0;
  * daemon instead of being dropped. */
 const volatile __u8 kernel_modes = 0;
 
-/* Policy (bpf/policy.h). Access lists: which tries hold entries, and
- * whether a refused client gets a KoD DENY (1) or nothing (0). */
-const volatile __u8 acl_on = 0;
-const volatile __u8 acl_deny_v4 = 0;
-const volatile __u8 acl_deny_v6 = 0;
-const volatile __u8 acl_allow_v4 = 0;
-const volatile __u8 acl_allow_v6 = 0;
-const volatile __u8 acl_kod = 0;
-/* Rate limiting: a client may ask once per interval on average, with a
+/* Policy (bpf/policy.h); the access lists are in maps (below), which a
+ * reload rewrites. Rate limiting: a client may ask once per interval on average, with a
  * burst (both ns; interval 0: off); its key is its address under these
  * masks (network order); 1 in rl_leak limited requests is answered, 1 in
  * rl_kod of the rest gets a KoD RATE, at most one per rl_kod_gap_ns. */
@@ -146,12 +139,21 @@ struct {
 	__type(value, __u64);
 } service_hist SEC(".maps");
 
+/* Which access lists hold prefixes, and their action (struct ntpx_acl). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ntpx_acl);
+} acl SEC(".maps");
+
 /* The access lists: keys are struct ntpx_lpm_key, values unused. The
- * loader sizes and fills them. */
+ * loader fills them, a reload changes them (nodes are allocated as
+ * prefixes come: a large max_entries costs nothing). */
 #define ACL_TRIE(name)                                                         \
 	struct {                                                               \
 		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                           \
-		__uint(max_entries, 1);                                        \
+		__uint(max_entries, 1 << 20);                                  \
 		__uint(map_flags, BPF_F_NO_PREALLOC);                          \
 		__type(key, struct ntpx_lpm_key);                              \
 		__type(value, __u8);                                           \

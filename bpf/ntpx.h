@@ -182,6 +182,18 @@ struct ntpx_state {
 #define NTPX_HIST_SUB_BITS 3
 #define NTPX_HIST_BUCKETS 256
 
+/* Which access lists hold prefixes, and what a refused client gets: the
+ * single entry of the `acl` map, which a reload rewrites (after adding a
+ * list's prefixes, before removing them). */
+struct ntpx_acl {
+	__u8 deny_v4;
+	__u8 deny_v6;
+	__u8 allow_v4;
+	__u8 allow_v6;
+	__u8 kod;     /* 1: a KoD DENY; 0: nothing (ignored) */
+	__u8 pad[3];
+};
+
 /* A key of the access-list tries (BPF_MAP_TYPE_LPM_TRIE): IPv4 uses
  * addr[0] and a prefix length up to 32, IPv6 all four words (network
  * order) and up to 128. */

@@ -69,16 +69,16 @@ static __always_inline int in_trie(void *map, const struct ntpx_headers *h)
 
 /* 1 if the source is refused: in the deny list, or outside a non-empty
  * allow list. */
-static __always_inline int refused(const struct ntpx_headers *h)
+static __always_inline int refused(const struct ntpx_acl *a, const struct ntpx_headers *h)
 {
 	if (h->family == 4) {
-		if (acl_deny_v4 && in_trie(&deny_v4, h))
+		if (a->deny_v4 && in_trie(&deny_v4, h))
 			return 1;
-		return acl_allow_v4 && !in_trie(&allow_v4, h);
+		return a->allow_v4 && !in_trie(&allow_v4, h);
 	}
-	if (acl_deny_v6 && in_trie(&deny_v6, h))
+	if (a->deny_v6 && in_trie(&deny_v6, h))
 		return 1;
-	return acl_allow_v6 && !in_trie(&allow_v6, h);
+	return a->allow_v6 && !in_trie(&allow_v6, h);
 }
 
 /* ---- rate limiting ---- */
@@ -323,12 +323,15 @@ static __always_inline int reverse_path_ok(struct xdp_md *ctx, const struct ntpx
 static __always_inline int policy(struct xdp_md *ctx, const struct ntpx_headers *h, __u64 now,
 				  int kod_ok)
 {
+	const struct ntpx_acl *a;
+	__u32 zero = 0;
 	int deny = 0, v;
 
 	if (!reverse_path_ok(ctx, h))
 		return NTPX_DROP_REVERSE_PATH;
-	if (acl_on && refused(h)) {
-		if (!acl_kod || !kod_ok)
+	a = bpf_map_lookup_elem(&acl, &zero);
+	if (a && refused(a, h)) {
+		if (!a->kod || !kod_ok)
 			return NTPX_DROP_ACCESS;
 		deny = 1;
 	}

@@ -53,6 +53,15 @@ enum Command {
     /// Take a running `ntpx serve` out of service for maintenance, or put
     /// it back (writes or removes its drain file).
     Drain(DrainArgs),
+    /// Make a running `ntpx serve` read its config again (SIGHUP; found
+    /// through its stats socket): the clock state options and the access
+    /// lists change live, anything else is refused with a message in its
+    /// log and the running config stays.
+    Reload {
+        /// The stats socket of the server.
+        #[arg(long, value_name = "PATH", default_value = ntpx::server::stats_socket::DEFAULT_PATH)]
+        socket: PathBuf,
+    },
     /// Write the manual pages, ntpx(8) and ntpx-SUBCOMMAND(8), as roff
     /// into DIR (the package installs them).
     #[command(hide = true)]
@@ -76,7 +85,7 @@ struct DrainArgs {
     file: PathBuf,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ServeArgs {
     /// TOML config file; flags override it (see scripts/ntpx.example.toml).
     #[arg(long, short)]
@@ -382,6 +391,16 @@ fn main() -> std::process::ExitCode {
             .map(|s| println!("{s:#?}")),
         Command::Stats(args) => stats(&args),
         Command::Man { dir } => man_pages(&dir),
+        Command::Reload { socket } => {
+            ntpx::server::stats_socket::fetch(&socket).and_then(|(_, doc)| {
+                ntpx::sys::signal::hang_up(doc.pid)?;
+                println!(
+                    "asked ntpx serve (pid {}) to reload; its log says what it did",
+                    doc.pid
+                );
+                Ok(())
+            })
+        }
         Command::Drain(args) => {
             use ntpx::server::state::Drain;
             match (args.state.as_str(), args.mode) {
@@ -446,11 +465,14 @@ fn run_stats(on: bool) -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::from_file(&args.merged()?)?;
     let _stats = run_stats(args.bpf_stats)?;
+    // A reload reads the file again, with the same flags over it.
+    let again = args.clone();
     ntpx::server::serve::run(
         settings,
         ntpx::server::serve::RunOptions {
             duration: args.duration,
         },
+        Some(Box::new(move || Settings::from_file(&again.merged()?))),
     )?;
     Ok(())
 }

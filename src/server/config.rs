@@ -335,6 +335,45 @@ fn ms_to_short(ms: f64, what: &str) -> anyhow::Result<NtpShort> {
 }
 
 impl Settings {
+    /// What a reload from `self` (the running settings) to `new` changes:
+    /// the tables it may change while serving (`[clock]` but its source,
+    /// and `[access]` but `reverse_path`), or an error naming the first
+    /// settings it may not change, which need a restart.
+    pub fn live_changes(&self, new: &Settings) -> anyhow::Result<Vec<&'static str>> {
+        let mut changed = Vec::new();
+        if self.clock.source != new.clock.source {
+            anyhow::bail!("[clock] source cannot change while ntpx serves (restart it)");
+        }
+        if self.clock != new.clock {
+            changed.push("[clock]");
+        }
+        if self.policy.access != new.policy.access {
+            changed.push("[access]");
+        }
+        // Everything else must be as it is: compared field by field through
+        // their Debug text, so that a setting added later is refused live
+        // until someone decides otherwise.
+        let mut b = new.clone();
+        b.clock = self.clock;
+        b.policy.access = self.policy.access.clone();
+        let (was, is) = (format!("{self:#?}"), format!("{b:#?}"));
+        if was != is {
+            let fields: Vec<String> = was
+                .lines()
+                .zip(is.lines())
+                .filter(|(x, y)| x != y)
+                .filter_map(|(_, y)| y.trim().split(':').next().map(str::to_owned))
+                .take(4)
+                .collect();
+            anyhow::bail!(
+                "{} cannot change while ntpx serves (restart it); live: [clock] (but its source) \
+                 and [access] (but reverse_path)",
+                fields.join(", ")
+            );
+        }
+        Ok(changed)
+    }
+
     /// Validates a parsed file (with command-line overrides already
     /// merged into it).
     pub fn from_file(f: &ConfigFile) -> anyhow::Result<Settings> {
@@ -722,5 +761,33 @@ mod tests {
         assert_eq!(parse_ref_id("GPS").unwrap(), *b"GPS\0");
         assert_eq!(parse_ref_id("192.0.2.1").unwrap(), [192, 0, 2, 1]);
         assert!(parse_ref_id("").is_err());
+    }
+
+    #[test]
+    fn what_a_reload_may_change() {
+        let s = |text: &str| Settings::from_file(&ConfigFile::parse(text).unwrap()).unwrap();
+        let base = "[server]\ndatapath = \"socket\"\n[clock]\nsource = \"local\"\nstratum = 2\n";
+        let old = s(base);
+        assert!(old.live_changes(&s(base)).unwrap().is_empty());
+        let more = format!("{base}[access]\ndeny = [\"192.0.2.0/24\"]\n");
+        let changed = old
+            .live_changes(&s(&more.replace("stratum = 2", "stratum = 3")))
+            .unwrap();
+        assert_eq!(changed, ["[clock]", "[access]"]);
+        let e = old
+            .live_changes(&s(&base.replace("\n[clock]", "\nport = 124\n[clock]")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("port cannot change"), "{e}");
+        let e = old
+            .live_changes(&s(&base.replace("local", "kernel")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[clock] source"), "{e}");
+        let e = old
+            .live_changes(&s(&format!("{base}[rate_limit]\nburst = 9\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("burst"), "{e}");
     }
 }

@@ -49,6 +49,76 @@ pub(super) struct Run<'a> {
     pub(super) stats_socket: Cell<Option<StatsSocket>>,
     /// The bound metrics endpoint, taken by the control loop to serve it.
     pub(super) metrics: Cell<Option<MetricsEndpoint>>,
+    /// Set by SIGHUP: reload the config.
+    pub(super) hup: &'a AtomicBool,
+    /// Reads the config again (the file, with the command line's flags
+    /// over it), for a reload.
+    pub(super) reload: Option<Reloader>,
+    /// The settings as configured (before the interface's addresses were
+    /// filled in), what a reload compares with.
+    pub(super) configured: Settings,
+    /// The socket datapath's policy, which a reload changes.
+    pub(super) limiter: Option<Arc<crate::server::limiter::Limiter>>,
+}
+
+/// Reads the settings again, for a reload.
+pub type Reloader = Box<dyn Fn() -> anyhow::Result<Settings> + Send>;
+
+/// A reload (SIGHUP, `ntpx reload`): reads the config again and applies
+/// what may change live, or refuses the whole of it with a message that
+/// names what may not (the running config stays). True if anything was
+/// applied.
+fn reload(run: &Run, current: &mut Settings, xdp: Option<&mut XdpLive>) -> bool {
+    let Some(read) = &run.reload else {
+        tracing::warn!("reload asked for, but this server has no config to read again");
+        return false;
+    };
+    notify::reloading();
+    let result = read().and_then(|new| current.live_changes(&new).map(|c| (new, c)));
+    let applied = match result {
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload refused: the running config stays");
+            false
+        }
+        Ok((_, changed)) if changed.is_empty() => {
+            tracing::info!("reload: nothing changed");
+            false
+        }
+        Ok((new, changed)) => {
+            let access = new.policy.access != current.policy.access;
+            let applied = if !access {
+                Ok(())
+            } else if let Some(maps) = xdp.and_then(|x| x.access.as_ref()) {
+                maps.apply(Some(&current.policy.access), &new.policy.access)
+                    .map_err(anyhow::Error::new)
+            } else if let Some(l) = &run.limiter {
+                l.set_access(new.policy.access.clone());
+                Ok(())
+            } else {
+                Ok(())
+            };
+            match applied {
+                Ok(()) => {
+                    run.state.set_config(new.clock);
+                    tracing::info!(changed = ?changed, "reload: applied");
+                    *current = new;
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "reload: the access lists could not be changed; the running config stays");
+                    false
+                }
+            }
+        }
+    };
+    notify::ready(
+        if current.datapath == crate::server::config::Datapath::Xdp {
+            "serving NTP (xdp datapath)"
+        } else {
+            "serving NTP (socket datapath)"
+        },
+    );
+    applied
 }
 
 /// What the kernel counted on the XDP datapath about requests no worker
@@ -182,6 +252,8 @@ pub(super) struct XdpLive {
     /// seen, and when that was last warned about.
     pub(super) rp_unchecked_seen: u64,
     pub(super) rp_warned: Option<Instant>,
+    /// The program's access lists, which a reload changes.
+    pub(super) access: Option<crate::server::xdp_policy::AccessMaps>,
     /// Each worker's sign of life, and its queue's way back to it.
     pub(super) watchdog: Option<WorkerWatchdog>,
 }
@@ -477,8 +549,15 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
     if watchdog.enabled() {
         tracing::info!("feeding the service manager's watchdog");
     }
+    let mut current = run.configured.clone();
     while !term.load(Ordering::Relaxed) {
         watchdog.tick();
+        if run.hup.swap(false, Ordering::Relaxed) && reload(run, &mut current, xdp.as_mut()) {
+            // What changed shows in replies from the next refresh: now.
+            last_state = Instant::now()
+                .checked_sub(settings.refresh)
+                .unwrap_or(last_state);
+        }
         if let Some(w) = xdp.as_mut().and_then(|x| x.watchdog.as_mut()) {
             w.check();
         }

@@ -169,7 +169,9 @@ impl Slot {
 /// The socket datapath's policy state, shared by its workers.
 #[derive(Debug)]
 pub struct Limiter {
-    policy: Policy,
+    /// Swapped whole by a reload (of its access lists); loaded once per
+    /// request, without a lock.
+    policy: arc_swap::ArcSwap<Policy>,
     slots: Box<[Slot]>,
     hasher: RandomState,
     ceiling: AtomicU64,
@@ -188,16 +190,24 @@ impl Limiter {
             0
         };
         Limiter {
-            policy,
+            policy: arc_swap::ArcSwap::from_pointee(policy),
             slots: (0..n).map(|_| Slot::default()).collect(),
             hasher: RandomState::new(),
             ceiling: AtomicU64::new(0),
         }
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The policy now.
+    pub fn policy(&self) -> Policy {
+        Policy::clone(&self.policy.load())
+    }
+
+    /// Replaces the access lists (a reload); the limits and the table
+    /// stay.
+    pub fn set_access(&self, access: crate::proto::policy::access::Access) {
+        let mut p = self.policy();
+        p.access = access;
+        self.policy.store(std::sync::Arc::new(p));
     }
 
     fn hash(&self, k: ClientKey) -> u64 {
@@ -215,15 +225,14 @@ impl Limiter {
         random: [u32; 2],
         counts: &mut PolicyCounts,
     ) -> Verdict {
-        let limits = &self.policy.limits;
+        let policy = self.policy.load();
+        let limits = &policy.limits;
         let ceiling = || self.take_ceiling(limits, now_ns);
-        let refused = self.policy.access.refuses(client);
+        let refused = policy.access.refuses(client);
         // An ignored source never takes a slot (as in the XDP program,
         // which drops it before its LRU map).
-        if self.slots.is_empty() || (refused && self.policy.access.action == Action::Ignore) {
-            let d = self
-                .policy
-                .decide(refused, now_ns, Entry::Off, ceiling, random, true);
+        if self.slots.is_empty() || (refused && policy.access.action == Action::Ignore) {
+            let d = policy.decide(refused, now_ns, Entry::Off, ceiling, random, true);
             counts.count(&d, false);
             return d.verdict;
         }
@@ -233,14 +242,7 @@ impl Limiter {
         let (d, new) = match ways.iter().find(|s| s.key.load(Relaxed) == h) {
             Some(slot) => {
                 let mut b = slot.load();
-                let d = self.policy.decide(
-                    refused,
-                    now_ns,
-                    Entry::Found(&mut b),
-                    ceiling,
-                    random,
-                    true,
-                );
+                let d = policy.decide(refused, now_ns, Entry::Found(&mut b), ceiling, random, true);
                 slot.store(&b);
                 (d, false)
             }
@@ -253,9 +255,7 @@ impl Limiter {
                     .unwrap_or(&ways[0]);
                 victim.store(&Bucket::new(now_ns, limits));
                 victim.key.store(h, Relaxed);
-                let d = self
-                    .policy
-                    .decide(refused, now_ns, Entry::New, ceiling, random, true);
+                let d = policy.decide(refused, now_ns, Entry::New, ceiling, random, true);
                 (d, true)
             }
         };

@@ -385,6 +385,7 @@ pub struct XdpProgram {
     hist: MapHandle,
     state: MapHandle,
     state_slot: MapHandle,
+    access: super::xdp_policy::AccessMaps,
     attachment: LinkSlot,
 }
 
@@ -498,8 +499,9 @@ impl XdpProgram {
         let hist = take(&skel.maps.service_hist, "take the service_hist map's fd")?;
         let state = take(&skel.maps.server_state, "take the server_state map's fd")?;
         let state_slot = take(&skel.maps.state_slot, "take the state_slot map's fd")?;
+        let access = super::xdp_policy::AccessMaps::of(&skel.maps)?;
         if let Some(p) = &cfg.policy {
-            super::xdp_policy::fill(&skel, p)?;
+            access.apply(None, &p.access)?;
         }
         // The handles hold duplicated fds; the libbpf object can go.
         drop(skel);
@@ -512,6 +514,7 @@ impl XdpProgram {
             hist,
             state,
             state_slot,
+            access,
             attachment: LinkSlot::default(),
         })
     }
@@ -553,6 +556,11 @@ impl XdpProgram {
     /// The counters, summed over CPUs.
     pub fn counters(&self) -> Result<XdpCounters, ProgramError> {
         sum_percpu(&self.counters).map(XdpCounters::from_array)
+    }
+
+    /// The access lists for another thread (a reload changes them).
+    pub fn access_maps(&self) -> Result<super::xdp_policy::AccessMaps, ProgramError> {
+        self.access.dup()
     }
 
     /// The queue → socket map for another thread (the watchdog), on a

@@ -4,8 +4,8 @@
 //! Meanwhile the stats socket (`crate::server::stats_socket`) answers `ntpx stats`.
 
 use super::control::{
-    DriverTxErrors, Run, SocketKernelCounts, Upstreams, Watched, WorkerWatchdog, XdpKernelCounts,
-    XdpLive, control_loop, upstream_summary,
+    DriverTxErrors, Reloader, Run, SocketKernelCounts, Upstreams, Watched, WorkerWatchdog,
+    XdpKernelCounts, XdpLive, control_loop, upstream_summary,
 };
 use super::path::ReplyPath;
 use crate::proto::ntp::Marker;
@@ -143,8 +143,13 @@ fn responder_for(settings: &Settings, precision: i8) -> anyhow::Result<Responder
 }
 
 /// Runs the server until signalled. Returns the final totals.
-pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
+pub fn run(
+    mut settings: Settings,
+    opts: RunOptions,
+    reload: Option<Reloader>,
+) -> anyhow::Result<Totals> {
     let start = Instant::now();
+    let configured = settings.clone();
     let precision = clock::measure_precision(&SystemClock);
     let responder = Arc::new(responder_for(&settings, precision)?);
     settings.v4.clone_from(&responder.v4);
@@ -192,6 +197,9 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, term.clone()).context("installing signal handlers")?;
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing signal handlers")?;
     let xleave = (settings.interleave_slots > 0)
         .then(|| Arc::new(XleaveTable::new(settings.interleave_slots)));
     let limiter = (settings.datapath == Datapath::Socket).then(|| {
@@ -220,6 +228,10 @@ pub fn run(mut settings: Settings, opts: RunOptions) -> anyhow::Result<Totals> {
         start,
         stats_socket: Cell::new(stats_socket),
         metrics: Cell::new(metrics),
+        hup: &hup,
+        reload,
+        configured,
+        limiter: limiter.clone(),
     };
     match settings.datapath {
         Datapath::Xdp => run_xdp(&run, &responder, ctx),
@@ -326,6 +338,7 @@ fn run_xdp(
         phc: None,
         rp_unchecked_seen: 0,
         rp_warned: None,
+        access: Some(program.access_maps()?),
         watchdog: None,
     };
     live.publish(run.state);
@@ -348,6 +361,7 @@ fn run_xdp(
             }
             live.counters = program.counters_reader()?;
             live.writer = program.state_writer()?;
+            live.access = Some(program.access_maps()?);
             live.publish(run.state);
             program.attach(index, settings.xdp_mode)?
         }

@@ -245,7 +245,8 @@ pub fn compute(
 #[derive(Debug)]
 pub struct SharedState {
     current: ArcSwap<Snapshot>,
-    cfg: StateConfig,
+    /// The configured part (the control thread's; changed by a reload).
+    cfg: std::sync::Mutex<StateConfig>,
     precision: i8,
     /// Refreshes from the upstream daemon's report, and those that fell
     /// back to the kernel because it did not answer.
@@ -281,7 +282,7 @@ impl SharedState {
         );
         Ok(SharedState {
             current: ArcSwap::from_pointee(first),
-            cfg,
+            cfg: std::sync::Mutex::new(cfg),
             precision,
             from_upstream: AtomicU64::new(0),
             held: AtomicU64::new(0),
@@ -314,7 +315,8 @@ impl SharedState {
     ) -> std::io::Result<()> {
         let now_ns = clock.now_unix_nanos();
         let now = NtpTimestamp::from_unix_nanos(now_ns);
-        let report = match (self.cfg.source, upstream) {
+        let cfg = self.config();
+        let report = match (cfg.source, upstream) {
             (Source::Chrony | Source::Ntp, u) => {
                 let mut last = self.last_report.lock().unwrap_or_else(|e| e.into_inner());
                 match u.map(|u| u.tracking()) {
@@ -343,7 +345,7 @@ impl SharedState {
             _ => None,
         };
         let mut next = compute(
-            &self.cfg,
+            &cfg,
             self.precision,
             &kernel.discipline()?,
             report.as_ref(),
@@ -364,6 +366,16 @@ impl SharedState {
             self.current.store(Arc::new(next));
         }
         Ok(())
+    }
+
+    /// The configured part.
+    pub fn config(&self) -> StateConfig {
+        *self.cfg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the configured part (a reload), from the next refresh on.
+    pub fn set_config(&self, cfg: StateConfig) {
+        *self.cfg.lock().unwrap_or_else(|e| e.into_inner()) = cfg;
     }
 
     /// Takes the server out of service, or puts it back, from the next

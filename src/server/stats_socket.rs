@@ -68,6 +68,10 @@ pub struct StatsDoc {
     pub version: u32,
     /// Seconds since the server started.
     pub uptime_s: f64,
+    /// The server's process ID (what `ntpx reload` signals; 0 from a
+    /// server that did not say).
+    #[serde(default)]
+    pub pid: u32,
     /// The datapath: `xdp` or `socket`.
     pub datapath: String,
     /// Requests received.
@@ -129,6 +133,7 @@ impl StatsDoc {
         Ok(StatsDoc {
             version: FORMAT_VERSION,
             uptime_s: uptime.as_secs_f64(),
+            pid: std::process::id(),
             datapath: datapath.label().to_owned(),
             rx: totals.rx,
             tx: totals.tx,

@@ -1,11 +1,13 @@
 //! The policy into the XDP program (`bpf/policy.h`): its `.rodata`
-//! constants, the sizes of its maps, and the access lists' LPM tries.
+//! constants, the size of its client table, and the access lists (LPM
+//! tries and the `acl` map of their flags), which a reload changes live.
 
 use crate::proto::policy::Policy;
+use crate::proto::policy::access::{Access, Action};
 use crate::sys::bpf::ProgramError;
-use crate::sys::bpf::skel::ntpx::{NtpxSkel, OpenNtpxSkel, types};
+use crate::sys::bpf::skel::ntpx::{OpenNtpxSkel, types};
 use ipnet::IpNet;
-use libbpf_rs::MapCore;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 /// Bytes of `struct ntpx_lpm_key`.
 const LPM_KEY_LEN: usize = 20;
@@ -15,15 +17,8 @@ fn net_word(b: [u8; 4]) -> u32 {
     u32::from_ne_bytes(b)
 }
 
-/// The constants: which lists hold entries, the limits, the masks.
+/// The constants: the limits, the masks.
 pub fn configure(rodata: &mut types::rodata, p: &Policy) {
-    let a = &p.access;
-    rodata.acl_on = u8::from(a.is_on());
-    rodata.acl_deny_v4 = u8::from(a.deny.has(false));
-    rodata.acl_deny_v6 = u8::from(a.deny.has(true));
-    rodata.acl_allow_v4 = u8::from(a.allow.has(false));
-    rodata.acl_allow_v6 = u8::from(a.allow.has(true));
-    rodata.acl_kod = u8::from(a.action == crate::proto::policy::access::Action::Deny);
     let l = &p.limits;
     rodata.rl_interval_ns = l.interval_ns;
     rodata.rl_burst_ns = l.burst_ns();
@@ -45,28 +40,14 @@ pub fn configure(rodata: &mut types::rodata, p: &Policy) {
         .saturating_mul(u64::from(l.ceiling_burst));
 }
 
-/// Sizes the client table and the tries (before the load).
+/// Sizes the client table (before the load). The tries hold up to
+/// [`MAX_PREFIXES`](crate::server::policy_config::MAX_PREFIXES) each
+/// (`bpf/ntpx.bpf.c`), allocated as they fill.
 pub fn size_maps(open: &mut OpenNtpxSkel<'_>, p: &Policy) -> Result<(), ProgramError> {
-    let count = |v6: bool, list: &[IpNet]| {
-        let n = list
-            .iter()
-            .filter(|n| matches!(n, IpNet::V6(_)) == v6)
-            .count();
-        u32::try_from(n).unwrap_or(u32::MAX).max(1)
-    };
-    let (deny, allow) = (p.access.deny.list(), p.access.allow.list());
-    let sizes = [
-        (&mut open.maps.deny_v4, count(false, deny)),
-        (&mut open.maps.deny_v6, count(true, deny)),
-        (&mut open.maps.allow_v4, count(false, allow)),
-        (&mut open.maps.allow_v6, count(true, allow)),
-        (&mut open.maps.clients, p.limits.clients.max(1)),
-    ];
-    for (map, n) in sizes {
-        map.set_max_entries(n)
-            .map_err(|e| ProgramError::libbpf("size the policy maps", e))?;
-    }
-    Ok(())
+    open.maps
+        .clients
+        .set_max_entries(p.limits.clients.max(1))
+        .map_err(|e| ProgramError::libbpf("size the policy maps", e))
 }
 
 /// `struct ntpx_lpm_key` for `net`.
@@ -80,20 +61,105 @@ fn lpm_key(net: &IpNet) -> [u8; LPM_KEY_LEN] {
     k
 }
 
-/// Fills the tries (after the load).
-pub fn fill(skel: &NtpxSkel<'_>, p: &Policy) -> Result<(), ProgramError> {
-    let lists = [
-        (&p.access.deny, &skel.maps.deny_v4, &skel.maps.deny_v6),
-        (&p.access.allow, &skel.maps.allow_v4, &skel.maps.allow_v6),
-    ];
-    for (list, v4, v6) in lists {
-        for net in list.list() {
-            let map = if matches!(net, IpNet::V6(_)) { v6 } else { v4 };
-            map.update(&lpm_key(net), &[1u8], libbpf_rs::MapFlags::ANY)
-                .map_err(|e| ProgramError::libbpf("fill the access lists", e))?;
+/// `struct ntpx_acl` for `a`.
+fn acl_value(a: &Access) -> [u8; 8] {
+    [
+        u8::from(a.deny.has(false)),
+        u8::from(a.deny.has(true)),
+        u8::from(a.allow.has(false)),
+        u8::from(a.allow.has(true)),
+        u8::from(a.action == Action::Deny),
+        0,
+        0,
+        0,
+    ]
+}
+
+/// The program's access lists: the four tries and the `acl` map of their
+/// flags, on descriptors of their own (the control thread changes them on
+/// a reload).
+#[derive(Debug)]
+pub struct AccessMaps {
+    deny_v4: MapHandle,
+    deny_v6: MapHandle,
+    allow_v4: MapHandle,
+    allow_v6: MapHandle,
+    acl: MapHandle,
+}
+
+impl AccessMaps {
+    /// Takes the maps of a loaded program.
+    pub fn of(
+        maps: &crate::sys::bpf::skel::ntpx::NtpxMaps<'_>,
+    ) -> Result<AccessMaps, ProgramError> {
+        let take = |m: &libbpf_rs::Map<'_>| {
+            MapHandle::try_from(m)
+                .map_err(|e| ProgramError::libbpf("take an access list map's fd", e))
+        };
+        Ok(AccessMaps {
+            deny_v4: take(&maps.deny_v4)?,
+            deny_v6: take(&maps.deny_v6)?,
+            allow_v4: take(&maps.allow_v4)?,
+            allow_v6: take(&maps.allow_v6)?,
+            acl: take(&maps.acl)?,
+        })
+    }
+
+    /// A second set of descriptors, for another thread.
+    pub fn dup(&self) -> Result<AccessMaps, ProgramError> {
+        let d = |m: &MapHandle| {
+            MapHandle::try_from(m)
+                .map_err(|e| ProgramError::libbpf("duplicate an access list map's fd", e))
+        };
+        Ok(AccessMaps {
+            deny_v4: d(&self.deny_v4)?,
+            deny_v6: d(&self.deny_v6)?,
+            allow_v4: d(&self.allow_v4)?,
+            allow_v6: d(&self.allow_v6)?,
+            acl: d(&self.acl)?,
+        })
+    }
+
+    fn trie(&self, deny: bool, net: &IpNet) -> &MapHandle {
+        match (deny, matches!(net, IpNet::V6(_))) {
+            (true, false) => &self.deny_v4,
+            (true, true) => &self.deny_v6,
+            (false, false) => &self.allow_v4,
+            (false, true) => &self.allow_v6,
         }
     }
-    Ok(())
+
+    /// Makes the maps say `new`, where they said `old` (nothing, at the
+    /// load). Never refuses a client that neither list refuses, and never
+    /// lets one through that both refuse, at any moment in between: the
+    /// new prefixes go in first, then the flags change, then the old
+    /// prefixes go.
+    pub fn apply(&self, old: Option<&Access>, new: &Access) -> Result<(), ProgramError> {
+        let lists = |a: &Access| {
+            let mut v: Vec<(bool, IpNet)> = Vec::new();
+            v.extend(a.deny.list().iter().map(|n| (true, *n)));
+            v.extend(a.allow.list().iter().map(|n| (false, *n)));
+            v
+        };
+        let (before, after) = (old.map(lists).unwrap_or_default(), lists(new));
+        for (deny, net) in &after {
+            self.trie(*deny, net)
+                .update(&lpm_key(net), &[1u8], MapFlags::ANY)
+                .map_err(|e| ProgramError::libbpf("fill the access lists", e))?;
+        }
+        self.acl
+            .update(&0u32.to_ne_bytes(), &acl_value(new), MapFlags::ANY)
+            .map_err(|e| ProgramError::libbpf("set the access lists' flags", e))?;
+        for (deny, net) in before.iter().filter(|x| !after.contains(x)) {
+            match self.trie(*deny, net).delete(&lpm_key(net)) {
+                Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
+                    return Err(ProgramError::libbpf("empty the access lists", e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

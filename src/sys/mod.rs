@@ -13,7 +13,8 @@
 //!   [`ethtool`]: its driver's statistics;
 //! - [`rtnl`]: whether a veth's peer runs XDP (rtnetlink);
 //! - [`procnet`]: which processes hold a UDP port; [`cpu`]: pinning;
-//! - [`notify`]: the service manager's notifications (systemd).
+//! - [`notify`]: the service manager's notifications (systemd); [`signal`]:
+//!   SIGHUP to a running server.
 //!
 //! Every `unsafe fn` here states its contract under `# Safety`, every
 //! `unsafe` block says why it holds, and no safe function lets its caller
@@ -29,6 +30,7 @@ pub mod netif;
 pub mod notify;
 pub mod procnet;
 pub mod rtnl;
+pub mod signal;
 mod sockopt;
 pub mod udp_client;
 pub mod udp_server;

@@ -11,6 +11,16 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// Says the server is reloading its config (systemd 253 and later want
+/// the monotonic time with it); [`ready`] ends the reload.
+pub fn reloading() {
+    let mut states = vec![NotifyState::Reloading];
+    if let Ok(t) = NotifyState::monotonic_usec_now() {
+        states.push(t);
+    }
+    send(&states);
+}
+
 /// Says the server is stopping.
 pub fn stopping() {
     send(&[NotifyState::Stopping]);
