@@ -53,6 +53,14 @@ enum Command {
     /// Take a running `ntpx serve` out of service for maintenance, or put
     /// it back (writes or removes its drain file).
     Drain(DrainArgs),
+    /// Say whether a running `ntpx serve` serves: exit 0 if it answers on
+    /// its stats socket, is in service, synchronised and its state fresh;
+    /// else exit 1 and say why (for health checks: anycast, monitoring).
+    Health {
+        /// The stats socket of the server.
+        #[arg(long, value_name = "PATH", default_value = ntpx::server::stats_socket::DEFAULT_PATH)]
+        socket: PathBuf,
+    },
     /// Make a running `ntpx serve` read its config again (SIGHUP; found
     /// through its stats socket): the clock state options and the access
     /// lists change live, anything else is refused with a message in its
@@ -391,6 +399,20 @@ fn main() -> std::process::ExitCode {
             .map(|s| println!("{s:#?}")),
         Command::Stats(args) => stats(&args),
         Command::Man { dir } => man_pages(&dir),
+        Command::Health { socket } => {
+            ntpx::server::stats_socket::fetch(&socket).and_then(|(_, doc)| {
+                match doc.state.as_ref().map_or(
+                    Some("it reports no state (an older ntpx?)".to_owned()),
+                    |s| s.unhealthy(),
+                ) {
+                    None => {
+                        println!("serving");
+                        Ok(())
+                    }
+                    Some(why) => Err(anyhow::anyhow!("not serving: {why}")),
+                }
+            })
+        }
         Command::Reload { socket } => {
             ntpx::server::stats_socket::fetch(&socket).and_then(|(_, doc)| {
                 ntpx::sys::signal::hang_up(doc.pid)?;

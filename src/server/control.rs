@@ -495,7 +495,12 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
     // stops the thread and removes the socket).
     let _stats_server = run.stats_socket.take().and_then(|s| {
         let path = s.path().display().to_string();
-        match s.serve(counts.clone(), settings.datapath, run.start) {
+        match s.serve(
+            counts.clone(),
+            Some(run.state.clone()),
+            settings.datapath,
+            run.start,
+        ) {
             Ok(server) => {
                 tracing::info!(path, "stats socket ready (ntpx stats)");
                 Some(server)

@@ -97,10 +97,62 @@ pub struct StatsDoc {
     /// table, requests the reverse-path check could not judge.
     #[serde(default)]
     pub policy: PolicyCounts,
+    /// What replies say now, and whether the server is in service.
+    #[serde(default)]
+    pub state: Option<StateDoc>,
     /// RX→TX service time in ns: the HdrHistogram V2 serialization (not
     /// deflated), base64 (standard alphabet, padded). See
     /// [`encode_histogram`] / [`decode_histogram`].
     pub service_ns_hist: String,
+}
+
+/// The server's state in a [`StatsDoc`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateDoc {
+    /// LI of replies now (3: unsynchronised).
+    pub leap: u8,
+    /// Stratum of replies now.
+    pub stratum: u8,
+    /// `off`, `unsync` or `stop` (`ntpx drain`).
+    pub drain: String,
+    /// Seconds since the state was computed (about 1 while the control
+    /// thread turns; more: it is stuck, and so is what replies say).
+    pub age_s: f64,
+}
+
+impl StateDoc {
+    /// The state of `shared` now.
+    pub fn of(shared: &crate::server::state::SharedState) -> StateDoc {
+        use crate::sys::clock::Clock as _;
+        let snap = shared.load();
+        let now = crate::proto::ntp::NtpTimestamp::from_unix_nanos(
+            crate::sys::clock::SystemClock.now_unix_nanos(),
+        );
+        StateDoc {
+            leap: snap.ntp.leap as u8,
+            stratum: snap.ntp.stratum,
+            drain: snap.drain.name().to_owned(),
+            age_s: now.signed_nanos_since(snap.computed) as f64 / 1e9,
+        }
+    }
+
+    /// Why a server in this state should not be announced (anycast), or
+    /// `None` if it serves: out of service, unsynchronised, or its state
+    /// not refreshed for 5 s (a stuck control thread).
+    pub fn unhealthy(&self) -> Option<String> {
+        if self.drain != "off" {
+            Some(format!("draining ({})", self.drain))
+        } else if self.leap == 3 {
+            Some("unsynchronised (LI 3)".to_owned())
+        } else if self.age_s > 5.0 {
+            Some(format!(
+                "its state is {:.1} s old: the control thread is stuck",
+                self.age_s
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// Serializes a histogram (HdrHistogram V2, not deflated) and base64-encodes it.
@@ -142,6 +194,7 @@ impl StatsDoc {
             partial_checksum: totals.partial_checksum,
             interleave: totals.xleave,
             policy: totals.policy,
+            state: None,
             service_ns_hist: encode_histogram(&totals.service)?,
         })
     }
@@ -207,6 +260,13 @@ impl StatsDoc {
         }
         s.push_str(&self.interleave.line());
         s.push_str(&self.policy.lines());
+        if let Some(st) = &self.state {
+            let _ = writeln!(
+                s,
+                "  replies say LI {}, stratum {}; drain {}; state {:.1} s old",
+                st.leap, st.stratum, st.drain, st.age_s
+            );
+        }
         s.push_str(&quantile_list("RX->TX service time", &hist));
         Ok(s)
     }
@@ -391,6 +451,7 @@ impl StatsSocket {
     pub fn serve(
         self,
         counts: Arc<Collector>,
+        state: Option<Arc<crate::server::state::SharedState>>,
         datapath: Datapath,
         start: Instant,
     ) -> anyhow::Result<StatsServer> {
@@ -400,7 +461,9 @@ impl StatsSocket {
             .spawn(move || {
                 self.accept_loop(&wake_rx, || {
                     let totals = counts.totals();
-                    StatsDoc::new(&totals, start.elapsed(), datapath)
+                    let mut doc = StatsDoc::new(&totals, start.elapsed(), datapath)?;
+                    doc.state = state.as_deref().map(StateDoc::of);
+                    Ok(doc)
                 })
             })
             .context("spawning the stats thread")?;

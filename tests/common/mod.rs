@@ -1384,32 +1384,38 @@ pub fn until_header(
 // ---------------------------------------------------------------------------
 
 /// Sends a request every millisecond from the client namespace and prints
-/// `unix_time stratum` for each reply, until `secs` have passed.
+/// `unix_time stratum` for each reply, until `secs` have passed; with a
+/// third argument N, from N sockets in turn (N source ports).
 pub const PROBER: &str = r#"
 import socket, struct, sys, time, select
 dst, secs = sys.argv[1], float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setblocking(False)
+n = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+for s in socks:
+    s.setblocking(False)
 end = time.time() + secs
 nxt = time.time()
+i = 0
 while time.time() < end:
     now = time.time()
     if now >= nxt:
         req = bytearray(48); req[0] = 0x23
         req[40:48] = struct.pack(">d", now)
         try:
-            s.sendto(bytes(req), (dst, 123))
+            socks[i % n].sendto(bytes(req), (dst, 123))
         except OSError:
             pass
+        i += 1
         nxt = now + 0.001
-    r, _, _ = select.select([s], [], [], 0.0005)
-    while r:
-        try:
-            d = s.recv(512)
-        except BlockingIOError:
-            break
-        if len(d) >= 48:
-            print("%.6f %d" % (time.time(), d[1]), flush=True)
+    r, _, _ = select.select(socks, [], [], 0.0005)
+    for s in r:
+        while True:
+            try:
+                d = s.recv(512)
+            except (BlockingIOError, OSError):
+                break
+            if len(d) >= 48:
+                print("%.6f %d" % (time.time(), d[1]), flush=True)
 "#;
 
 /// The prober's replies: `(unix time, stratum)`.
