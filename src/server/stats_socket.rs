@@ -720,6 +720,7 @@ mod tests {
         let server = sock
             .serve(
                 Arc::new(Collector::new(vec![published()], None)),
+                None,
                 Datapath::Socket,
                 Instant::now(),
             )
