@@ -126,3 +126,26 @@ fn drain_on_needs_a_mode_that_drains() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--mode is unsync or stop"), "{err}");
 }
+
+#[test]
+fn a_server_started_with_the_drain_file_there_starts_drained() {
+    let test = "a_server_started_with_the_drain_file_there_starts_drained";
+    if !require_root(test) {
+        return;
+    }
+    let topo = Topology::up();
+    peer_pass(&topo);
+    let file = std::env::temp_dir()
+        .join(format!("ntpx-drain-{}", topo.name))
+        .to_string_lossy()
+        .into_owned();
+    drain(&file, &["on", "--mode", "stop"]);
+    let mut srv = Server::start(&topo, &["--drain-file", &file, "--iface", &topo.srv_if]);
+    // From its very first request on.
+    assert_eq!(query(&topo), None, "silent from the start");
+    drain(&file, &["off"]);
+    let t = until(&topo, Some((0, 1)));
+    println!("{test}: in service {t:?} after drain off");
+    let out = srv.stop();
+    assert!(out.contains("starting drained"), "{out}");
+}

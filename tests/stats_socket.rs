@@ -69,19 +69,26 @@ fn stats_reads_a_running_server() {
     for n in 0..SENT - 1 {
         answered += u64::from(send(n));
     }
-    // Workers hand their histograms over at most every 500 ms: the last
-    // request, later than that, brings the histogram up to date.
     std::thread::sleep(Duration::from_millis(600));
     answered += u64::from(send(SENT - 1));
     assert_eq!(answered, SENT, "{}", server.output());
 
-    // The counters are published right after each batch is sent: wait
-    // until the stats show them all.
+    // The counters are published right after each batch is sent; workers
+    // hand their histograms over every 500 ms, busy or idle: wait until
+    // the stats show them all.
     let t = Instant::now();
+    let timed = |doc: &serde_json::Value| {
+        doc["service_ns_hist"]
+            .as_str()
+            .and_then(|h| ntpx::server::stats_socket::decode_histogram(h).ok())
+            .map(|h| h.len())
+    };
     let doc = loop {
         let doc = live_stats(&topo, &sock);
-        if doc["rx"].as_u64() >= Some(SENT) && doc["tx"].as_u64() >= Some(answered)
-            || t.elapsed() > Duration::from_secs(3)
+        if doc["rx"].as_u64() >= Some(SENT)
+            && doc["tx"].as_u64() >= Some(answered)
+            && timed(&doc) >= Some(answered)
+            || t.elapsed() > Duration::from_secs(5)
         {
             break doc;
         }
@@ -138,16 +145,17 @@ fn stats_watch_shows_rates_live() {
     let socket = dir.path().join("s.sock");
     let socket_arg = socket.to_string_lossy().into_owned();
     let mut srv = Server::start_socket(&topo, 1, &["--stats-socket", &socket_arg]);
-    // Requests at about 200/s while the views are taken.
+    // Requests at about 200/s while the views are taken (until told).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = std::thread::spawn({
         let ns = topo.cli_ns.clone();
+        let stop = stop.clone();
         move || {
             common::in_netns(&ns, || {
                 let sock = UdpSocket::bind("198.18.0.2:0").expect("bind");
                 let to: SocketAddr = "198.18.0.1:123".parse().unwrap();
-                let end = Instant::now() + Duration::from_millis(2500);
                 let mut tag = 0u64;
-                while Instant::now() < end {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     tag += 1;
                     sock.send_to(&request(tag), to).expect("send");
                     std::thread::sleep(Duration::from_millis(5));
@@ -193,6 +201,7 @@ fn stats_watch_shows_rates_live() {
         .collect();
     assert_eq!(docs.len(), 2, "{text}");
     assert!(docs[1]["rx"].as_u64() >= docs[0]["rx"].as_u64());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     sender.join().unwrap();
     srv.stop();
 }

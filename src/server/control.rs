@@ -111,13 +111,12 @@ fn reload(run: &Run, current: &mut Settings, xdp: Option<&mut XdpLive>) -> bool 
             }
         }
     };
-    notify::ready(
-        if current.datapath == crate::server::config::Datapath::Xdp {
-            "serving NTP (xdp datapath)"
-        } else {
-            "serving NTP (socket datapath)"
-        },
-    );
+    notify::ready(&match run.state.drain() {
+        crate::server::state::Drain::Off => {
+            format!("serving NTP ({} datapath)", current.datapath.label())
+        }
+        d => format!("draining ({})", d.name()),
+    });
     applied
 }
 
@@ -442,7 +441,17 @@ impl Upstreams {
     pub(super) fn refresh(&mut self, state: &SharedState, settings: &Settings) {
         let source = settings.clock.source;
         if source == Source::Chrony && self.chrony.is_none() {
-            self.chrony = ChronyClient::new(&settings.chrony_socket, std::path::Path::new("/run"))
+            // Under systemd, /run is read-only and /tmp private: the
+            // service's own runtime directory is where chronyd can answer.
+            let runtime = std::env::var_os("RUNTIME_DIRECTORY").map(std::path::PathBuf::from);
+            self.chrony = runtime
+                .map_or_else(
+                    || Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+                    |d| ChronyClient::new(&settings.chrony_socket, &d),
+                )
+                .or_else(|_| {
+                    ChronyClient::new(&settings.chrony_socket, std::path::Path::new("/run"))
+                })
                 .or_else(|_| ChronyClient::new(&settings.chrony_socket, &std::env::temp_dir()))
                 .map_err(|e| tracing::warn!(error = %e, "cannot make a socket to ask chronyd"))
                 .ok();
@@ -549,7 +558,10 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
     // refreshes the state every reply carries: a stuck loop is a server
     // whose replies go stale).
     let serving = format!("serving NTP ({} datapath)", settings.datapath.label());
-    notify::ready(&serving);
+    notify::ready(&match state.drain() {
+        crate::server::state::Drain::Off => serving.clone(),
+        d => format!("draining ({})", d.name()),
+    });
     let mut watchdog = notify::Watchdog::from_env();
     if watchdog.enabled() {
         tracing::info!("feeding the service manager's watchdog");

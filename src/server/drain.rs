@@ -3,12 +3,14 @@
 //! removes it; scripts may do the same. A running server reads it four
 //! times a second ([`DrainWatch`]) and applies it at once: replies say
 //! LI 3, stratum 0, or there are none (counted as `draining`). A file
-//! whose contents are neither means drain, `unsync`, with a warning: a
-//! file that is there at all says "out of service".
+//! whose contents are neither, or that cannot be read, means drain,
+//! `unsync`, with a warning: a file that is there at all says "out of
+//! service". A server that starts with the file there starts drained.
 
 use crate::server::state::{Drain, SharedState};
 use anyhow::Context;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -44,11 +46,24 @@ pub fn write(path: &Path, d: Drain) -> anyhow::Result<()> {
             _ => Ok(()),
         };
     }
+    // A fresh name, created (never followed if someone put a link there),
+    // readable by the server whatever the umask, then renamed over.
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{:016x}.tmp", fastrand::u64(..)));
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, format!("{}\n", d.name()))
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| {
+            use std::io::Write as _;
+            f.write_all(format!("{}\n", d.name()).as_bytes())
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+    }
     std::fs::rename(&tmp, path).with_context(|| format!("writing the drain file {shown}"))
 }
 
@@ -87,13 +102,14 @@ impl DrainWatch {
                 }
                 Drain::Unsync
             }
+            // There, but unreadable: it says out of service all the same.
             Err(e) => {
                 if !self.warned {
                     tracing::warn!(path = %self.path.display(), error = %e,
-                        "cannot read the drain file: the drain stays as it was");
+                        "cannot read the drain file: draining, unsync");
                     self.warned = true;
                 }
-                return false;
+                Drain::Unsync
             }
         };
         if now == state.drain() {

@@ -180,6 +180,21 @@ pub fn run(
             .context("reading the kernel clock state (adjtimex)")?
             .with_leap_list(leap_list),
     );
+    // Drained before the first reply, if the drain file says so (a
+    // drained server that restarts stays drained).
+    if let Some(f) = &settings.drain_file {
+        let d = match crate::server::drain::read(f) {
+            Ok(Ok(d)) => d,
+            Ok(Err(_)) | Err(_) => crate::server::state::Drain::Unsync,
+        };
+        if d != crate::server::state::Drain::Off {
+            tracing::warn!(
+                mode = d.name(),
+                "starting drained (the drain file is there)"
+            );
+            state.set_drain(d);
+        }
+    }
     // The daemon's state before the first reply, not only the kernel's.
     Upstreams::default().refresh(&state, &settings);
     let snap = state.load();

@@ -344,13 +344,20 @@ impl SharedState {
             }
             _ => None,
         };
-        let mut next = compute(
-            &cfg,
-            self.precision,
-            &kernel.discipline()?,
-            report.as_ref(),
-            now_ns,
-        );
+        let discipline = match kernel.discipline() {
+            Ok(d) => d,
+            Err(e) => {
+                // No new state; a drain still applies to the old one.
+                let mut cur = **self.current.load();
+                if cur.drain != self.drain() && self.drain() != Drain::Off {
+                    cur.drain = self.drain();
+                    cur.ntp = ServerState::unsynchronized(self.precision);
+                    self.current.store(Arc::new(cur));
+                }
+                return Err(e);
+            }
+        };
+        let mut next = compute(&cfg, self.precision, &discipline, report.as_ref(), now_ns);
         // A leap the list knows of and nobody announced yet.
         if let Some(list) = &self.leap_list
             && next.ntp.leap == Leap::None

@@ -36,8 +36,8 @@ pub struct Published {
     /// The worker's name in metrics: its thread's, less `ntpx-` (`q0`,
     /// `s1`).
     name: String,
-    /// The worker's clock at its last turn of the loop (busy or idle): the
-    /// watchdog's sign of life.
+    /// Counts the worker's turns of its loop (busy, spinning or waking
+    /// from an idle wait): the watchdog's sign of life.
     beat: AtomicU64,
     /// Set by the watchdog while the worker is stalled (its queue left to
     /// the kernel), and how many times that happened.
@@ -138,10 +138,19 @@ pub struct WorkerStats {
     pub policy: PolicyCounts,
     hist: Hist,
     last_hand_over_ns: u64,
+    beats: u64,
     published: std::sync::Arc<Published>,
 }
 
 impl WorkerStats {
+    /// A sign of life for the watchdog: the loop turned (a plain store,
+    /// no read-modify-write; also called while the worker spins idle).
+    #[inline]
+    pub fn beat(&mut self) {
+        self.beats = self.beats.wrapping_add(1);
+        self.published.beat.store(self.beats, Relaxed);
+    }
+
     /// Counters that publish into `published`.
     pub fn new(published: std::sync::Arc<Published>) -> Self {
         WorkerStats {
@@ -154,6 +163,7 @@ impl WorkerStats {
             // The worker's first histogram; the spare waits in `published`.
             hist: Box::new(new_histogram()),
             last_hand_over_ns: 0,
+            beats: 0,
             published,
         }
     }
@@ -218,8 +228,8 @@ impl WorkerStats {
             }
             self.last_hand_over_ns = now_ns;
         }
+        self.beat();
         let p = &*self.published;
-        p.beat.store(now_ns, Relaxed);
         p.rx.store(self.rx, Relaxed);
         p.tx.store(self.tx, Relaxed);
         p.partial_checksum.store(self.partial_checksum, Relaxed);

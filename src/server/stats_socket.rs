@@ -277,6 +277,13 @@ impl StatsDoc {
     /// `prev` (an earlier document of the same server) as rates, then the
     /// totals. Like `chronyc serverstats`, for people.
     pub fn render_since(&self, prev: &StatsDoc) -> anyhow::Result<String> {
+        if self.uptime_s < prev.uptime_s || self.pid != prev.pid {
+            // Another server, or the same one restarted: no rates yet.
+            return Ok(format!(
+                "the server restarted: rates from the next view on\n{}",
+                self.render()?
+            ));
+        }
         let secs = (self.uptime_s - prev.uptime_s).max(1e-3);
         let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
         let mut s = format!(

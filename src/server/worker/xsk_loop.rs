@@ -69,6 +69,7 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() < ctx.spin {
+                stats.beat();
                 std::hint::spin_loop();
             } else {
                 // Idle: hand the histogram over when due, or the service

@@ -170,6 +170,20 @@ impl ProgramError {
     }
 }
 
+/// Whether this process holds CAP_PERFMON (bit 38 of `CapEff` in
+/// `/proc/self/status`); unknown counts as yes.
+fn has_perfmon() -> bool {
+    const CAP_PERFMON: u32 = 38;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_none_or(|caps| caps & (1 << CAP_PERFMON) != 0)
+}
+
 pub(super) fn load_error(err: libbpf_rs::Error, log: &[u8]) -> ProgramError {
     let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
     let text = String::from_utf8_lossy(log.get(..end).unwrap_or_default());
@@ -183,7 +197,7 @@ pub(super) fn load_error(err: libbpf_rs::Error, log: &[u8]) -> ProgramError {
     // Without CAP_PERFMON the verifier refuses what a privileged loader
     // may do (comparing packet pointers, first of all): a missing
     // capability, not a bug.
-    if tail.iter().any(|l| l.contains("prohibited")) {
+    if tail.iter().any(|l| l.contains("prohibited")) && !has_perfmon() {
         return ProgramError::PermissionDenied {
             op: "load the XDP program (the verifier allows packet pointer checks only with CAP_PERFMON)",
             source: Box::new(err),
