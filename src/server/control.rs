@@ -59,6 +59,8 @@ pub(super) struct Run<'a> {
     pub(super) configured: Settings,
     /// The socket datapath's policy, which a reload changes.
     pub(super) limiter: Option<Arc<crate::server::limiter::Limiter>>,
+    /// Why the control loop stopped the server on its own, if it did.
+    pub(super) failure: Cell<Option<String>>,
 }
 
 /// Reads the settings again, for a reload.
@@ -253,6 +255,12 @@ pub(super) struct XdpLive {
     pub(super) rp_warned: Option<Instant>,
     /// The program's access lists, which a reload changes.
     pub(super) access: Option<crate::server::xdp_policy::AccessMaps>,
+    /// The interface served, its index and RX queue count at the start:
+    /// watched, so that its disappearance ends the server with a message
+    /// instead of leaving it serving nothing.
+    pub(super) iface: String,
+    pub(super) ifindex: u32,
+    pub(super) queues: u32,
     /// Each worker's sign of life, and its queue's way back to it.
     pub(super) watchdog: Option<WorkerWatchdog>,
 }
@@ -325,6 +333,40 @@ impl WorkerWatchdog {
 }
 
 impl XdpLive {
+    /// Checks that the interface is still the one the program is attached
+    /// to; says so when its queue count changed. `Err`: why ntpx must stop.
+    fn check_interface(&mut self) -> Result<(), String> {
+        match crate::sys::netif::ifindex(&self.iface) {
+            Ok(i) if i == self.ifindex => {}
+            Ok(i) => {
+                return Err(format!(
+                    "{} was replaced (interface index {} is now {i}): the XDP program went with \
+                     the old one; start ntpx again to serve the new one",
+                    self.iface, self.ifindex
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{} disappeared: the XDP program went with it, nothing is served; ntpx stops",
+                    self.iface
+                ));
+            }
+        }
+        if let Ok(n) = crate::sys::netif::rx_queue_count(&self.iface)
+            && n != self.queues
+        {
+            tracing::warn!(
+                interface = %self.iface,
+                was = self.queues,
+                now = n,
+                "the interface's RX queue count changed: queues without a worker go to the kernel; \
+                 restart ntpx to serve them all"
+            );
+            self.queues = n;
+        }
+        Ok(())
+    }
+
     /// Says so, at most once a minute, when the reverse-path check lets
     /// requests through unchecked: its route lookups fail, most likely
     /// because forwarding on lo was reset (writing `net.ipv4.ip_forward`
@@ -615,6 +657,11 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
                     );
                 }
                 x.warn_rp_unchecked();
+                if let Err(why) = x.check_interface() {
+                    tracing::error!("{why}");
+                    run.failure.set(Some(why));
+                    break;
+                }
                 x.publish(state);
             }
             last_state = Instant::now();

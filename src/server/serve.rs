@@ -247,6 +247,7 @@ pub fn run(
         reload,
         configured,
         limiter: limiter.clone(),
+        failure: Cell::new(None),
     };
     match settings.datapath {
         Datapath::Xdp => run_xdp(&run, &responder, ctx),
@@ -354,6 +355,9 @@ fn run_xdp(
         rp_unchecked_seen: 0,
         rp_warned: None,
         access: Some(program.access_maps()?),
+        iface: iface.to_owned(),
+        ifindex: index,
+        queues: available,
         watchdog: None,
     };
     live.publish(run.state);
@@ -488,6 +492,9 @@ fn run_xdp(
         }
     }
     println!("{out}");
+    if let Some(why) = run.failure.take() {
+        bail!(why);
+    }
     Ok(totals)
 }
 

@@ -958,6 +958,24 @@ impl Server {
         panic!("ntpx serve did not start:\n{}", self.output());
     }
 
+    /// Waits up to `secs` for the server to exit on its own: its exit code
+    /// (`None`: still running, or killed by a signal).
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Stops the server and returns everything it printed.
     pub fn stop(&mut self) -> String {
         if let Some(mut c) = self.child.take() {
