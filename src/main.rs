@@ -372,14 +372,20 @@ impl ServeArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NTPX_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Under systemd, stderr goes to the journal, which stamps each line
+    // itself: no second timestamp, no module paths.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        logs.without_time().with_target(false).init();
+    } else {
+        logs.init();
+    }
     // libbpf's own messages (verifier chatter, attach errors) go to the log
     // instead of straight to stderr; ntpx reports the errors that matter.
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_log)));
