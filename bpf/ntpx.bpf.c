@@ -131,6 +131,21 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
+/* The client mix: packets for the server by kind, requests by poll. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NTPX_KINDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} mix SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NTPX_POLLS);
+	__type(key, __u32);
+	__type(value, __u64);
+} polls SEC(".maps");
+
 /* RX->TX service time of the replies sent from here (hist_bucket()). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -320,6 +335,18 @@ static __always_inline __u32 classify(struct xdp_md *ctx, struct ntpx_headers *h
 	/* First byte: LI (2 bits) | VN (3 bits) | mode (3 bits). */
 	if ((ntp[0] & 0x7) == 4)
 		return NTPX_PASS_SERVER_REPLY;
+	/* The client mix, of everything for the server with a header (the
+	 * socket datapath counts the same way). */
+	count_in(&mix, ntp[0] & 0x3f);
+	if ((ntp[0] & 0x7) == 3) {
+		__s32 poll = (__s8)ntp[2];
+
+		if (poll < NTPX_MIN_POLL)
+			poll = NTPX_MIN_POLL;
+		if (poll > NTPX_MIN_POLL + NTPX_POLLS - 1)
+			poll = NTPX_MIN_POLL + NTPX_POLLS - 1;
+		count_in(&polls, (__u32)(poll - NTPX_MIN_POLL));
+	}
 	if (kernel_modes & (1u << (ntp[0] & 0x7)))
 		return NTPX_PASS_KERNEL_MODE;
 	if (judge && find_plain(ctx, h, plain))

@@ -178,6 +178,13 @@ struct ntpx_state {
 	__s64 phc_rate_q32;   /* TAI ns per PHC ns, minus 1, times 2^32 */
 };
 
+/* The client mix (src/proto/ntp/mix.rs): packets for the server by
+ * version << 3 | mode, and mode-3 requests by poll exponent, clamped to
+ * NTPX_MIN_POLL .. NTPX_MIN_POLL + NTPX_POLLS - 1. */
+#define NTPX_KINDS 64
+#define NTPX_POLLS 32
+#define NTPX_MIN_POLL -8
+
 /* Buckets of the service-time histogram (see hist_bucket() in reply.h). */
 #define NTPX_HIST_SUB_BITS 3
 #define NTPX_HIST_BUCKETS 256

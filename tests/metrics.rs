@@ -140,6 +140,17 @@ fn the_metrics_endpoint_serves_what_the_server_counted() {
         get("ntpx_xsk_events_total{event=rx_ring_full,queue=0}"),
         0.0
     );
+    // The client mix: the five monlist probes (v4 mode 7), the load's
+    // requests (v4 mode 3), each with its poll.
+    assert_eq!(get("ntpx_packets_by_kind_total{mode=7,version=4}"), 5.0);
+    let mode3 = get("ntpx_packets_by_kind_total{mode=3,version=4}");
+    assert!(mode3 >= s.total.good as f64, "{mode3}");
+    let polled: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("ntpx_requests_by_poll_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(polled, mode3);
     dashboard_names_served_metrics(&m);
     let out = srv.stop();
     assert!(out.contains("metrics endpoint ready"), "{out}");
@@ -216,11 +227,25 @@ fn the_socket_datapath_serves_metrics_too() {
     assert_eq!(answered, 3);
     let socket = std::env::temp_dir().join(format!("ntpx-{}.sock", topo.name));
     let doc = settled_stats(&topo, &socket);
-    let out =
-        run_ok(
-            topo.srv_cmd("/usr/bin/python3")
-                .args(["-c", SCRAPE, "http://[::1]:9125/metrics"]),
-        );
+    // The client mix is published with the histogram, every half second:
+    // scrape until it shows the three requests.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let out = loop {
+        let out = run_ok(topo.srv_cmd("/usr/bin/python3").args([
+            "-c",
+            SCRAPE,
+            "http://[::1]:9125/metrics",
+        ]));
+        let shows = out.lines().any(|l| {
+            l.strip_prefix("ntpx_packets_by_kind_total{mode=3,version=4} ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                == Some(3.0)
+        });
+        if shows || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     println!("{test}: {} lines", out.lines().count());
     let line = |k: &str| {
         out.lines()
@@ -232,6 +257,8 @@ fn the_socket_datapath_serves_metrics_too() {
         doc["tx"].as_f64().unwrap()
     );
     assert_eq!(line("ntpx_replies_total{}"), 3.0);
+    assert_eq!(line("ntpx_packets_by_kind_total{mode=3,version=4}"), 3.0);
+    assert_eq!(line("ntpx_requests_by_poll_total{poll=0}"), 3.0);
     assert_eq!(
         line("ntpx_worker_replies_total{worker=s0}") + line("ntpx_worker_replies_total{worker=s1}"),
         3.0

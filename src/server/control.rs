@@ -187,6 +187,9 @@ impl KernelCounts for XdpKernelCounts {
                 rp_unchecked: c.rp_unchecked,
             });
         }
+        if let Ok(m) = self.program.client_mix() {
+            t.clients.add(&m);
+        }
         if let Ok(drops) = self.program.drops() {
             for (reason, n) in drops {
                 t.add_kernel(reason, n);

@@ -210,6 +210,7 @@ impl prometheus_client::collector::Collector for Scrape {
             t.partial_checksum,
         )?;
         service(&mut enc, &t)?;
+        clients(&mut enc, &t)?;
         self.breakdown(&mut enc, &t)?;
         gauge(
             &mut enc,
@@ -466,6 +467,34 @@ fn policy(enc: &mut DescriptorEncoder, t: &Totals) -> Result<(), std::fmt::Error
         "Requests the reverse-path check let through because its route lookup failed",
         p.rp_unchecked,
     )
+}
+
+/// The client mix: packets by version and mode, requests by poll
+/// exponent (the kinds and polls seen so far only).
+fn clients(enc: &mut DescriptorEncoder, t: &Totals) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(
+        "packets_by_kind",
+        "NTP packets for the server by version and mode (no client named)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (v, mode, n) in t.clients.kinds() {
+        let (v, mode) = (v.to_string(), mode.to_string());
+        m.encode_family(&[("version", v.as_str()), ("mode", mode.as_str())])?
+            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    let mut m = enc.encode_descriptor(
+        "requests_by_poll",
+        "Client requests (mode 3) by the poll exponent they carry (log2 s; -8 and 23 include beyond)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (p, n) in t.clients.polls() {
+        let p = p.to_string();
+        m.encode_family(&[("poll", p.as_str())])?
+            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    Ok(())
 }
 
 /// The RX→TX service time, from the merged HdrHistogram.

@@ -75,6 +75,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
 use crate::proto::drops::DropReason;
+use crate::proto::ntp::mix::{ClientMix, KINDS, POLLS};
 use crate::proto::ntp::{Marker, ServerState};
 use crate::proto::policy::Policy;
 use crate::proto::respond::Responder;
@@ -383,6 +384,8 @@ pub struct XdpProgram {
     counters: MapHandle,
     drops: MapHandle,
     hist: MapHandle,
+    mix: MapHandle,
+    polls: MapHandle,
     state: MapHandle,
     state_slot: MapHandle,
     access: super::xdp_policy::AccessMaps,
@@ -497,6 +500,8 @@ impl XdpProgram {
         let counters = take(&skel.maps.counters, "take the counters map's fd")?;
         let drops = take(&skel.maps.drops, "take the drops map's fd")?;
         let hist = take(&skel.maps.service_hist, "take the service_hist map's fd")?;
+        let mix = take(&skel.maps.mix, "take the mix map's fd")?;
+        let polls = take(&skel.maps.polls, "take the polls map's fd")?;
         let state = take(&skel.maps.server_state, "take the server_state map's fd")?;
         let state_slot = take(&skel.maps.state_slot, "take the state_slot map's fd")?;
         let access = super::xdp_policy::AccessMaps::of(&skel.maps)?;
@@ -512,6 +517,8 @@ impl XdpProgram {
             counters,
             drops,
             hist,
+            mix,
+            polls,
             state,
             state_slot,
             access,
@@ -582,6 +589,8 @@ impl XdpProgram {
             counters: dup(&self.counters)?,
             drops: dup(&self.drops)?,
             hist: dup(&self.hist)?,
+            mix: dup(&self.mix)?,
+            polls: dup(&self.polls)?,
         })
     }
 
@@ -642,12 +651,22 @@ pub struct CountersReader {
     counters: MapHandle,
     drops: MapHandle,
     hist: MapHandle,
+    mix: MapHandle,
+    polls: MapHandle,
 }
 
 impl CountersReader {
     /// The counters, summed over CPUs.
     pub fn read(&self) -> Result<XdpCounters, ProgramError> {
         sum_percpu(&self.counters).map(XdpCounters::from_array)
+    }
+
+    /// The client mix the program counted, summed over CPUs.
+    pub fn client_mix(&self) -> Result<ClientMix, ProgramError> {
+        Ok(ClientMix {
+            kinds: sum_percpu::<KINDS>(&self.mix)?,
+            polls: sum_percpu::<POLLS>(&self.polls)?,
+        })
     }
 
     /// The requests judged and dropped in XDP, by reason, summed over CPUs.
@@ -760,6 +779,8 @@ mod tests {
                 crate::sys::xsk::meta::META_KOD_DENY as usize,
             ),
             ("NTPX_RP_UPPERS", RP_UPPERS),
+            ("NTPX_KINDS", KINDS),
+            ("NTPX_POLLS", POLLS),
         ] {
             assert_eq!(define(name), Some(value.to_string().as_str()), "{name}");
         }
@@ -776,6 +797,10 @@ mod tests {
             Some(format!("{META_MAGIC:#x}u").as_str())
         );
         assert_eq!(size_of::<skel::ntpx::types::ntpx_state>(), STATE_LEN);
+        assert_eq!(
+            define("NTPX_MIN_POLL"),
+            Some(crate::proto::ntp::mix::MIN_POLL.to_string().as_str())
+        );
         // ReversePath's values are enum ntpx_rp's.
         let rp = HEADER
             .split("enum ntpx_rp {")

@@ -13,6 +13,7 @@
 //! simply keeps recording into the one it has.
 
 use crate::proto::drops::{COUNT, DropReason};
+use crate::proto::ntp::mix::{self, ClientMix};
 use crate::report::{fmt_ns, new_histogram, quantile_list};
 use crate::server::interleave::TableCounts;
 use crate::server::limiter::PolicyCounts;
@@ -51,6 +52,10 @@ pub struct Published {
     xleave: [AtomicU64; 4],
     /// The policy's counts ([`PolicyCounts::to_array`]).
     policy: [AtomicU64; PolicyCounts::LEN],
+    /// The client mix (socket datapath: on the XDP datapath the program
+    /// counts it), published with the histogram.
+    kinds: [AtomicU64; mix::KINDS],
+    polls: [AtomicU64; mix::POLLS],
     /// Histograms the worker has handed over, to be merged.
     full: ArrayQueue<Hist>,
     /// Emptied histograms, for the worker to take.
@@ -75,6 +80,8 @@ impl Default for Published {
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             xleave: std::array::from_fn(|_| AtomicU64::new(0)),
             policy: std::array::from_fn(|_| AtomicU64::new(0)),
+            kinds: std::array::from_fn(|_| AtomicU64::new(0)),
+            polls: std::array::from_fn(|_| AtomicU64::new(0)),
             full: ArrayQueue::new(HAND_OVER_SLOTS),
             spare,
             merged: Mutex::new(new_histogram()),
@@ -136,8 +143,11 @@ pub struct WorkerStats {
     xleave: TableCounts,
     /// The policy's counts (socket datapath; KoDs on both).
     pub policy: PolicyCounts,
+    /// The client mix (socket datapath).
+    pub clients: ClientMix,
     hist: Hist,
     last_hand_over_ns: u64,
+    last_mix_ns: u64,
     beats: u64,
     published: std::sync::Arc<Published>,
 }
@@ -163,7 +173,9 @@ impl WorkerStats {
             // The worker's first histogram; the spare waits in `published`.
             hist: Box::new(new_histogram()),
             last_hand_over_ns: 0,
+            last_mix_ns: 0,
             beats: 0,
+            clients: ClientMix::default(),
             published,
         }
     }
@@ -227,6 +239,17 @@ impl WorkerStats {
                 }
             }
             self.last_hand_over_ns = now_ns;
+        }
+        // The client mix, every half second too (96 stores).
+        if now_ns.wrapping_sub(self.last_mix_ns) >= HAND_OVER_EVERY_NS {
+            self.last_mix_ns = now_ns;
+            let p = &*self.published;
+            for (a, v) in p.kinds.iter().zip(self.clients.kinds) {
+                a.store(v, Relaxed);
+            }
+            for (a, v) in p.polls.iter().zip(self.clients.polls) {
+                a.store(v, Relaxed);
+            }
         }
         self.beat();
         let p = &*self.published;
@@ -338,6 +361,8 @@ pub struct Totals {
     pub policy: PolicyCounts,
     /// RX→TX service time (ns), all workers merged.
     pub service: Histogram<u64>,
+    /// The client mix (the program's or the socket workers').
+    pub clients: ClientMix,
     /// The same numbers by where they were counted, for metrics.
     pub breakdown: Breakdown,
 }
@@ -385,8 +410,13 @@ impl Totals {
             policy: PolicyCounts::default(),
             service: new_histogram(),
             breakdown: Breakdown::default(),
+            clients: ClientMix::default(),
         };
         for w in workers {
+            t.clients.add(&ClientMix {
+                kinds: w.kinds.each_ref().map(|a| a.load(Relaxed)),
+                polls: w.polls.each_ref().map(|a| a.load(Relaxed)),
+            });
             t.breakdown.workers.push(WorkerTotals {
                 name: w.name.clone(),
                 rx: w.rx.load(Relaxed),

@@ -100,6 +100,9 @@ pub struct StatsDoc {
     /// What replies say now, and whether the server is in service.
     #[serde(default)]
     pub state: Option<StateDoc>,
+    /// The client mix: packets by version and mode, requests by poll.
+    #[serde(default)]
+    pub clients: crate::proto::ntp::mix::ClientMix,
     /// RX→TX service time in ns: the HdrHistogram V2 serialization (not
     /// deflated), base64 (standard alphabet, padded). See
     /// [`encode_histogram`] / [`decode_histogram`].
@@ -195,6 +198,7 @@ impl StatsDoc {
             interleave: totals.xleave,
             policy: totals.policy,
             state: None,
+            clients: totals.clients.clone(),
             service_ns_hist: encode_histogram(&totals.service)?,
         })
     }
@@ -260,6 +264,7 @@ impl StatsDoc {
         }
         s.push_str(&self.interleave.line());
         s.push_str(&self.policy.lines());
+        s.push_str(&self.clients.lines());
         if let Some(st) = &self.state {
             let _ = writeln!(
                 s,

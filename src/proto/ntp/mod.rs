@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod interleave;
+pub mod mix;
 pub mod packet;
 pub mod server;
 pub mod timestamp;

@@ -75,6 +75,10 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 check_source_port(r.src.port(), cfg.drop_loop_ports)?;
                 let dst = r.dst.ok_or(DropReason::NotOurAddress)?;
                 check_addresses(cfg, r.src.ip(), dst)?;
+                // The client mix, of everything with a header (as XDP).
+                if r.len >= ntp::HEADER_LEN {
+                    stats.clients.count(&sock.buf_mut(i)[..r.len]);
+                }
                 let req = ntp::parse_request(&sock.buf_mut(i)[..r.len])?;
                 // The policy, then the last check, as in the XDP program.
                 let verdict = match &ctx.limiter {

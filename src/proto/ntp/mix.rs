@@ -1,0 +1,151 @@
+//! The client mix: what kinds of NTP packets come to the server (version
+//! × mode) and how often its clients say they poll, counted without ever
+//! naming a client. The XDP program (`bpf/ntpx.bpf.c`, maps `mix` and
+//! `polls`) and the socket datapath's workers index their counters the
+//! same way.
+
+use serde::{Deserialize, Serialize};
+
+/// Counters of version × mode: `version << 3 | mode`.
+pub const KINDS: usize = 64;
+/// Counters of the poll exponents of mode-3 requests: −8 to 23.
+pub const POLLS: usize = 32;
+/// The least poll exponent counted on its own (lower ones count here).
+pub const MIN_POLL: i8 = -8;
+
+/// The kind counter of a packet whose first byte is `first` (LI, VN,
+/// mode).
+pub fn kind(first: u8) -> usize {
+    usize::from(first & 0x3f)
+}
+
+/// The poll counter of a request's poll field (clamped to −8..=23).
+pub fn poll_bucket(poll: i8) -> usize {
+    (poll.clamp(MIN_POLL, MIN_POLL + POLLS as i8 - 1) - MIN_POLL) as usize
+}
+
+/// What the counters hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientMix {
+    /// Packets for the server by kind ([`kind`]).
+    #[serde(with = "serde_big_array")]
+    pub kinds: [u64; KINDS],
+    /// Mode-3 requests by poll exponent ([`poll_bucket`]).
+    pub polls: [u64; POLLS],
+}
+
+impl Default for ClientMix {
+    fn default() -> Self {
+        ClientMix {
+            kinds: [0; KINDS],
+            polls: [0; POLLS],
+        }
+    }
+}
+
+/// Serde for `[u64; 64]` (serde derives arrays up to 32 only): as a list.
+mod serde_big_array {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(a: &[u64; super::KINDS], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(a.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; super::KINDS], D::Error> {
+        let v = Vec::<u64>::deserialize(d)?;
+        let n = v.len();
+        v.try_into()
+            .map_err(|_| serde::de::Error::invalid_length(n, &"64 counters"))
+    }
+}
+
+impl ClientMix {
+    /// Adds `o`.
+    pub fn add(&mut self, o: &ClientMix) {
+        for (a, b) in self.kinds.iter_mut().zip(o.kinds) {
+            *a += b;
+        }
+        for (a, b) in self.polls.iter_mut().zip(o.polls) {
+            *a += b;
+        }
+    }
+
+    /// Counts a packet for the server (at least an NTP header long).
+    #[inline]
+    pub fn count(&mut self, header: &[u8]) {
+        let (Some(&first), Some(&poll)) = (header.first(), header.get(2)) else {
+            return;
+        };
+        self.kinds[kind(first)] += 1;
+        if first & 7 == 3 {
+            self.polls[poll_bucket(poll as i8)] += 1;
+        }
+    }
+
+    /// The non-zero kinds: `(version, mode, count)`, most first.
+    pub fn kinds(&self) -> Vec<(u8, u8, u64)> {
+        let mut v: Vec<(u8, u8, u64)> = (0..KINDS)
+            .filter(|&k| self.kinds[k] > 0)
+            .map(|k| ((k >> 3) as u8, (k & 7) as u8, self.kinds[k]))
+            .collect();
+        v.sort_by_key(|k| std::cmp::Reverse(k.2));
+        v
+    }
+
+    /// The non-zero poll exponents: `(poll, count)`, in order (the first
+    /// and last may stand for lower or higher ones).
+    pub fn polls(&self) -> Vec<(i8, u64)> {
+        (0..POLLS)
+            .filter(|&b| self.polls[b] > 0)
+            .map(|b| (MIN_POLL + b as i8, self.polls[b]))
+            .collect()
+    }
+
+    /// The `ntpx stats` lines (empty when nothing was counted).
+    pub fn lines(&self) -> String {
+        let total: u64 = self.kinds.iter().sum();
+        if total == 0 {
+            return String::new();
+        }
+        let pct = |n: u64, of: u64| 100.0 * n as f64 / of.max(1) as f64;
+        let kinds: Vec<String> = self
+            .kinds()
+            .iter()
+            .take(5)
+            .map(|(v, m, n)| format!("v{v} mode {m} {:.1}%", pct(*n, total)))
+            .collect();
+        let mut s = format!("  packets by version/mode: {}\n", kinds.join(", "));
+        let polled: u64 = self.polls.iter().sum();
+        if polled > 0 {
+            let polls: Vec<String> = self
+                .polls()
+                .iter()
+                .map(|(p, n)| format!("{p}: {:.1}%", pct(*n, polled)))
+                .collect();
+            s.push_str(&format!("  client poll (log2 s): {}\n", polls.join(", ")));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_polls() {
+        let mut m = ClientMix::default();
+        m.count(&[0x23, 0, 6, 0]); // v4 mode 3, poll 6
+        m.count(&[0x1b, 0, 10, 0]); // v3 mode 3, poll 10
+        m.count(&[0x23, 0, 0x80, 0]); // poll -128: the lowest bucket
+        m.count(&[0x17, 0, 0, 0]); // v2 mode 7 (monlist)
+        m.count(&[0x23]); // too short: not counted
+        assert_eq!(m.kinds(), vec![(4, 3, 2), (2, 7, 1), (3, 3, 1)]);
+        assert_eq!(m.polls(), vec![(-8, 1), (6, 1), (10, 1)]);
+        assert_eq!(poll_bucket(23), POLLS - 1);
+        assert_eq!(poll_bucket(127), POLLS - 1);
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<ClientMix>(&text).unwrap(), m);
+        assert!(m.lines().contains("v4 mode 3 50.0%"), "{}", m.lines());
+    }
+}
