@@ -141,25 +141,12 @@ fn kill_9_falls_back_to_the_kernel_and_a_restart_restores_the_bypass() {
     }
     let topo = Topology::up();
     peer_pass(&topo);
-    let dir = std::env::temp_dir().join(format!("ntpx-kill9-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "local stratum 3\nallow all\nport 123\ncmdport 0\npidfile {0}/chronyd.pid\ndriftfile {0}/drift\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    let mut chronyd = topo
-        .srv_cmd("chronyd")
-        .args(["-x", "-d", "-u", "root", "-f"])
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn chronyd");
+    let dir = TempDir::new("ntpx-kill9");
+    let chronyd = Chronyd::start(
+        topo.srv_cmd("chronyd"),
+        &dir.path().join("chronyd"),
+        "local stratum 3\nallow all\nport 123",
+    );
     let srv_args = ["--iface", topo.srv_if.as_str()];
     let srv = Server::start(&topo, &srv_args);
     let prober = topo
@@ -177,22 +164,9 @@ fn kill_9_falls_back_to_the_kernel_and_a_restart_restores_the_bypass() {
     let mut again = Server::start(&topo, &srv_args);
     let out = prober.wait_with_output().expect("the prober");
     let _ = again.stop();
-    let _ = chronyd.kill();
-    let _ = chronyd.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(chronyd);
     let replies = probe_replies(&out.stdout);
-    let first = |from: f64, stratum: u8| {
-        replies
-            .iter()
-            .find(|&&(t, s)| t >= from && s == stratum)
-            .map(|&(t, _)| t - from)
-    };
-    let before = replies
-        .iter()
-        .filter(|&&(t, s)| t < killed_at && s == 1)
-        .count();
-    let fallback = first(killed_at, 3);
-    let back = first(restarted_at, 1);
+    let (before, fallback, back) = fallback_times(&replies, (1, 3), killed_at, restarted_at);
     println!(
         "{test}: {} replies; {before} from ntpx before the kill; chronyd answered {:?} ms \
          after kill -9; ntpx again {:?} ms after the restart began",

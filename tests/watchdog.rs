@@ -76,23 +76,11 @@ fn a_stalled_worker_leaves_its_queue_to_the_kernel_until_it_recovers() {
     let topo = Topology::up();
     peer_pass(&topo);
     let dir = TempDir::new("ntpx-watchdog");
-    let conf = dir.path().join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "local stratum 3\nallow all\nport 123\ncmdport 0\npidfile {0}/chronyd.pid\ndriftfile {0}/drift\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let mut chronyd = topo
-        .srv_cmd("chronyd")
-        .args(["-x", "-d", "-u", "root", "-f"])
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn chronyd");
+    let chronyd = Chronyd::start(
+        topo.srv_cmd("chronyd"),
+        &dir.path().join("chronyd"),
+        "local stratum 3\nallow all\nport 123",
+    );
     let mut srv = Server::start(&topo, &["--iface", &topo.srv_if, "--replies", "workers"]);
     let prober = topo
         .cli_cmd("python3")
@@ -111,22 +99,10 @@ fn a_stalled_worker_leaves_its_queue_to_the_kernel_until_it_recovers() {
     let out = prober.wait_with_output().expect("the prober");
     drop(frozen);
     let log = srv.stop();
-    let _ = chronyd.kill();
-    let _ = chronyd.wait();
+    drop(chronyd);
 
     let replies = probe_replies(&out.stdout);
-    let first = |from: f64, stratum: u8| {
-        replies
-            .iter()
-            .find(|&&(t, s)| t >= from && s == stratum)
-            .map(|&(t, _)| t - from)
-    };
-    let before = replies
-        .iter()
-        .filter(|&&(t, s)| t < frozen_at && s == 1)
-        .count();
-    let fallback = first(frozen_at, 3);
-    let back = first(thawed_at, 1);
+    let (before, fallback, back) = fallback_times(&replies, (1, 3), frozen_at, thawed_at);
     println!(
         "{test}: {} replies; {before} from ntpx before the freeze; chronyd answered {:?} ms \
          after the worker froze; ntpx again {:?} ms after it thawed",

@@ -1447,6 +1447,29 @@ pub fn probe_replies(stdout: &[u8]) -> Vec<(f64, u8)> {
         .collect()
 }
 
+/// What the prober saw around a fallback to a daemon behind ntpx: the
+/// replies from ntpx (`ours`) before `lost_at`; how long after `lost_at`
+/// the first reply from the daemon (`theirs`) came; how long after
+/// `back_at` the first from ntpx again.
+pub fn fallback_times(
+    replies: &[(f64, u8)],
+    (ours, theirs): (u8, u8),
+    lost_at: f64,
+    back_at: f64,
+) -> (usize, Option<f64>, Option<f64>) {
+    let first = |from: f64, stratum: u8| {
+        replies
+            .iter()
+            .find(|&&(t, s)| t >= from && s == stratum)
+            .map(|&(t, _)| t - from)
+    };
+    let before = replies
+        .iter()
+        .filter(|&&(t, s)| t < lost_at && s == ours)
+        .count();
+    (before, first(lost_at, theirs), first(back_at, ours))
+}
+
 /// Now, as the prober stamps its replies.
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
