@@ -372,26 +372,44 @@ impl ServeArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NTPX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, fmt, reload};
+    // NTPX_LOG, if set, rules; else `log_level` from the config, which a
+    // reload may change (through the handle).
+    let from_env = EnvFilter::try_from_env("NTPX_LOG").ok();
+    let env_rules = from_env.is_some();
+    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new("info")));
+    let logs = fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // Under systemd, stderr goes to the journal, which stamps each line
     // itself: no second timestamp, no module paths.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        logs.without_time().with_target(false).init();
+    let logs = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        logs.without_time().with_target(false).boxed()
     } else {
-        logs.init();
-    }
+        logs.boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .init();
+    let set_log: ntpx::server::control::LogSetter = Box::new(move |level: &str| {
+        if env_rules {
+            return Ok(());
+        }
+        let f =
+            EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("log_level {level:?}: {e}"))?;
+        handle
+            .reload(f)
+            .map_err(|e| anyhow::anyhow!("setting the log level: {e}"))
+    });
     // libbpf's own messages (verifier chatter, attach errors) go to the log
     // instead of straight to stderr; ntpx reports the errors that matter.
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_log)));
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(&args),
+        Command::Serve(args) => serve(&args, set_log),
         Command::Sink(args) => args.run(),
         Command::Load(args) => ntpx::load::cli::main(&args),
         Command::Plot(args) => ntpx::load::plot::main(&args),
@@ -490,7 +508,7 @@ fn run_stats(on: bool) -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
         .map_err(|e| anyhow::anyhow!("turning on BPF run statistics (--bpf-stats): {e}"))
 }
 
-fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+fn serve(args: &ServeArgs, set_log: ntpx::server::control::LogSetter) -> anyhow::Result<()> {
     let settings = Settings::from_file(&args.merged()?)?;
     let _stats = run_stats(args.bpf_stats)?;
     // A reload reads the file again, with the same flags over it.
@@ -501,6 +519,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             duration: args.duration,
         },
         Some(Box::new(move || Settings::from_file(&again.merged()?))),
+        Some(set_log),
     )?;
     Ok(())
 }

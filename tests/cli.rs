@@ -163,6 +163,7 @@ fn hostile_numbers_in_the_config_file() {
         ("server", "stats_interval"),
         ("server", "metrics"),
         ("server", "drain_file"),
+        ("server", "log_level"),
         ("clock", "stratum"),
         ("clock", "root_delay_ms"),
         ("clock", "root_dispersion_ms"),

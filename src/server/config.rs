@@ -60,6 +60,9 @@ pub struct ServerFile {
     pub kernel_modes: Option<Vec<u8>>,
     /// Seconds between stats lines (default 10, 0 = off).
     pub stats_interval: Option<u64>,
+    /// What to log: a level (`info`, `debug`, ...) or tracing directives
+    /// (default `info`; `NTPX_LOG` in the environment overrides it).
+    pub log_level: Option<String>,
     /// Unix socket that `ntpx stats` reads (default `/run/ntpx.sock`,
     /// `""` = off).
     pub stats_socket: Option<String>,
@@ -230,6 +233,8 @@ pub struct Settings {
     pub min_poll: i8,
     /// Stats interval (0 = off).
     pub stats_interval: u64,
+    /// The log filter (tracing directives), changed live by a reload.
+    pub log_level: String,
     /// The stats socket for `ntpx stats` (None: off).
     pub stats_socket: Option<PathBuf>,
     /// The metrics endpoint's address (None: off).
@@ -350,12 +355,16 @@ impl Settings {
         if self.policy.access != new.policy.access {
             changed.push("[access]");
         }
+        if self.log_level != new.log_level {
+            changed.push("log_level");
+        }
         // Everything else must be as it is: compared field by field through
         // their Debug text, so that a setting added later is refused live
         // until someone decides otherwise.
         let mut b = new.clone();
         b.clock = self.clock;
         b.policy.access = self.policy.access.clone();
+        b.log_level.clone_from(&self.log_level);
         let (was, is) = (format!("{self:#?}"), format!("{b:#?}"));
         if was != is {
             let fields: Vec<String> = was
@@ -366,8 +375,8 @@ impl Settings {
                 .take(4)
                 .collect();
             anyhow::bail!(
-                "{} cannot change while ntpx serves (restart it); live: [clock] (but its source) \
-                 and [access] (but reverse_path)",
+                "{} cannot change while ntpx serves (restart it); live: [clock] (but its source), \
+                 [access] (but reverse_path) and log_level",
                 fields.join(", ")
             );
         }
@@ -561,6 +570,16 @@ impl Settings {
             drop_loop_ports: s.drop_loop_ports.unwrap_or(true),
             min_poll,
             stats_interval: s.stats_interval.unwrap_or(10),
+            log_level: {
+                let l = s.log_level.clone().unwrap_or_else(|| "info".to_owned());
+                if let Err(e) = tracing_subscriber::EnvFilter::try_new(&l) {
+                    anyhow::bail!(
+                        "log_level {l:?} is not a level (error, warn, info, debug, trace) or a \
+                         tracing filter: {e}"
+                    );
+                }
+                l
+            },
             stats_socket: stats_socket(s.stats_socket.as_deref())?,
             metrics: s
                 .metrics

@@ -59,12 +59,17 @@ pub(super) struct Run<'a> {
     pub(super) configured: Settings,
     /// The socket datapath's policy, which a reload changes.
     pub(super) limiter: Option<Arc<crate::server::limiter::Limiter>>,
+    /// The log filter's setter, which a reload uses.
+    pub(super) log: Option<LogSetter>,
     /// Why the control loop stopped the server on its own, if it did.
     pub(super) failure: Cell<Option<String>>,
 }
 
 /// Reads the settings again, for a reload.
 pub type Reloader = Box<dyn Fn() -> anyhow::Result<Settings> + Send>;
+
+/// Sets the log filter (`log_level`), at the start and on a reload.
+pub type LogSetter = Box<dyn Fn(&str) -> anyhow::Result<()> + Send>;
 
 /// A reload (SIGHUP, `ntpx reload`): reads the config again and applies
 /// what may change live, or refuses the whole of it with a message that
@@ -99,6 +104,10 @@ fn reload(run: &Run, current: &mut Settings, xdp: Option<&mut XdpLive>) -> bool 
             } else {
                 Ok(())
             };
+            let applied = applied.and_then(|()| match &run.log {
+                Some(set) if new.log_level != current.log_level => set(&new.log_level),
+                _ => Ok(()),
+            });
             match applied {
                 Ok(()) => {
                     run.state.set_config(new.clock);
@@ -107,7 +116,7 @@ fn reload(run: &Run, current: &mut Settings, xdp: Option<&mut XdpLive>) -> bool 
                     true
                 }
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "reload: the access lists could not be changed; the running config stays");
+                    tracing::error!(error = %format!("{e:#}"), "reload: could not be applied; the running config stays");
                     false
                 }
             }

@@ -4,8 +4,8 @@
 //! Meanwhile the stats socket (`crate::server::stats_socket`) answers `ntpx stats`.
 
 use super::control::{
-    DriverTxErrors, Reloader, Run, SocketKernelCounts, Upstreams, Watched, WorkerWatchdog,
-    XdpKernelCounts, XdpLive, control_loop, upstream_summary,
+    DriverTxErrors, LogSetter, Reloader, Run, SocketKernelCounts, Upstreams, Watched,
+    WorkerWatchdog, XdpKernelCounts, XdpLive, control_loop, upstream_summary,
 };
 use super::path::ReplyPath;
 use crate::proto::ntp::Marker;
@@ -147,8 +147,12 @@ pub fn run(
     mut settings: Settings,
     opts: RunOptions,
     reload: Option<Reloader>,
+    log: Option<LogSetter>,
 ) -> anyhow::Result<Totals> {
     let start = Instant::now();
+    if let Some(set) = &log {
+        set(&settings.log_level)?;
+    }
     let configured = settings.clone();
     let precision = clock::measure_precision(&SystemClock);
     let responder = Arc::new(responder_for(&settings, precision)?);
@@ -247,6 +251,7 @@ pub fn run(
         reload,
         configured,
         limiter: limiter.clone(),
+        log,
         failure: Cell::new(None),
     };
     match settings.datapath {

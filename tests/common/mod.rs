@@ -850,6 +850,12 @@ impl Server {
     /// `ntpx serve` in `topo`'s server namespace with `extra` flags, once
     /// it says it serves.
     pub fn start(topo: &Topology, extra: &[&str]) -> Server {
+        Server::start_logging(topo, extra, Some("info"))
+    }
+
+    /// [`Server::start`] with `NTPX_LOG` set to `ntpx_log`, or not set at all
+    /// (`None`: the config's `log_level` rules).
+    pub fn start_logging(topo: &Topology, extra: &[&str], ntpx_log: Option<&str>) -> Server {
         let log =
             std::env::temp_dir().join(format!("ntpx-e2e-{}-{}.log", topo.name, std::process::id()));
         let out = std::fs::File::create(&log).expect("log file");
@@ -908,7 +914,8 @@ impl Server {
             .args(limit)
             .args(&own_socket)
             .args(extra)
-            .env("NTPX_LOG", "info")
+            .env_remove("NTPX_LOG")
+            .envs(ntpx_log.map(|l| ("NTPX_LOG", l)))
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup"))
             .stderr(out)
