@@ -122,13 +122,18 @@ fn reload(run: &Run, current: &mut Settings, xdp: Option<&mut XdpLive>) -> bool 
             }
         }
     };
-    notify::ready(&match run.state.drain() {
+    notify::ready(&status_line(run.state, current.datapath));
+    applied
+}
+
+/// The service manager's status line: serving, or draining.
+fn status_line(state: &SharedState, datapath: crate::sys::Datapath) -> String {
+    match state.drain() {
         crate::server::state::Drain::Off => {
-            format!("serving NTP ({} datapath)", current.datapath.label())
+            format!("serving NTP ({} datapath)", datapath.label())
         }
         d => format!("draining ({})", d.name()),
-    });
-    applied
+    }
 }
 
 /// What the kernel counted on the XDP datapath about requests no worker
@@ -597,10 +602,10 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
     // chronyd's command socket, with `source = "chrony"` (made again after
     // a failure, e.g. /run not yet writable).
     let mut upstreams = Upstreams::default();
-    // The first refresh at once (`serve` made one before serving too).
-    let mut last_state = Instant::now()
-        .checked_sub(settings.refresh)
-        .unwrap_or_else(Instant::now);
+    // The first refresh at once (`serve` made one before serving too);
+    // a reload or a drain asks for one at once too.
+    let mut last_state = Instant::now();
+    let mut refresh_now = true;
     let mut last_stats = Instant::now();
     let mut prev = counts.totals();
     let mut drain = settings
@@ -611,11 +616,7 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
     // Type=notify), and keep its watchdog fed while this loop turns (it
     // refreshes the state every reply carries: a stuck loop is a server
     // whose replies go stale).
-    let serving = format!("serving NTP ({} datapath)", settings.datapath.label());
-    notify::ready(&match state.drain() {
-        crate::server::state::Drain::Off => serving.clone(),
-        d => format!("draining ({})", d.name()),
-    });
+    notify::ready(&status_line(state, settings.datapath));
     let mut watchdog = notify::Watchdog::from_env();
     if watchdog.enabled() {
         tracing::info!("feeding the service manager's watchdog");
@@ -625,9 +626,7 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
         watchdog.tick();
         if run.hup.swap(false, Ordering::Relaxed) && reload(run, &mut current, xdp.as_mut()) {
             // What changed shows in replies from the next refresh: now.
-            last_state = Instant::now()
-                .checked_sub(settings.refresh)
-                .unwrap_or(last_state);
+            refresh_now = true;
         }
         if let Some(w) = xdp.as_mut().and_then(|x| x.watchdog.as_mut()) {
             w.check();
@@ -639,15 +638,11 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
         counts.merge_histograms();
         // A drain that changed is applied at once: refresh now.
         if drain.as_mut().is_some_and(|d| d.poll(state)) {
-            last_state = Instant::now()
-                .checked_sub(settings.refresh)
-                .unwrap_or(last_state);
-            match state.drain() {
-                crate::server::state::Drain::Off => notify::status(&serving),
-                d => notify::status(&format!("draining ({})", d.name())),
-            }
+            refresh_now = true;
+            notify::status(&status_line(state, settings.datapath));
         }
-        if last_state.elapsed() >= settings.refresh {
+        if refresh_now || last_state.elapsed() >= settings.refresh {
+            refresh_now = false;
             upstreams.refresh(state, settings);
             if let Some(x) = xdp.as_mut() {
                 // Replies the driver dropped: say so, and make `auto` look
