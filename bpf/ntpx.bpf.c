@@ -81,21 +81,8 @@ const volatile __u64 xleave_k1 = 0;
  * daemon instead of being dropped. */
 const volatile __u8 kernel_modes = 0;
 
-/* Policy (bpf/policy.h); the access lists are in maps (below), which a
- * reload rewrites. Rate limiting: a client may ask once per interval on average, with a
- * burst (both ns; interval 0: off); its key is its address under these
- * masks (network order); 1 in rl_leak limited requests is answered, 1 in
- * rl_kod of the rest gets a KoD RATE, at most one per rl_kod_gap_ns. */
-const volatile __u64 rl_interval_ns = 0;
-const volatile __u64 rl_burst_ns = 0;
-const volatile __be32 rl_mask_v4 = 0xffffffff;
-const volatile __u32 rl_mask_v6[4] = { 0xffffffff, 0xffffffff, 0, 0 };
-const volatile __u32 rl_leak = 0;
-const volatile __u32 rl_kod = 0;
-const volatile __u64 rl_kod_gap_ns = 0;
-/* The global reply ceiling (ns between replies, 0: off) and its burst. */
-const volatile __u64 ceiling_interval_ns = 0;
-const volatile __u64 ceiling_burst_ns = 0;
+/* Policy (bpf/policy.h): the access lists and the rate limits are in
+ * maps (below), which a reload rewrites. */
 /* Reverse-path check of the source (enum ntpx_rp, like the kernel's
  * rp_filter): off, loose or strict. */
 const volatile __u8 rp_mode = 0;
@@ -161,6 +148,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ntpx_acl);
 } acl SEC(".maps");
+
+/* The rate limits and the ceiling (struct ntpx_limits). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ntpx_limits);
+} limits SEC(".maps");
 
 /* The access lists: keys are struct ntpx_lpm_key, values unused. The
  * loader fills them, a reload changes them (nodes are allocated as

@@ -201,6 +201,23 @@ struct ntpx_acl {
 	__u8 pad[3];
 };
 
+/* The rate limits and the ceiling: the single entry of the `limits` map,
+ * which a reload rewrites (Limits in src/proto/policy/limit.rs). All
+ * zero: no limit. A request that meets a rewrite half done sees some old
+ * fields and some new ones, which is a limit between the two. */
+struct ntpx_limits {
+	__u64 interval_ns;         /* per client; 0: off */
+	__u64 burst_ns;            /* interval * burst */
+	__u64 kod_gap_ns;          /* at most one KoD RATE per client per this */
+	__u64 ceiling_interval_ns; /* between replies, over all; 0: off */
+	__u64 ceiling_burst_ns;    /* ceiling interval * its burst */
+	__u32 mask_v4;             /* a client is its address under these */
+	__u32 mask_v6[4];          /* masks (network order) */
+	__u32 leak;                /* 1 in `leak` limited requests answered */
+	__u32 kod;                 /* 1 in `kod` of the rest: a KoD RATE */
+	__u32 pad;
+};
+
 /* A key of the access-list tries (BPF_MAP_TYPE_LPM_TRIE): IPv4 uses
  * addr[0] and a prefix length up to 32, IPv6 all four words (network
  * order) and up to 128. */

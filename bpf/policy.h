@@ -22,11 +22,13 @@
  *      or a Kiss-o'-Death DENY (still subject to 2 and 3);
  *   2. rate limit, per client (IPv4 address or IPv6 /64, by default):
  *      a token bucket (GCRA); a request over the client's limit is still
- *      answered 1 time in `rl_leak` (so that a spoofed victim is never
- *      cut off), else gets a KoD RATE 1 time in `rl_kod` (at most one
- *      per client per `rl_kod_gap_ns`), else is dropped (`rate_limited`);
+ *      answered 1 time in `leak` (so that a spoofed victim is never
+ *      cut off), else gets a KoD RATE 1 time in `kod` (at most one
+ *      per client per `kod_gap_ns`), else is dropped (`rate_limited`);
  *   3. the global ceiling: at most `ceiling_interval_ns` apart on
  *      average over all CPUs, with a burst; over it, dropped (`ceiling`).
+ * The limits (struct ntpx_limits) are read from the `limits` map once per
+ * request, so that a reload changes them live.
  */
 #ifndef NTPX_POLICY_H
 #define NTPX_POLICY_H
@@ -84,17 +86,18 @@ static __always_inline int refused(const struct ntpx_acl *a, const struct ntpx_h
 /* ---- rate limiting ---- */
 
 /* The client's key: its address cut to the configured prefix. */
-static __always_inline void client_key(const struct ntpx_headers *h, struct ntpx_client_key *k)
+static __always_inline void client_key(const struct ntpx_limits *l, const struct ntpx_headers *h,
+				       struct ntpx_client_key *k)
 {
 	if (h->family == 4) {
 		k->family = 4;
-		k->addr[0] = h->ip4->saddr & rl_mask_v4;
+		k->addr[0] = h->ip4->saddr & l->mask_v4;
 	} else {
 		k->family = 6;
-		k->addr[0] = h->ip6->saddr.in6_u.u6_addr32[0] & rl_mask_v6[0];
-		k->addr[1] = h->ip6->saddr.in6_u.u6_addr32[1] & rl_mask_v6[1];
-		k->addr[2] = h->ip6->saddr.in6_u.u6_addr32[2] & rl_mask_v6[2];
-		k->addr[3] = h->ip6->saddr.in6_u.u6_addr32[3] & rl_mask_v6[3];
+		k->addr[0] = h->ip6->saddr.in6_u.u6_addr32[0] & l->mask_v6[0];
+		k->addr[1] = h->ip6->saddr.in6_u.u6_addr32[1] & l->mask_v6[1];
+		k->addr[2] = h->ip6->saddr.in6_u.u6_addr32[2] & l->mask_v6[2];
+		k->addr[3] = h->ip6->saddr.in6_u.u6_addr32[3] & l->mask_v6[3];
 	}
 }
 
@@ -129,24 +132,24 @@ static __always_inline void count_in_window(struct ntpx_client *e, __u64 now)
  * field for field. Two CPUs may update one entry at once: the bucket
  * then lets a request or two more through, never fewer.
  */
-static __always_inline int admit(struct ntpx_client *e, __u64 now)
+static __always_inline int admit(const struct ntpx_limits *l, struct ntpx_client *e, __u64 now)
 {
 	__u64 tat;
 
 	/* Further ahead than its burst: the clock was stepped back. Start
 	 * afresh rather than limit the client until the clock catches up. */
-	if (e->tat > now + rl_burst_ns) {
+	if (e->tat > now + l->burst_ns) {
 		e->tat = now;
 		e->win_start = 0;
-		e->kod_at = now - rl_kod_gap_ns;
+		e->kod_at = now - l->kod_gap_ns;
 	}
 	e->last = now;
 	count_in_window(e, now);
 	tat = e->tat > now ? e->tat : now;
-	if (tat + rl_interval_ns - now <= rl_burst_ns) {
-		e->tat = tat + rl_interval_ns;
+	if (tat + l->interval_ns - now <= l->burst_ns) {
+		e->tat = tat + l->interval_ns;
 		/* The episode, if any, ends once the bucket is half full. */
-		if (e->tat - now <= rl_burst_ns / 2)
+		if (e->tat - now <= l->burst_ns / 2)
 			e->win_start = 0;
 		return 1;
 	}
@@ -162,52 +165,54 @@ static __always_inline int admit(struct ntpx_client *e, __u64 now)
 /* What a limited request gets: NTPX_POLICY_ANSWER (the leak),
  * NTPX_POLICY_KOD_RATE, or the drop reason. `kod_ok`: a KoD can be
  * written (a plain request). */
-static __always_inline int limited(struct ntpx_client *e, __u64 now, int kod_ok)
+static __always_inline int limited(const struct ntpx_limits *l, struct ntpx_client *e, __u64 now,
+				   int kod_ok)
 {
-	if (one_in(rl_leak)) {
+	if (one_in(l->leak)) {
 		count(NTPX_RL_LEAKED);
 		return NTPX_POLICY_ANSWER;
 	}
-	if (kod_ok && now - e->kod_at >= rl_kod_gap_ns && one_in(rl_kod)) {
+	if (kod_ok && now - e->kod_at >= l->kod_gap_ns && one_in(l->kod)) {
 		e->kod_at = now;
 		return NTPX_POLICY_KOD_RATE;
 	}
 	return NTPX_DROP_RATE_LIMITED;
 }
 
-static __always_inline int rate_limit(const struct ntpx_headers *h, __u64 now, int kod_ok)
+static __always_inline int rate_limit(const struct ntpx_limits *l, const struct ntpx_headers *h,
+				      __u64 now, int kod_ok)
 {
 	struct ntpx_client_key k = {};
 	struct ntpx_client *e, fresh = {};
 
-	if (!rl_interval_ns)
+	if (!l->interval_ns)
 		return NTPX_POLICY_ANSWER;
-	client_key(h, &k);
+	client_key(l, h, &k);
 	e = bpf_map_lookup_elem(&clients, &k);
 	if (!e) {
 		/* A first request: a full bucket, less this one. The kernel
 		 * evicts the least recently used client when the table is
 		 * full; it never grows. */
-		fresh.tat = now + rl_interval_ns;
+		fresh.tat = now + l->interval_ns;
 		fresh.last = now;
-		fresh.kod_at = now - rl_kod_gap_ns;
+		fresh.kod_at = now - l->kod_gap_ns;
 		count(NTPX_RL_NEW);
 		bpf_map_update_elem(&clients, &k, &fresh, BPF_ANY);
 		return NTPX_POLICY_ANSWER;
 	}
-	if (admit(e, now))
+	if (admit(l, e, now))
 		return NTPX_POLICY_ANSWER;
-	return limited(e, now, kod_ok);
+	return limited(l, e, now, kod_ok);
 }
 
 /* ---- the global ceiling ---- */
 
-static __always_inline int under_ceiling(__u64 now)
+static __always_inline int under_ceiling(const struct ntpx_limits *l, __u64 now)
 {
 	__u32 zero = 0;
 	__u64 *tat, old, t;
 
-	if (!ceiling_interval_ns)
+	if (!l->ceiling_interval_ns)
 		return 1;
 	tat = bpf_map_lookup_elem(&ceiling, &zero);
 	if (!tat)
@@ -216,13 +221,13 @@ static __always_inline int under_ceiling(__u64 now)
 	 * winning) is not sent. Limits::ceiling_step() in Rust. */
 	for (int i = 0; i < NTPX_CEILING_TRIES; i++) {
 		old = *tat;
-		if (old > now + ceiling_burst_ns) /* the clock was stepped back */
+		if (old > now + l->ceiling_burst_ns) /* the clock was stepped back */
 			t = now;
 		else
 			t = old > now ? old : now;
-		if (t + ceiling_interval_ns - now > ceiling_burst_ns)
+		if (t + l->ceiling_interval_ns - now > l->ceiling_burst_ns)
 			return 0;
-		if (__sync_val_compare_and_swap(tat, old, t + ceiling_interval_ns) == old)
+		if (__sync_val_compare_and_swap(tat, old, t + l->ceiling_interval_ns) == old)
 			return 1;
 	}
 	return 0;
@@ -323,6 +328,7 @@ static __always_inline int reverse_path_ok(struct xdp_md *ctx, const struct ntpx
 static __always_inline int policy(struct xdp_md *ctx, const struct ntpx_headers *h, __u64 now,
 				  int kod_ok)
 {
+	const struct ntpx_limits *l;
 	const struct ntpx_acl *a;
 	__u32 zero = 0;
 	int deny = 0, v;
@@ -335,12 +341,15 @@ static __always_inline int policy(struct xdp_md *ctx, const struct ntpx_headers 
 			return NTPX_DROP_ACCESS;
 		deny = 1;
 	}
-	v = rate_limit(h, now, kod_ok);
+	l = bpf_map_lookup_elem(&limits, &zero);
+	if (!l) /* never: an array's only entry */
+		return deny ? NTPX_POLICY_KOD_DENY : NTPX_POLICY_ANSWER;
+	v = rate_limit(l, h, now, kod_ok);
 	if (v == NTPX_POLICY_ANSWER && deny)
 		v = NTPX_POLICY_KOD_DENY;
 	if (v >= 0)
 		return v;
-	if (!under_ceiling(now))
+	if (!under_ceiling(l, now))
 		return NTPX_DROP_CEILING;
 	return v;
 }

@@ -487,3 +487,54 @@ fn a_kod_that_cannot_reach_a_worker_is_dropped() {
         Fate::Drop(DropReason::Access)
     );
 }
+
+#[test]
+fn a_reload_changes_the_limits_of_the_running_program() {
+    require_privileges!();
+    let start = Policy {
+        access: Access::default(),
+        limits: no_limits(),
+    };
+    let prog = load(start.clone(), 0);
+    let maps = prog.policy_maps().unwrap();
+    let flood = |n: u64, src: &str| -> Vec<Fate> {
+        (0..n)
+            .map(|i| run(&prog, &request(src, 1000 + i as u16, i)))
+            .collect()
+    };
+    assert!(flood(20, "198.18.0.9").iter().all(|f| *f == Fate::Answer));
+    // On, live: a burst of 4, no leak, a KoD for every limited request.
+    let tight = Policy {
+        access: Access::default(),
+        limits: Limits {
+            interval_ns: 3_600_000_000_000,
+            burst: 4,
+            leak: 0,
+            kod: 1,
+            kod_gap_ns: 0,
+            ..Limits::default()
+        },
+    };
+    maps.apply(Some(&start), &tight).unwrap();
+    let fates = flood(20, "198.18.0.10");
+    assert!(fates[..4].iter().all(|f| *f == Fate::Answer), "{fates:?}");
+    assert!(
+        fates[4..].iter().all(|f| *f == Fate::Kiss(KissCode::RATE)),
+        "{fates:?}"
+    );
+    // The mask, live: a /24 is one client, so .12 finds the burst that
+    // .11 spent.
+    let wide = Policy {
+        limits: Limits {
+            prefix_v4: 24,
+            ..tight.limits
+        },
+        ..tight.clone()
+    };
+    maps.apply(Some(&tight), &wide).unwrap();
+    assert!(flood(4, "198.18.0.11").iter().all(|f| *f == Fate::Answer));
+    assert_eq!(flood(1, "198.18.0.12"), [Fate::Kiss(KissCode::RATE)]);
+    // Off again: everything answered.
+    maps.apply(Some(&wide), &start).unwrap();
+    assert!(flood(20, "198.18.0.10").iter().all(|f| *f == Fate::Answer));
+}

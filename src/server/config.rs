@@ -5,6 +5,7 @@
 
 use crate::proto::ntp::NtpShort;
 use crate::proto::policy::Policy;
+use crate::proto::policy::limit::Limits;
 use crate::server::policy_config::{AccessFile, RateLimitFile, ReversePath};
 use crate::server::program::{MAX_ADDRS, MAX_QUEUES};
 use crate::server::state::{Source, StateConfig};
@@ -355,6 +356,9 @@ impl Settings {
         if self.policy.access != new.policy.access {
             changed.push("[access]");
         }
+        if self.policy.limits != new.policy.limits {
+            changed.push("[rate_limit]");
+        }
         if self.log_level != new.log_level {
             changed.push("log_level");
         }
@@ -364,6 +368,11 @@ impl Settings {
         let mut b = new.clone();
         b.clock = self.clock;
         b.policy.access = self.policy.access.clone();
+        // The client table is sized at the start.
+        b.policy.limits = Limits {
+            clients: b.policy.limits.clients,
+            ..self.policy.limits
+        };
         b.log_level.clone_from(&self.log_level);
         let (was, is) = (format!("{self:#?}"), format!("{b:#?}"));
         if was != is {
@@ -376,7 +385,7 @@ impl Settings {
                 .collect();
             anyhow::bail!(
                 "{} cannot change while ntpx serves (restart it); live: [clock] (but its source), \
-                 [access] (but reverse_path) and log_level",
+                 [access] (but reverse_path), [rate_limit] (but clients) and log_level",
                 fields.join(", ")
             );
         }
@@ -803,10 +812,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("[clock] source"), "{e}");
+        let changed = old
+            .live_changes(&s(&format!(
+                "{base}[rate_limit]\nburst = 9\nprefix_v4 = 24\nceiling = 5\n"
+            )))
+            .unwrap();
+        assert_eq!(changed, ["[rate_limit]"]);
         let e = old
-            .live_changes(&s(&format!("{base}[rate_limit]\nburst = 9\n")))
+            .live_changes(&s(&format!("{base}[rate_limit]\nclients = 1024\n")))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("burst"), "{e}");
+        assert!(e.starts_with("clients cannot change"), "{e}");
     }
 }

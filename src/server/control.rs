@@ -92,15 +92,14 @@ fn reload(run: &Run, current: &mut Settings, xdp: Option<&mut XdpLive>) -> bool 
             false
         }
         Ok((new, changed)) => {
-            let access = new.policy.access != current.policy.access;
-            let applied = if !access {
+            let policy = new.policy != current.policy;
+            let applied = if !policy {
                 Ok(())
-            } else if let Some(maps) = xdp.and_then(|x| x.access.as_ref()) {
-                maps.apply(Some(&current.policy.access), &new.policy.access)
+            } else if let Some(maps) = xdp.and_then(|x| x.policy.as_ref()) {
+                maps.apply(Some(&current.policy), &new.policy)
                     .map_err(anyhow::Error::new)
             } else if let Some(l) = &run.limiter {
-                l.set_access(new.policy.access.clone());
-                Ok(())
+                l.set_policy(new.policy.clone())
             } else {
                 Ok(())
             };
@@ -270,8 +269,8 @@ pub(super) struct XdpLive {
     /// seen, and when that was last warned about.
     pub(super) rp_unchecked_seen: u64,
     pub(super) rp_warned: Option<Instant>,
-    /// The program's access lists, which a reload changes.
-    pub(super) access: Option<crate::server::xdp_policy::AccessMaps>,
+    /// The program's access lists and rate limits, which a reload changes.
+    pub(super) policy: Option<crate::server::xdp_policy::PolicyMaps>,
     /// The interface served, its index and RX queue count at the start:
     /// watched, so that its disappearance ends the server with a message
     /// instead of leaving it serving nothing.

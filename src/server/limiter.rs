@@ -179,16 +179,13 @@ pub struct Limiter {
 
 impl Limiter {
     /// Empty state for `policy`, with a table of `policy.limits.clients`
-    /// (rounded up to a power of two, at least one set) when the
-    /// per-client limit is on.
+    /// (rounded up to a power of two, at least one set), made even when
+    /// the per-client limit is off so that a reload can turn it on (as
+    /// the XDP program's table).
     pub fn new(policy: Policy) -> Limiter {
-        let n = if policy.limits.per_client() {
-            (policy.limits.clients as usize)
-                .next_power_of_two()
-                .max(WAYS)
-        } else {
-            0
-        };
+        let n = (policy.limits.clients as usize)
+            .next_power_of_two()
+            .max(WAYS);
         Limiter {
             policy: arc_swap::ArcSwap::from_pointee(policy),
             slots: (0..n).map(|_| Slot::default()).collect(),
@@ -202,12 +199,14 @@ impl Limiter {
         Policy::clone(&self.policy.load())
     }
 
-    /// Replaces the access lists (a reload); the limits and the table
-    /// stay.
-    pub fn set_access(&self, access: crate::proto::policy::access::Access) {
-        let mut p = self.policy();
-        p.access = access;
-        self.policy.store(std::sync::Arc::new(p));
+    /// Replaces the policy (a reload): the access lists and the limits;
+    /// the table and its clients stay, so its size cannot change.
+    pub fn set_policy(&self, policy: Policy) -> anyhow::Result<()> {
+        if policy.limits.clients != self.policy.load().limits.clients {
+            anyhow::bail!("[rate_limit] clients cannot change while ntpx serves (restart it)");
+        }
+        self.policy.store(std::sync::Arc::new(policy));
+        Ok(())
     }
 
     fn hash(&self, k: ClientKey) -> u64 {
@@ -231,7 +230,7 @@ impl Limiter {
         let refused = policy.access.refuses(client);
         // An ignored source never takes a slot (as in the XDP program,
         // which drops it before its LRU map).
-        if self.slots.is_empty() || (refused && policy.access.action == Action::Ignore) {
+        if !limits.per_client() || (refused && policy.access.action == Action::Ignore) {
             let d = policy.decide(refused, now_ns, Entry::Off, ceiling, random, true);
             counts.count(&d, false);
             return d.verdict;
@@ -392,10 +391,41 @@ mod tests {
             interval_ns: 0,
             ..Limits::default()
         });
-        assert!(off.slots.is_empty());
+        let before = c.entered;
         assert_eq!(
             off.decide("192.0.2.1".parse().unwrap(), 0, [1, 1], &mut c),
             Verdict::Answer
         );
+        assert_eq!(c.entered, before, "no client entered when off");
+    }
+
+    #[test]
+    fn a_reload_changes_the_limits_but_not_the_table() {
+        let l = limiter(Limits {
+            interval_ns: 0,
+            ..Limits::default()
+        });
+        let mut c = PolicyCounts::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let answered = |l: &Limiter, c: &mut PolicyCounts| {
+            (0..20)
+                .filter(|_| l.decide(ip, 0, [1, 1], c) == Verdict::Answer)
+                .count()
+        };
+        assert_eq!(answered(&l, &mut c), 20);
+        // On, with a burst of 4 and no leak: 4 of 20 at once.
+        let tight = Limits {
+            burst: 4,
+            leak: 0,
+            ..Limits::default()
+        };
+        let mut p = l.policy();
+        p.limits = tight;
+        l.set_policy(p.clone()).unwrap();
+        assert_eq!(answered(&l, &mut c), 4);
+        p.limits.clients *= 2;
+        let e = l.set_policy(p).unwrap_err().to_string();
+        assert!(e.contains("clients cannot change"), "{e}");
+        assert_eq!(l.policy().limits, tight, "the policy stays");
     }
 }

@@ -388,7 +388,7 @@ pub struct XdpProgram {
     polls: MapHandle,
     state: MapHandle,
     state_slot: MapHandle,
-    access: super::xdp_policy::AccessMaps,
+    access: super::xdp_policy::PolicyMaps,
     attachment: LinkSlot,
 }
 
@@ -465,7 +465,6 @@ impl XdpProgram {
             *slot = i;
         }
         if let Some(p) = &cfg.policy {
-            super::xdp_policy::configure(rodata, p);
             super::xdp_policy::size_maps(&mut open, p)?;
         }
 
@@ -504,9 +503,9 @@ impl XdpProgram {
         let polls = take(&skel.maps.polls, "take the polls map's fd")?;
         let state = take(&skel.maps.server_state, "take the server_state map's fd")?;
         let state_slot = take(&skel.maps.state_slot, "take the state_slot map's fd")?;
-        let access = super::xdp_policy::AccessMaps::of(&skel.maps)?;
+        let access = super::xdp_policy::PolicyMaps::of(&skel.maps)?;
         if let Some(p) = &cfg.policy {
-            access.apply(None, &p.access)?;
+            access.apply(None, p)?;
         }
         // The handles hold duplicated fds; the libbpf object can go.
         drop(skel);
@@ -565,8 +564,8 @@ impl XdpProgram {
         sum_percpu(&self.counters).map(XdpCounters::from_array)
     }
 
-    /// The access lists for another thread (a reload changes them).
-    pub fn access_maps(&self) -> Result<super::xdp_policy::AccessMaps, ProgramError> {
+    /// The live policy's maps for another thread (a reload changes them).
+    pub fn policy_maps(&self) -> Result<super::xdp_policy::PolicyMaps, ProgramError> {
         self.access.dup()
     }
 

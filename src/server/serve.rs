@@ -359,7 +359,7 @@ fn run_xdp(
         phc: None,
         rp_unchecked_seen: 0,
         rp_warned: None,
-        access: Some(program.access_maps()?),
+        policy: Some(program.policy_maps()?),
         iface: iface.to_owned(),
         ifindex: index,
         queues: available,
@@ -385,7 +385,7 @@ fn run_xdp(
             }
             live.counters = program.counters_reader()?;
             live.writer = program.state_writer()?;
-            live.access = Some(program.access_maps()?);
+            live.policy = Some(program.policy_maps()?);
             live.publish(run.state);
             program.attach(index, settings.xdp_mode)?
         }
