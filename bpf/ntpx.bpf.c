@@ -332,7 +332,7 @@ static __always_inline __u32 classify(struct xdp_md *ctx, struct ntpx_headers *h
 		return NTPX_PASS_SERVER_REPLY;
 	/* The client mix, of everything for the server with a header (the
 	 * socket datapath counts the same way). */
-	count_in(&mix, ntp[0] & 0x3f);
+	count_in(&mix, (h->family == 6 ? 64 : 0) | (ntp[0] & 0x3f));
 	if ((ntp[0] & 0x7) == 3) {
 		__s32 poll = (__s8)ntp[2];
 

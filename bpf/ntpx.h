@@ -179,9 +179,9 @@ struct ntpx_state {
 };
 
 /* The client mix (src/proto/ntp/mix.rs): packets for the server by
- * version << 3 | mode, and mode-3 requests by poll exponent, clamped to
- * NTPX_MIN_POLL .. NTPX_MIN_POLL + NTPX_POLLS - 1. */
-#define NTPX_KINDS 64
+ * ipv6 << 6 | version << 3 | mode, and mode-3 requests by poll
+ * exponent, clamped to NTPX_MIN_POLL .. NTPX_MIN_POLL + NTPX_POLLS - 1. */
+#define NTPX_KINDS 128
 #define NTPX_POLLS 32
 #define NTPX_MIN_POLL -8
 

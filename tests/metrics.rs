@@ -142,8 +142,11 @@ fn the_metrics_endpoint_serves_what_the_server_counted() {
     );
     // The client mix: the five monlist probes (v4 mode 7), the load's
     // requests (v4 mode 3), each with its poll.
-    assert_eq!(get("ntpx_packets_by_kind_total{mode=7,version=4}"), 5.0);
-    let mode3 = get("ntpx_packets_by_kind_total{mode=3,version=4}");
+    assert_eq!(
+        get("ntpx_packets_by_kind_total{family=ipv4,mode=7,version=4}"),
+        5.0
+    );
+    let mode3 = get("ntpx_packets_by_kind_total{family=ipv4,mode=3,version=4}");
     assert!(mode3 >= s.total.good as f64, "{mode3}");
     let polled: f64 = m
         .iter()
@@ -237,7 +240,7 @@ fn the_socket_datapath_serves_metrics_too() {
             "http://[::1]:9125/metrics",
         ]));
         let shows = out.lines().any(|l| {
-            l.strip_prefix("ntpx_packets_by_kind_total{mode=3,version=4} ")
+            l.strip_prefix("ntpx_packets_by_kind_total{family=ipv4,mode=3,version=4} ")
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 == Some(3.0)
         });
@@ -257,7 +260,10 @@ fn the_socket_datapath_serves_metrics_too() {
         doc["tx"].as_f64().unwrap()
     );
     assert_eq!(line("ntpx_replies_total{}"), 3.0);
-    assert_eq!(line("ntpx_packets_by_kind_total{mode=3,version=4}"), 3.0);
+    assert_eq!(
+        line("ntpx_packets_by_kind_total{family=ipv4,mode=3,version=4}"),
+        3.0
+    );
     assert_eq!(line("ntpx_requests_by_poll_total{poll=0}"), 3.0);
     assert_eq!(
         line("ntpx_worker_replies_total{worker=s0}") + line("ntpx_worker_replies_total{worker=s1}"),

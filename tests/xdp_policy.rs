@@ -316,6 +316,10 @@ fn ipv6_clients_are_their_slash_64() {
         Fate::Answer
     );
     assert_eq!(prog.counters().unwrap().rl_new, 2);
+    // The client mix counts them as IPv6, none as IPv4.
+    let mix = prog.counters_reader().unwrap().client_mix().unwrap();
+    assert_eq!(mix.by_family(), [0, 4]);
+    assert_eq!(mix.kinds(), [(6, 4, 3, 4)]);
 }
 
 #[test]

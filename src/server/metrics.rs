@@ -474,14 +474,18 @@ fn policy(enc: &mut DescriptorEncoder, t: &Totals) -> Result<(), std::fmt::Error
 fn clients(enc: &mut DescriptorEncoder, t: &Totals) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(
         "packets_by_kind",
-        "NTP packets for the server by version and mode (no client named)",
+        "NTP packets for the server by address family, version and mode (no client named)",
         None,
         MetricType::Counter,
     )?;
-    for (v, mode, n) in t.clients.kinds() {
-        let (v, mode) = (v.to_string(), mode.to_string());
-        m.encode_family(&[("version", v.as_str()), ("mode", mode.as_str())])?
-            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    for (f, v, mode, n) in t.clients.kinds() {
+        let (f, v, mode) = (format!("ipv{f}"), v.to_string(), mode.to_string());
+        m.encode_family(&[
+            ("family", f.as_str()),
+            ("version", v.as_str()),
+            ("mode", mode.as_str()),
+        ])?
+        .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
     }
     let mut m = enc.encode_descriptor(
         "requests_by_poll",

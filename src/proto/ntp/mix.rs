@@ -1,22 +1,23 @@
-//! The client mix: what kinds of NTP packets come to the server (version
-//! × mode) and how often its clients say they poll, counted without ever
-//! naming a client. The XDP program (`bpf/ntpx.bpf.c`, maps `mix` and
+//! The client mix: what kinds of NTP packets come to the server (address
+//! family × version × mode) and how often its clients say they poll,
+//! counted without ever naming a client. The XDP program (`bpf/ntpx.bpf.c`, maps `mix` and
 //! `polls`) and the socket datapath's workers index their counters the
 //! same way.
 
 use serde::{Deserialize, Serialize};
 
-/// Counters of version × mode: `version << 3 | mode`.
-pub const KINDS: usize = 64;
+/// Counters of family × version × mode: `ipv6 << 6 | version << 3 |
+/// mode`.
+pub const KINDS: usize = 128;
 /// Counters of the poll exponents of mode-3 requests: −8 to 23.
 pub const POLLS: usize = 32;
 /// The least poll exponent counted on its own (lower ones count here).
 pub const MIN_POLL: i8 = -8;
 
 /// The kind counter of a packet whose first byte is `first` (LI, VN,
-/// mode).
-pub fn kind(first: u8) -> usize {
-    usize::from(first & 0x3f)
+/// mode), which came over IPv6 or not.
+pub fn kind(first: u8, ipv6: bool) -> usize {
+    usize::from(ipv6) << 6 | usize::from(first & 0x3f)
 }
 
 /// The poll counter of a request's poll field (clamped to −8..=23).
@@ -43,7 +44,8 @@ impl Default for ClientMix {
     }
 }
 
-/// Serde for `[u64; 64]` (serde derives arrays up to 32 only): as a list.
+/// Serde for `[u64; KINDS]` (serde derives arrays up to 32 only): as a
+/// list.
 mod serde_big_array {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -55,7 +57,7 @@ mod serde_big_array {
         let v = Vec::<u64>::deserialize(d)?;
         let n = v.len();
         v.try_into()
-            .map_err(|_| serde::de::Error::invalid_length(n, &"64 counters"))
+            .map_err(|_| serde::de::Error::invalid_length(n, &"128 counters"))
     }
 }
 
@@ -70,26 +72,37 @@ impl ClientMix {
         }
     }
 
-    /// Counts a packet for the server (at least an NTP header long).
+    /// Counts a packet for the server (at least an NTP header long), which
+    /// came over IPv6 or not.
     #[inline]
-    pub fn count(&mut self, header: &[u8]) {
+    pub fn count(&mut self, header: &[u8], ipv6: bool) {
         let (Some(&first), Some(&poll)) = (header.first(), header.get(2)) else {
             return;
         };
-        self.kinds[kind(first)] += 1;
+        self.kinds[kind(first, ipv6)] += 1;
         if first & 7 == 3 {
             self.polls[poll_bucket(poll as i8)] += 1;
         }
     }
 
-    /// The non-zero kinds: `(version, mode, count)`, most first.
-    pub fn kinds(&self) -> Vec<(u8, u8, u64)> {
-        let mut v: Vec<(u8, u8, u64)> = (0..KINDS)
+    /// The non-zero kinds: `(family (4 or 6), version, mode, count)`,
+    /// most first.
+    pub fn kinds(&self) -> Vec<(u8, u8, u8, u64)> {
+        let mut v: Vec<(u8, u8, u8, u64)> = (0..KINDS)
             .filter(|&k| self.kinds[k] > 0)
-            .map(|k| ((k >> 3) as u8, (k & 7) as u8, self.kinds[k]))
+            .map(|k| {
+                let family = if k >> 6 == 1 { 6 } else { 4 };
+                (family, (k >> 3 & 7) as u8, (k & 7) as u8, self.kinds[k])
+            })
             .collect();
-        v.sort_by_key(|k| std::cmp::Reverse(k.2));
+        v.sort_by_key(|k| std::cmp::Reverse(k.3));
         v
+    }
+
+    /// Packets for the server over IPv4 and over IPv6.
+    pub fn by_family(&self) -> [u64; 2] {
+        let (v4, v6) = self.kinds.split_at(KINDS / 2);
+        [v4.iter().sum(), v6.iter().sum()]
     }
 
     /// The non-zero poll exponents: `(poll, count)`, in order (the first
@@ -112,9 +125,9 @@ impl ClientMix {
             .kinds()
             .iter()
             .take(5)
-            .map(|(v, m, n)| format!("v{v} mode {m} {:.1}%", pct(*n, total)))
+            .map(|(f, v, m, n)| format!("IPv{f} v{v} mode {m} {:.1}%", pct(*n, total)))
             .collect();
-        let mut s = format!("  packets by version/mode: {}\n", kinds.join(", "));
+        let mut s = format!("  packets by family/version/mode: {}\n", kinds.join(", "));
         let polled: u64 = self.polls.iter().sum();
         if polled > 0 {
             let polls: Vec<String> = self
@@ -135,17 +148,19 @@ mod tests {
     #[test]
     fn kinds_and_polls() {
         let mut m = ClientMix::default();
-        m.count(&[0x23, 0, 6, 0]); // v4 mode 3, poll 6
-        m.count(&[0x1b, 0, 10, 0]); // v3 mode 3, poll 10
-        m.count(&[0x23, 0, 0x80, 0]); // poll -128: the lowest bucket
-        m.count(&[0x17, 0, 0, 0]); // v2 mode 7 (monlist)
-        m.count(&[0x23]); // too short: not counted
-        assert_eq!(m.kinds(), vec![(4, 3, 2), (2, 7, 1), (3, 3, 1)]);
+        m.count(&[0x23, 0, 6, 0], false); // v4 mode 3, poll 6
+        m.count(&[0x1b, 0, 10, 0], false); // v3 mode 3, poll 10
+        m.count(&[0x23, 0, 0x80, 0], false); // poll -128: the lowest bucket
+        m.count(&[0x17, 0, 0, 0], true); // v2 mode 7 (monlist), over IPv6
+        m.count(&[0x23], false); // too short: not counted
+        assert_eq!(m.kinds(), vec![(4, 4, 3, 2), (4, 3, 3, 1), (6, 2, 7, 1)]);
+        assert_eq!(m.by_family(), [3, 1]);
         assert_eq!(m.polls(), vec![(-8, 1), (6, 1), (10, 1)]);
         assert_eq!(poll_bucket(23), POLLS - 1);
         assert_eq!(poll_bucket(127), POLLS - 1);
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<ClientMix>(&text).unwrap(), m);
-        assert!(m.lines().contains("v4 mode 3 50.0%"), "{}", m.lines());
+        assert!(m.lines().contains("IPv4 v4 mode 3 50.0%"), "{}", m.lines());
+        assert!(m.lines().contains("IPv6 v2 mode 7 25.0%"), "{}", m.lines());
     }
 }

@@ -77,7 +77,8 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 check_addresses(cfg, r.src.ip(), dst)?;
                 // The client mix, of everything with a header (as XDP).
                 if r.len >= ntp::HEADER_LEN {
-                    stats.clients.count(&sock.buf_mut(i)[..r.len]);
+                    let v6 = r.src.ip().to_canonical().is_ipv6();
+                    stats.clients.count(&sock.buf_mut(i)[..r.len], v6);
                 }
                 let req = ntp::parse_request(&sock.buf_mut(i)[..r.len])?;
                 // The policy, then the last check, as in the XDP program.
