@@ -9,9 +9,9 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ntpx::load::engine::{Engine, EngineConfig};
-use ntpx::load::frame::Target;
 use ntpx::load::spec::parse_prefix;
 use ntpx::proto::ntp::{Leap, NtpTimestamp, ServerState};
+use ntpx::proto::request::Target;
 use ntpx::proto::respond::{Responder, respond};
 use std::hint::black_box;
 

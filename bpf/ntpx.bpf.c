@@ -81,6 +81,13 @@ const volatile __u64 xleave_k1 = 0;
  * daemon instead of being dropped. */
 const volatile __u8 kernel_modes = 0;
 
+/* The self-probe's key (src/server/probe.rs): the control thread runs
+ * a request through this program with BPF_PROG_TEST_RUN, this key in the
+ * metadata in front of it; 0: no probe. No frame from a NIC comes with
+ * metadata ahead of this program, and one from a program chained before
+ * it would not carry the key, drawn at random for each start. */
+const volatile __u64 probe_key = 0;
+
 /* Policy (bpf/policy.h): the access lists and the rate limits are in
  * maps (below), which a reload rewrites. */
 /* Reverse-path check of the source (enum ntpx_rp, like the kernel's
@@ -495,6 +502,17 @@ static __always_inline int kod(struct xdp_md *ctx, struct ntpx_headers *h, struc
 	return XDP_TX;
 }
 
+/* 1 for the self-probe's request (probe_key in the metadata). */
+static __always_inline int is_probe(struct xdp_md *ctx)
+{
+	void *meta = (void *)(long)ctx->data_meta;
+	void *data = (void *)(long)ctx->data;
+
+	if (!probe_key || meta + sizeof(__u64) > data)
+		return 0;
+	return *(__u64 *)meta == probe_key;
+}
+
 /* The program; `hw_rx` (a constant) says whether it asks the driver for
  * hardware receive stamps. */
 static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
@@ -542,6 +560,11 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 	verdict = judge_plain(&h, &plain, &partial);
 	if (verdict >= 0)
 		return drop((__u32)verdict);
+	/* The self-probe: answered here from the live state whatever path
+	 * the clients' requests take, past the policy (it is no client's).
+	 * Counted as any request. */
+	if (st && is_probe(ctx))
+		return reply(ctx, &h, &plain, st, now, partial);
 	verdict = policy(ctx, &h, now, 1);
 	if (verdict >= 0)
 		return drop((__u32)verdict);

@@ -206,6 +206,10 @@ struct ServeArgs {
     /// = none).
     #[arg(long, value_name = "PATH")]
     drain_file: Option<String>,
+    /// Seconds between self-probes: the server asks itself for the time
+    /// through its live path and reports what it saw (default 2; 0 = off).
+    #[arg(long, value_name = "SECONDS")]
+    self_probe: Option<f64>,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_seconds)]
     duration: Option<Duration>,
@@ -353,6 +357,7 @@ impl ServeArgs {
         over!(s.stats_socket, self.stats_socket);
         over!(s.metrics, self.metrics);
         over!(s.drain_file, self.drain_file);
+        over!(s.self_probe, self.self_probe);
         if self.no_stats_socket {
             s.stats_socket = Some(String::new());
         }

@@ -60,7 +60,19 @@ fn the_metrics_endpoint_serves_what_the_server_counted() {
         return;
     }
     let topo = Topology::up();
-    let mut srv = Server::start(&topo, &["--iface", &topo.srv_if, "--metrics", "9123"]);
+    // One self-probe at the start, then none for an hour: the counts the
+    // test compares stay put.
+    let mut srv = Server::start(
+        &topo,
+        &[
+            "--iface",
+            &topo.srv_if,
+            "--metrics",
+            "9123",
+            "--self-probe",
+            "3600",
+        ],
+    );
     let s = ntpx_load(&topo, "198.18.0.1", &["--rate", "500", "--duration", "2s"]);
     assert!(s.total.good > 500, "{:?}", s.total);
     // Mode 7 (ntpdc's monlist), which is never answered: a counted drop.
@@ -154,6 +166,16 @@ fn the_metrics_endpoint_serves_what_the_server_counted() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(polled, mode3);
+    // The self-probe: answered, its time the host's within half its
+    // round trip.
+    assert_eq!(get("ntpx_self_probe_total{}"), 1.0);
+    assert_eq!(get("ntpx_self_probe_failures_total{}"), 0.0);
+    let (off, delay) = (
+        get("ntpx_self_probe_offset_seconds{}"),
+        get("ntpx_self_probe_delay_seconds{}"),
+    );
+    assert!(off.abs() <= delay / 2.0 + 1e-6, "{off} {delay}");
+    assert_eq!(get("ntpx_self_probe_stratum{}"), 1.0);
     dashboard_names_served_metrics(&m);
     let out = srv.stop();
     assert!(out.contains("metrics endpoint ready"), "{out}");

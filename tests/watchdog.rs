@@ -12,52 +12,7 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 use std::time::Duration;
-
-const FREEZER: &str = "/sys/fs/cgroup/freezer";
-
-/// One thread in a frozen cgroup of its own; thawed and put back on drop,
-/// also when the test fails.
-struct Frozen {
-    dir: PathBuf,
-    tid: String,
-}
-
-impl Frozen {
-    fn new(name: &str, tid: &str) -> Frozen {
-        let dir = PathBuf::from(FREEZER).join(name);
-        std::fs::create_dir_all(&dir).expect("a freezer cgroup");
-        let f = Frozen {
-            dir,
-            tid: tid.to_owned(),
-        };
-        std::fs::write(f.dir.join("tasks"), tid).expect("move the thread");
-        std::fs::write(f.dir.join("freezer.state"), "FROZEN").expect("freeze");
-        f
-    }
-
-    fn thaw(&self) {
-        let _ = std::fs::write(self.dir.join("freezer.state"), "THAWED");
-        let _ = std::fs::write(PathBuf::from(FREEZER).join("tasks"), &self.tid);
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        self.thaw();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-/// The thread of `pid` named `comm`.
-fn thread_named(pid: u32, comm: &str) -> Option<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .find(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-}
 
 #[test]
 fn a_stalled_worker_leaves_its_queue_to_the_kernel_until_it_recovers() {
@@ -65,12 +20,7 @@ fn a_stalled_worker_leaves_its_queue_to_the_kernel_until_it_recovers() {
     if !require_root(test) || !require_tool(test, "chronyd") {
         return;
     }
-    if !std::path::Path::new(FREEZER).join("tasks").exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "no cgroup v1 freezer at {FREEZER}"
-        );
-        println!("{test}: skipped: no cgroup v1 freezer at {FREEZER}");
+    if !require_freezer(test) {
         return;
     }
     let topo = Topology::up();

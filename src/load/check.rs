@@ -274,8 +274,8 @@ pub fn check_ntp(p: &Packet<&[u8]>, expect: &Expect) -> Result<NtpFields, Invali
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::frame::{RequestTemplate, Target};
     use crate::proto::ntp::{NtpShort, ServerState};
+    use crate::proto::request::{RequestTemplate, Target};
     use crate::proto::respond::{Responder, respond};
 
     const SERVER: &str = "198.18.0.1";

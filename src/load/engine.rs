@@ -16,11 +16,11 @@
 #![forbid(unsafe_code)]
 
 use super::check::{self, Expect, Invalid};
-use super::frame::{RequestTemplate, Target, Xleave};
 use super::spec::Prefix;
 use super::tally::Tally;
 use super::track::{Closed, Tracker, client_key};
 use crate::proto::ntp::{self, NtpTimestamp};
+use crate::proto::request::{RequestTemplate, Target, Xleave};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 

@@ -10,8 +10,9 @@
 //!  └──────────────────────────────┘
 //! ```
 //!
-//! Pure parts: [`spec`] (what the user asks for), [`frame`] (request
-//! frames), [`check`] (reply validation), [`track`] (outstanding nonces),
+//! Pure parts: [`spec`] (what the user asks for), request frames
+//! ([`crate::proto::request`], shared with the server's self-probe),
+//! [`check`] (reply validation), [`track`] (outstanding nonces),
 //! [`tally`] (outcomes and histograms), [`pace`] (open-loop schedule),
 //! [`sched`] (steps, pacing and drain, shared by the datapaths),
 //! [`engine`] (all of it together, I/O-free).
@@ -26,7 +27,6 @@
 pub mod check;
 pub mod cli;
 pub mod engine;
-pub mod frame;
 pub mod live;
 pub mod pace;
 pub mod plot;

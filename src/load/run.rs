@@ -6,7 +6,6 @@
 
 use super::check::{self, Expect};
 use super::engine::{Engine, EngineConfig};
-use super::frame::Target;
 use super::live::Live;
 use super::sched::Schedule;
 use super::spec::{Prefix, fmt_rate};
@@ -16,6 +15,7 @@ use super::udp_thread::{self as load_socket, ClientSockets};
 use super::xsk_thread as load_xdp;
 use crate::load::program::{ClientProgram, ClientProgramKind};
 use crate::proto::ntp::{Leap, Mode, NtpTimestamp};
+use crate::proto::request::Target;
 use crate::proto::wire::ethernet::Frame;
 use crate::report::fmt_ns;
 use crate::sys::Datapath;

@@ -148,8 +148,8 @@ pub fn run<C: Clock>(
 mod tests {
     use super::*;
     use crate::load::engine::EngineConfig;
-    use crate::load::frame::Target;
     use crate::load::spec::parse_prefix;
+    use crate::proto::request::Target;
     use std::net::UdpSocket;
     use std::time::Duration;
 

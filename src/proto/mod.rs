@@ -9,6 +9,8 @@
 //!   reason it gets none);
 //! - [`policy`]: access lists and rate limits: who gets time, a
 //!   Kiss-o'-Death, or nothing;
+//! - [`request`]: client request frames (the load generator's, the
+//!   server's self-probe);
 //! - [`drops`]: every reason a request is not answered.
 //!
 //! No I/O, no clocks, no syscalls, no `unsafe`, and nothing else of the
@@ -20,5 +22,6 @@
 pub mod drops;
 pub mod ntp;
 pub mod policy;
+pub mod request;
 pub mod respond;
 pub mod wire;

@@ -72,6 +72,8 @@ pub struct ServerFile {
     pub metrics: Option<String>,
     /// The drain file (default `/run/ntpx.drain`, `""` = none).
     pub drain_file: Option<String>,
+    /// Seconds between self-probes (default 2, 0 = off).
+    pub self_probe: Option<f64>,
 }
 
 /// Where the XDP datapath answers plain requests (the others always go to
@@ -242,6 +244,8 @@ pub struct Settings {
     pub metrics: Option<std::net::SocketAddr>,
     /// The drain file the server follows (None: none).
     pub drain_file: Option<PathBuf>,
+    /// How often the server probes itself (None: never).
+    pub self_probe: Option<std::time::Duration>,
     /// Clock state config.
     pub clock: StateConfig,
     /// chronyd's command socket, read with `source = "chrony"`.
@@ -604,6 +608,11 @@ impl Settings {
                 "" => None,
                 p if p.contains('\0') => anyhow::bail!("drain_file must be a path without NUL"),
                 p => Some(PathBuf::from(p)),
+            },
+            self_probe: match s.self_probe.unwrap_or(2.0) {
+                0.0 => None,
+                x if (0.1..=3600.0).contains(&x) => Some(std::time::Duration::from_secs_f64(x)),
+                x => anyhow::bail!("self_probe must be 0 (off) or 0.1 to 3600 seconds, not {x}"),
             },
             clock: StateConfig {
                 source,

@@ -550,7 +550,12 @@ pub(super) fn upstream_summary(run: &Run) -> String {
 /// `stats_interval` seconds, until a signal or the duration ends.
 /// Runs until asked to stop; returns the summary lines of what it kept
 /// (the NIC clock's).
-pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<XdpLive>) -> String {
+pub(super) fn control_loop(
+    run: &Run,
+    counts: &Arc<Collector>,
+    mut xdp: Option<XdpLive>,
+    mut probe: Option<crate::server::probe::SelfProbe>,
+) -> String {
     let Run {
         settings,
         opts,
@@ -629,6 +634,11 @@ pub(super) fn control_loop(run: &Run, counts: &Arc<Collector>, mut xdp: Option<X
         }
         if let Some(w) = xdp.as_mut().and_then(|x| x.watchdog.as_mut()) {
             w.check();
+        }
+        if let Some(p) = probe.as_mut()
+            && p.tick()
+        {
+            state.set_probe(p.status().clone());
         }
         if opts.duration.is_some_and(|d| start.elapsed() >= d) {
             break;

@@ -218,7 +218,8 @@ impl prometheus_client::collector::Collector for Scrape {
             "Seconds since the server started",
             self.start.elapsed().as_secs_f64(),
         )?;
-        self.clock(&mut enc)
+        self.clock(&mut enc)?;
+        self.probe(&mut enc)
     }
 }
 
@@ -305,6 +306,57 @@ impl Scrape {
             }
         }
         Ok(())
+    }
+
+    /// What the self-probe saw (nothing without one).
+    fn probe(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = self.state.probe() else {
+            return Ok(());
+        };
+        let d = crate::server::probe::ProbeDoc::of(&s, SystemClock.now_unix_nanos());
+        counter(
+            enc,
+            "self_probe",
+            "Self-probes sent: requests from this host through the live path",
+            d.probes,
+        )?;
+        counter(
+            enc,
+            "self_probe_failures",
+            "Self-probes without a valid answer (none, a KoD, a wrong one)",
+            d.failures,
+        )?;
+        let nan = f64::NAN;
+        gauge(
+            enc,
+            "self_probe_answer_age_seconds",
+            "Seconds since a self-probe was last answered validly; NaN before any (grows when the control thread is stuck)",
+            d.answered_age_s.unwrap_or(nan),
+        )?;
+        gauge(
+            enc,
+            "self_probe_offset_seconds",
+            "Offset of the time the last answered self-probe carried from the host's clock",
+            d.offset_s.unwrap_or(nan),
+        )?;
+        gauge(
+            enc,
+            "self_probe_delay_seconds",
+            "Round trip of the last answered self-probe",
+            d.delay_s.unwrap_or(nan),
+        )?;
+        gauge(
+            enc,
+            "self_probe_leap_indicator",
+            "LI of the last answered self-probe",
+            d.leap.map_or(nan, f64::from),
+        )?;
+        gauge(
+            enc,
+            "self_probe_stratum",
+            "Stratum of the last answered self-probe",
+            d.stratum.map_or(nan, f64::from),
+        )
     }
 
     /// The clock state replies carry now.

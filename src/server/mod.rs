@@ -24,6 +24,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod path;
 pub mod policy_config;
+pub mod probe;
 pub mod program;
 pub mod serve;
 pub mod state;

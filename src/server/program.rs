@@ -145,6 +145,9 @@ pub struct ProgramConfig {
     /// indexes), through which the route back may leave too; the program
     /// holds the first [`RP_UPPERS`].
     pub rp_uppers: Vec<u32>,
+    /// The self-probe's key (`probe_key` in `bpf/ntpx.bpf.c`): a request
+    /// run with it in its metadata is answered past the policy; 0: none.
+    pub probe_key: u64,
 }
 
 impl Default for ProgramConfig {
@@ -159,6 +162,7 @@ impl Default for ProgramConfig {
             kernel_modes: 0,
             reverse_path: ReversePath::Off,
             rp_uppers: Vec::new(),
+            probe_key: 0,
         }
     }
 }
@@ -222,6 +226,7 @@ impl ProgramConfig {
             kernel_modes: 0,
             reverse_path: ReversePath::Off,
             rp_uppers: Vec::new(),
+            probe_key: 0,
         }
     }
 }
@@ -459,6 +464,7 @@ impl XdpProgram {
         }
 
         rodata.kernel_modes = cfg.kernel_modes;
+        rodata.probe_key = cfg.probe_key;
         rodata.rp_mode = cfg.reverse_path as u8;
         // More than RP_UPPERS: `serve` refuses them before (see the field).
         for (slot, &i) in rodata.rp_uppers.iter_mut().zip(&cfg.rp_uppers) {
@@ -564,6 +570,15 @@ impl XdpProgram {
         sum_percpu(&self.counters).map(XdpCounters::from_array)
     }
 
+    /// The program for the self-probe: runs a frame through it with
+    /// `BPF_PROG_TEST_RUN`, `key` in its metadata (on a descriptor of its
+    /// own, for the control thread).
+    pub fn prober(&self, key: u64) -> Result<Prober, ProgramError> {
+        let prog = ProgramHandle::try_from(&self.prog)
+            .map_err(|e| ProgramError::libbpf("duplicate the program's fd", e))?;
+        Ok(Prober { prog, key })
+    }
+
     /// The live policy's maps for another thread (a reload changes them).
     pub fn policy_maps(&self) -> Result<super::xdp_policy::PolicyMaps, ProgramError> {
         self.access.dup()
@@ -641,6 +656,22 @@ fn put_v6(slots: &mut [[u32; 4]], addrs: &[Ipv6Addr]) {
         for (word, chunk) in slot.iter_mut().zip(o.chunks_exact(4)) {
             *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
         }
+    }
+}
+
+/// Runs frames through the live program for the self-probe (see
+/// [`XdpProgram::prober`]).
+#[derive(Debug)]
+pub struct Prober {
+    prog: ProgramHandle,
+    key: u64,
+}
+
+impl Prober {
+    /// Runs `frame` with the key in its metadata: what the program made of
+    /// it (a reply in the frame, for `XDP_TX`).
+    pub fn run(&self, frame: &[u8]) -> Result<TestRun, ProgramError> {
+        crate::sys::bpf::test_run_with_meta(&self.prog, &self.key.to_ne_bytes(), frame)
     }
 }
 

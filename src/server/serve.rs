@@ -14,6 +14,7 @@ use crate::server::config::{Datapath, HwTimestamps, Replies, Settings};
 use crate::server::interleave::XleaveTable;
 use crate::server::metrics::MetricsEndpoint;
 use crate::server::policy_config::ReversePath;
+use crate::server::probe::SelfProbe;
 use crate::server::program::{MAX_ADDRS, MAX_OWN, ProgramConfig, XdpMode, XdpProgram};
 use crate::server::state::SharedState;
 use crate::server::stats::{Collector, Published, Totals};
@@ -27,7 +28,7 @@ use crate::sys::udp_server::{BatchSocket, BindError};
 use crate::sys::xsk::{QueueOptions, XskQueue};
 use anyhow::{Context, bail};
 use std::cell::Cell;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -237,6 +238,7 @@ pub fn run(
         cpu,
         max_residence_ns: settings.max_residence_us.saturating_mul(1000),
         spin: Duration::from_micros(settings.spin_us),
+        self_probe: None,
     };
     let run = Run {
         settings: &settings,
@@ -256,7 +258,7 @@ pub fn run(
     };
     match settings.datapath {
         Datapath::Xdp => run_xdp(&run, &responder, ctx),
-        Datapath::Socket => run_socket(&run, ctx),
+        Datapath::Socket => run_socket(&run, &responder, ctx),
     }
 }
 
@@ -289,6 +291,8 @@ fn run_xdp(
     }
     program_cfg.policy = Some(settings.policy.clone());
     program_cfg.kernel_modes = settings.kernel_modes;
+    // Never 0, which means no probe.
+    program_cfg.probe_key = settings.self_probe.map_or(0, |_| random_key()[0] | 1);
     program_cfg.reverse_path = settings.reverse_path;
     if settings.reverse_path != ReversePath::Off {
         program_cfg.rp_uppers = reverse_path_uppers(iface, settings.reverse_path)?;
@@ -458,7 +462,23 @@ fn run_xdp(
         workers: watched,
     });
     let counts = Arc::new(Collector::new(published, Some(Box::new(kernel))));
-    let control_summary = control_loop(run, &counts, Some(live));
+    let probe = match settings.self_probe {
+        Some(_) if program_cfg.hw_rx_ifindex.is_some() => {
+            tracing::info!(
+                "self-probe off: a device-bound program (hardware receive stamps) cannot be test-run"
+            );
+            None
+        }
+        Some(every) => {
+            let p = SelfProbe::xdp(program.prober(program_cfg.probe_key)?, responder, every);
+            if p.is_none() {
+                tracing::warn!("self-probe off: no served address to probe");
+            }
+            p
+        }
+        None => None,
+    };
+    let control_summary = control_loop(run, &counts, Some(live), probe);
     run.running.store(false, Ordering::Relaxed);
     // Stop redirecting before the sockets close.
     let _ = program.detach();
@@ -505,6 +525,7 @@ fn run_xdp(
 
 fn run_socket(
     run: &Run,
+    responder: &Responder,
     ctx: impl Fn(Arc<Published>, Option<usize>) -> WorkerCtx<SystemClock>,
 ) -> anyhow::Result<Totals> {
     let settings = run.settings;
@@ -523,12 +544,31 @@ fn run_socket(
             e => anyhow::Error::new(e),
         })?;
     let drops = sockets[0].drops_reader();
+    // The self-probe, from this host to the first served address.
+    let served = responder
+        .v4
+        .first()
+        .map(|&a| IpAddr::V4(a))
+        .or_else(|| responder.v6.first().map(|&a| IpAddr::V6(a)));
+    let probe = match (settings.self_probe, served) {
+        (Some(every), Some(to)) => Some(
+            SelfProbe::socket(SocketAddr::new(to, settings.port), every)
+                .context("the self-probe's socket")?,
+        ),
+        (Some(_), None) => {
+            tracing::warn!("self-probe off: no served address to probe");
+            None
+        }
+        (None, _) => None,
+    };
+    let probe_from = probe.as_ref().and_then(SelfProbe::local_addr);
     let mut published = Vec::new();
     let mut handles = Vec::new();
     for (i, sock) in sockets.into_iter().enumerate() {
         let p = Arc::new(Published::named(format!("s{i}")));
         published.push(p.clone());
-        let c = ctx(p, cpu_for(settings, i));
+        let mut c = ctx(p, cpu_for(settings, i));
+        c.self_probe = probe_from;
         handles.push(
             std::thread::Builder::new()
                 .name(format!("ntpx-s{i}"))
@@ -541,7 +581,7 @@ fn run_socket(
         published,
         Some(Box::new(SocketKernelCounts(drops))),
     ));
-    control_loop(run, &counts, None);
+    control_loop(run, &counts, None, probe);
     run.running.store(false, Ordering::Relaxed);
     for h in handles {
         if h.join().is_err() {

@@ -259,6 +259,8 @@ pub struct SharedState {
     leap_list: Option<LeapList>,
     /// [`Drain`], as set by the control thread.
     drain: AtomicU8,
+    /// What the self-probe saw (control thread; None: no probe).
+    probe: std::sync::Mutex<Option<crate::server::probe::ProbeStatus>>,
 }
 
 /// How long a chronyd report stands in for missing ones before the kernel
@@ -290,6 +292,7 @@ impl SharedState {
             last_report: std::sync::Mutex::new(None),
             leap_list: None,
             drain: AtomicU8::new(Drain::Off as u8),
+            probe: std::sync::Mutex::new(None),
         })
     }
 
@@ -394,6 +397,18 @@ impl SharedState {
     /// The drain the next refresh applies.
     pub fn drain(&self) -> Drain {
         Drain::from_u8(self.drain.load(Relaxed))
+    }
+
+    /// Keeps what the self-probe saw (control thread).
+    pub fn set_probe(&self, s: crate::server::probe::ProbeStatus) {
+        if let Ok(mut p) = self.probe.lock() {
+            *p = Some(s);
+        }
+    }
+
+    /// What the self-probe saw so far; None: no probe.
+    pub fn probe(&self) -> Option<crate::server::probe::ProbeStatus> {
+        self.probe.lock().ok().and_then(|p| p.clone())
     }
 
     /// The current snapshot (workers: once per batch; no lock, no

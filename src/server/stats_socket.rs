@@ -121,6 +121,9 @@ pub struct StateDoc {
     /// Seconds since the state was computed (about 1 while the control
     /// thread turns; more: it is stuck, and so is what replies say).
     pub age_s: f64,
+    /// What the self-probe saw (None: no probe).
+    #[serde(default)]
+    pub probe: Option<crate::server::probe::ProbeDoc>,
 }
 
 impl StateDoc {
@@ -128,20 +131,23 @@ impl StateDoc {
     pub fn of(shared: &crate::server::state::SharedState) -> StateDoc {
         use crate::sys::clock::Clock as _;
         let snap = shared.load();
-        let now = crate::proto::ntp::NtpTimestamp::from_unix_nanos(
-            crate::sys::clock::SystemClock.now_unix_nanos(),
-        );
+        let now_ns = crate::sys::clock::SystemClock.now_unix_nanos();
+        let now = crate::proto::ntp::NtpTimestamp::from_unix_nanos(now_ns);
         StateDoc {
             leap: snap.ntp.leap as u8,
             stratum: snap.ntp.stratum,
             drain: snap.drain.name().to_owned(),
             age_s: now.signed_nanos_since(snap.computed) as f64 / 1e9,
+            probe: shared
+                .probe()
+                .map(|p| crate::server::probe::ProbeDoc::of(&p, now_ns)),
         }
     }
 
     /// Why a server in this state should not be announced (anycast), or
-    /// `None` if it serves: out of service, unsynchronised, or its state
-    /// not refreshed for 5 s (a stuck control thread).
+    /// `None` if it serves: out of service, unsynchronised, its state not
+    /// refreshed for 5 s (a stuck control thread), or its self-probe
+    /// unanswered or answered with the wrong time.
     pub fn unhealthy(&self) -> Option<String> {
         if self.drain != "off" {
             Some(format!("draining ({})", self.drain))
@@ -153,7 +159,7 @@ impl StateDoc {
                 self.age_s
             ))
         } else {
-            None
+            self.probe.as_ref().and_then(|p| p.unhealthy())
         }
     }
 }
@@ -271,6 +277,9 @@ impl StatsDoc {
                 "  replies say LI {}, stratum {}; drain {}; state {:.1} s old",
                 st.leap, st.stratum, st.drain, st.age_s
             );
+            if let Some(p) = &st.probe {
+                s.push_str(&p.line());
+            }
         }
         s.push_str(&quantile_list("RX->TX service time", &hist));
         Ok(s)

@@ -890,6 +890,13 @@ impl Server {
         } else {
             &["--rate-interval", "0"]
         };
+        // Tests that count every request count no self-probes: they are
+        // off unless the test sets them (tests/self_probe.rs).
+        let probe: &[&str] = if extra.contains(&"--self-probe") {
+            &[]
+        } else {
+            &["--self-probe", "0"]
+        };
         let own_socket: Vec<&str> = if extra
             .iter()
             .any(|a| *a == "--stats-socket" || *a == "--no-stats-socket")
@@ -912,6 +919,7 @@ impl Server {
             .args(quiet)
             .args(bound)
             .args(limit)
+            .args(probe)
             .args(&own_socket)
             .args(extra)
             .env_remove("NTPX_LOG")
@@ -1483,4 +1491,66 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------
+// Freezing one thread (cgroup v1 freezer)
+// ---------------------------------------------------------------------------
+
+pub const FREEZER: &str = "/sys/fs/cgroup/freezer";
+
+/// One thread in a frozen cgroup of its own; thawed and put back on drop,
+/// also when the test fails.
+pub struct Frozen {
+    dir: PathBuf,
+    tid: String,
+}
+
+impl Frozen {
+    pub fn new(name: &str, tid: &str) -> Frozen {
+        let dir = PathBuf::from(FREEZER).join(name);
+        std::fs::create_dir_all(&dir).expect("a freezer cgroup");
+        let f = Frozen {
+            dir,
+            tid: tid.to_owned(),
+        };
+        std::fs::write(f.dir.join("tasks"), tid).expect("move the thread");
+        std::fs::write(f.dir.join("freezer.state"), "FROZEN").expect("freeze");
+        f
+    }
+
+    pub fn thaw(&self) {
+        let _ = std::fs::write(self.dir.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(PathBuf::from(FREEZER).join("tasks"), &self.tid);
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The thread of `pid` named `comm`.
+pub fn thread_named(pid: u32, comm: &str) -> Option<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
+/// True if the cgroup v1 freezer is there; false (skip) with a printed
+/// reason if not, which fails under CI=true.
+pub fn require_freezer(test: &str) -> bool {
+    if std::path::Path::new(FREEZER).join("tasks").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "no cgroup v1 freezer at {FREEZER}"
+    );
+    println!("{test}: skipped: no cgroup v1 freezer at {FREEZER}");
+    false
 }

@@ -43,6 +43,9 @@ pub struct WorkerCtx<C: Clock> {
     /// The socket datapath's access lists and rate limits (the XDP
     /// datapath's are in its program); None: no policy.
     pub limiter: Option<Arc<Limiter>>,
+    /// The socket datapath's self-probe (its source, IPv4 as IPv4): let
+    /// through without the source checks and the policy.
+    pub self_probe: Option<std::net::SocketAddr>,
 }
 
 impl<C: Clock> WorkerCtx<C> {

@@ -357,28 +357,46 @@ pub fn sum_percpu<const N: usize>(map: &MapHandle) -> Result<[u64; N], ProgramEr
 /// (receive queue 0, no interface). The kernel returns the output buffer
 /// starting at `data_meta`, metadata included; [`TestRun`] keeps both.
 pub fn test_run(prog: &ProgramHandle, frame: &[u8]) -> Result<TestRun, ProgramError> {
+    test_run_with_meta(prog, &[], frame)
+}
+
+/// [`test_run`] with `meta` (a multiple of 4 bytes, at most 32) as the
+/// metadata in front of the frame, where the program finds it at
+/// `data_meta`.
+pub fn test_run_with_meta(
+    prog: &ProgramHandle,
+    meta: &[u8],
+    frame: &[u8],
+) -> Result<TestRun, ProgramError> {
     if frame.len() < MIN_TEST_FRAME {
         return Err(ProgramError::TestFrameTooShort {
             len: frame.len(),
             min: MIN_TEST_FRAME,
         });
     }
-    let size_in = u32::try_from(frame.len()).map_err(|_| ProgramError::Os {
+    let too_big = || ProgramError::Os {
         op: "run the XDP program on a test frame",
         source: io::Error::from_raw_os_error(libc::E2BIG),
-    })?;
-    let mut out = vec![0u8; frame.len() + TEST_RUN_SLACK];
-    // The kernel insists on data_end == the input size and no metadata in
-    // the input context; it writes the output context back with `data` =
-    // the metadata length and `data_end` = metadata + frame.
+    };
+    if !meta.len().is_multiple_of(4) || meta.len() > 32 {
+        return Err(too_big());
+    }
+    let input = [meta, frame].concat();
+    let size_in = u32::try_from(input.len()).map_err(|_| too_big())?;
+    let mut out = vec![0u8; input.len() + TEST_RUN_SLACK];
+    // The kernel insists on data_end == the input size and data_meta = 0;
+    // `data` is the metadata's length (the input starts with it). It
+    // writes the output context back with `data` = the metadata length
+    // and `data_end` = metadata + frame.
     let ctx_in = libbpf_sys::xdp_md {
+        data: meta.len() as u32,
         data_end: size_in,
         ..Default::default()
     };
     let mut ctx_out = libbpf_sys::xdp_md::default();
     let mut opts = libbpf_sys::bpf_test_run_opts {
         sz: size_of::<libbpf_sys::bpf_test_run_opts>() as _,
-        data_in: frame.as_ptr().cast(),
+        data_in: input.as_ptr().cast(),
         data_size_in: size_in,
         data_out: out.as_mut_ptr().cast(),
         data_size_out: u32::try_from(out.len()).unwrap_or(u32::MAX),
@@ -390,7 +408,7 @@ pub fn test_run(prog: &ProgramHandle, frame: &[u8]) -> Result<TestRun, ProgramEr
         ..Default::default()
     };
     // SAFETY: every pointer in `opts` refers to a live local buffer of
-    // exactly the size given next to it (`frame`, `out`, `ctx_in`,
+    // exactly the size given next to it (`input`, `out`, `ctx_in`,
     // `ctx_out`), none of which is touched until the call returns; the
     // program fd is valid (borrowed from `prog`).
     let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_fd().as_raw_fd(), &mut opts) };

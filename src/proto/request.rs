@@ -1,5 +1,6 @@
 //! Request frames: Ethernet / IPv4 or IPv6 / UDP / a 48-byte NTP client
-//! request (mode 3), written straight into a TX buffer.
+//! request (mode 3), written straight into a TX buffer: the load
+//! generator's requests, and the server's self-probe.
 //!
 //! Everything that does not change between requests (MACs, the server's
 //! address and port, the NTP header) is laid out once in a template;
@@ -8,8 +9,6 @@
 //! its origin) and fresh checksums.
 //!
 //! Pure code: no I/O, no clocks, no `unsafe`.
-
-#![forbid(unsafe_code)]
 
 use crate::proto::ntp::{self, Leap, Mode, NtpTimestamp};
 use crate::proto::wire::checksum;
