@@ -274,7 +274,10 @@ fn bench_stats(c: &mut Criterion) {
             let mut spent = Duration::ZERO;
             for i in 0..iters {
                 for k in 0..BATCH as u64 {
-                    stats.service_ns(1_000 + (i * 64 + k) % 50_000);
+                    stats.service_ns(
+                        1_000 + (i * 64 + k) % 50_000,
+                        ntpx::sys::clock::StampSource::Xdp,
+                    );
                 }
                 now += 500_000_000;
                 let t0 = Instant::now();

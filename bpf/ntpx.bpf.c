@@ -440,7 +440,7 @@ static __always_inline int trim(struct xdp_md *ctx, const struct plain *plain)
 /* Answers the plain request at `plain` (judged good) in place. */
 static __always_inline int reply(struct xdp_md *ctx, struct ntpx_headers *h,
 				 struct plain *plain, const struct ntpx_state *st,
-				 __u64 now, int partial)
+				 __u64 now, int partial, int hw_stamp)
 {
 	__u64 t3, age;
 	int stale = state_stale(st, now, &age);
@@ -456,6 +456,8 @@ static __always_inline int reply(struct xdp_md *ctx, struct ntpx_headers *h,
 	if (!trim(ctx, plain))
 		return XDP_DROP;
 	count(NTPX_REPLIED);
+	if (hw_stamp)
+		count(NTPX_REPLIED_HW);
 	if (partial)
 		count(NTPX_REPLIED_PARTIAL);
 	if (stale)
@@ -564,7 +566,7 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 	 * the clients' requests take, past the policy (it is no client's).
 	 * Counted as any request. */
 	if (st && is_probe(ctx))
-		return reply(ctx, &h, &plain, st, now, partial);
+		return reply(ctx, &h, &plain, st, now, partial, 0);
 	verdict = policy(ctx, &h, now, 1);
 	if (verdict >= 0)
 		return drop((__u32)verdict);
@@ -581,7 +583,7 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 		return redirect(ctx, now, st, hw_rx, 0);
 	/* The NIC's stamp, where there is one, is the better T2. */
 	hw = hw_rx_tai(ctx, st, now, hw_rx);
-	return reply(ctx, &h, &plain, st, hw ? hw : now, partial);
+	return reply(ctx, &h, &plain, st, hw ? hw : now, partial, hw != 0);
 }
 
 /* The two variants, from one source: the loader loads one of them. */

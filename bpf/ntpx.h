@@ -79,6 +79,8 @@ enum ntpx_counter {
 	                           * eviction makes room for one) */
 	NTPX_RP_UNCHECKED,        /* reverse path on, but the route lookup
 	                           * failed (not a verdict): answered */
+	NTPX_REPLIED_HW,          /* of the replied: T2 the NIC's hardware
+	                           * receive stamp (else the software one) */
 	NTPX_COUNTERS             /* number of counters */
 };
 

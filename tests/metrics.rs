@@ -176,6 +176,12 @@ fn the_metrics_endpoint_serves_what_the_server_counted() {
     );
     assert!(off.abs() <= delay / 2.0 + 1e-6, "{off} {delay}");
     assert_eq!(get("ntpx_self_probe_stratum{}"), 1.0);
+    // Every reply's T2 was the XDP program's stamp (in XDP or by a worker).
+    assert_eq!(
+        get("ntpx_replies_by_stamp_total{source=xdp}"),
+        get("ntpx_replies_total{}")
+    );
+    assert_eq!(get("ntpx_replies_by_stamp_total{source=worker}"), 0.0);
     dashboard_names_served_metrics(&m);
     let out = srv.stop();
     assert!(out.contains("metrics endpoint ready"), "{out}");
@@ -282,6 +288,8 @@ fn the_socket_datapath_serves_metrics_too() {
         doc["tx"].as_f64().unwrap()
     );
     assert_eq!(line("ntpx_replies_total{}"), 3.0);
+    // The kernel stamped each request (SO_TIMESTAMPNS).
+    assert_eq!(line("ntpx_replies_by_stamp_total{source=kernel}"), 3.0);
     assert_eq!(
         line("ntpx_packets_by_kind_total{family=ipv4,mode=3,version=4}"),
         3.0

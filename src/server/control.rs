@@ -15,7 +15,7 @@ use crate::server::limiter::PolicyCounts;
 use crate::sys::clock::chrony::ChronyClient;
 use crate::sys::clock::ntp_query::NtpQuery;
 use crate::sys::clock::phc::{PhcSampler, PhcTracker, SystemPtp};
-use crate::sys::clock::{self, Clock, SystemClock, SystemKernelClock};
+use crate::sys::clock::{self, Clock, StampSource, SystemClock, SystemKernelClock};
 use crate::sys::ethtool;
 use crate::sys::notify;
 use crate::sys::udp_server::SocketDrops;
@@ -184,6 +184,8 @@ impl KernelCounts for XdpKernelCounts {
     fn add_to(&self, t: &mut Totals) {
         if let Ok(c) = self.program.read() {
             t.add_kernel_replies(c.replied, c.replied_partial);
+            t.stamps[StampSource::Hardware as usize] += c.replied_hw;
+            t.stamps[StampSource::Xdp as usize] += c.replied.saturating_sub(c.replied_hw);
             // Kiss-o'-Death replies sent from XDP: replies too.
             t.add_kernel_replies(c.kod_rate + c.kod_deny, 0);
             t.breakdown.xdp_replies = c.replied + c.kod_rate + c.kod_deny;

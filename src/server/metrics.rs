@@ -210,6 +210,7 @@ impl prometheus_client::collector::Collector for Scrape {
             t.partial_checksum,
         )?;
         service(&mut enc, &t)?;
+        stamps(&mut enc, &t)?;
         clients(&mut enc, &t)?;
         self.breakdown(&mut enc, &t)?;
         gauge(
@@ -519,6 +520,22 @@ fn policy(enc: &mut DescriptorEncoder, t: &Totals) -> Result<(), std::fmt::Error
         "Requests the reverse-path check let through because its route lookup failed",
         p.rp_unchecked,
     )
+}
+
+/// Replies with time by the source of their receive stamp (every source,
+/// zero or not).
+fn stamps(enc: &mut DescriptorEncoder, t: &Totals) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(
+        "replies_by_stamp",
+        "Replies with time by where their receive time (T2) came from: the NIC (hardware), the XDP program, the kernel's socket stamp, or the worker's clock",
+        None,
+        MetricType::Counter,
+    )?;
+    for (s, n) in crate::sys::clock::StampSource::ALL.iter().zip(t.stamps) {
+        m.encode_family(&[("source", s.label())])?
+            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    Ok(())
 }
 
 /// The client mix: packets by version and mode, requests by poll

@@ -100,7 +100,7 @@ pub use crate::sys::bpf::MAX_QUEUES;
 /// that the program can judge against.
 pub const MAX_OWN: usize = 64;
 /// `NTPX_COUNTERS`: number of counters.
-pub const COUNTERS: usize = 29;
+pub const COUNTERS: usize = 30;
 /// `NTPX_RP_UPPERS`: the most devices stacked on the interface that the
 /// strict reverse-path check knows.
 pub const RP_UPPERS: usize = 8;
@@ -375,6 +375,9 @@ counter_struct! {
         /// The reverse-path check is on but its route lookup failed (lo's
         /// forwarding turned off since the start): answered unchecked.
         rp_unchecked,
+        /// Of the replied: T2 was the NIC's hardware receive stamp (else
+        /// the program's software one).
+        replied_hw,
     }
 }
 
@@ -953,8 +956,9 @@ mod tests {
         assert_eq!(c.interleaved, 18);
         assert_eq!(c.hw_rx_unmapped, 20);
         assert_eq!(c.pass_kernel_mode, 21);
-        assert_eq!(c.rl_new, COUNTERS as u64 - 1);
-        assert_eq!(c.rp_unchecked, COUNTERS as u64);
+        assert_eq!(c.rl_new, COUNTERS as u64 - 2);
+        assert_eq!(c.rp_unchecked, COUNTERS as u64 - 1);
+        assert_eq!(c.replied_hw, COUNTERS as u64);
         assert_eq!(c.to_array(), values);
         assert_eq!(c.fields()[2], ("pass_not_ip", 3));
         assert_eq!(c.since(&c), XdpCounters::default());

@@ -17,6 +17,7 @@ use crate::proto::ntp::mix::{self, ClientMix};
 use crate::report::{fmt_ns, new_histogram, quantile_list};
 use crate::server::interleave::TableCounts;
 use crate::server::limiter::PolicyCounts;
+use crate::sys::clock::StampSource;
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use std::fmt::Write as _;
@@ -52,6 +53,9 @@ pub struct Published {
     xleave: [AtomicU64; 4],
     /// The policy's counts ([`PolicyCounts::to_array`]).
     policy: [AtomicU64; PolicyCounts::LEN],
+    /// Replies with time by the source of their receive stamp
+    /// ([`StampSource`] order).
+    stamps: [AtomicU64; StampSource::COUNT],
     /// The client mix (socket datapath: on the XDP datapath the program
     /// counts it), published with the histogram.
     kinds: [AtomicU64; mix::KINDS],
@@ -80,6 +84,7 @@ impl Default for Published {
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             xleave: std::array::from_fn(|_| AtomicU64::new(0)),
             policy: std::array::from_fn(|_| AtomicU64::new(0)),
+            stamps: std::array::from_fn(|_| AtomicU64::new(0)),
             kinds: std::array::from_fn(|_| AtomicU64::new(0)),
             polls: std::array::from_fn(|_| AtomicU64::new(0)),
             full: ArrayQueue::new(HAND_OVER_SLOTS),
@@ -145,6 +150,7 @@ pub struct WorkerStats {
     pub policy: PolicyCounts,
     /// The client mix (socket datapath).
     pub clients: ClientMix,
+    stamps: [u64; StampSource::COUNT],
     hist: Hist,
     last_hand_over_ns: u64,
     last_mix_ns: u64,
@@ -176,6 +182,7 @@ impl WorkerStats {
             last_mix_ns: 0,
             beats: 0,
             clients: ClientMix::default(),
+            stamps: [0; StampSource::COUNT],
             published,
         }
     }
@@ -211,10 +218,12 @@ impl WorkerStats {
         self.drops[reason as usize] += n;
     }
 
-    /// Records one RX→TX service time.
+    /// Records one reply with time: its RX→TX service time, and where
+    /// its receive stamp came from.
     #[inline]
-    pub fn service_ns(&mut self, ns: u64) {
+    pub fn service_ns(&mut self, ns: u64, stamp: StampSource) {
         self.hist.saturating_record(ns.max(1));
+        self.stamps[stamp as usize] += 1;
     }
 
     /// Publishes the counters (every batch) and, at most every half second,
@@ -263,6 +272,9 @@ impl WorkerStats {
             a.store(v, Relaxed);
         }
         for (a, v) in p.policy.iter().zip(self.policy.to_array()) {
+            a.store(v, Relaxed);
+        }
+        for (a, v) in p.stamps.iter().zip(self.stamps) {
             a.store(v, Relaxed);
         }
     }
@@ -363,6 +375,9 @@ pub struct Totals {
     pub service: Histogram<u64>,
     /// The client mix (the program's or the socket workers').
     pub clients: ClientMix,
+    /// Replies with time by the source of their receive stamp
+    /// ([`StampSource`] order): the workers' and the XDP program's.
+    pub stamps: [u64; StampSource::COUNT],
     /// The same numbers by where they were counted, for metrics.
     pub breakdown: Breakdown,
 }
@@ -411,6 +426,7 @@ impl Totals {
             service: new_histogram(),
             breakdown: Breakdown::default(),
             clients: ClientMix::default(),
+            stamps: [0; StampSource::COUNT],
         };
         for w in workers {
             t.clients.add(&ClientMix {
@@ -430,6 +446,9 @@ impl Totals {
             t.policy.add(PolicyCounts::from_array(
                 w.policy.each_ref().map(|a| a.load(Relaxed)),
             ));
+            for (s, a) in t.stamps.iter_mut().zip(&w.stamps) {
+                *s += a.load(Relaxed);
+            }
             t.rx += w.rx.load(Relaxed);
             t.tx += w.tx.load(Relaxed);
             t.partial_checksum += w.partial_checksum.load(Relaxed);
@@ -556,7 +575,7 @@ mod tests {
         wb.rx(5);
         wb.tx(5);
         for ns in 1..=100 {
-            wa.service_ns(ns * 1000);
+            wa.service_ns(ns * 1000, StampSource::Xdp);
         }
         wa.publish(HAND_OVER_EVERY_NS);
         wb.publish(HAND_OVER_EVERY_NS);
@@ -581,7 +600,7 @@ mod tests {
         let mut recorded = 0u64;
         for round in 0..20u64 {
             for k in 0..=round {
-                w.service_ns(1_000 + k);
+                w.service_ns(1_000 + k, StampSource::Worker);
                 recorded += 1;
             }
             now += HAND_OVER_EVERY_NS;
@@ -595,7 +614,7 @@ mod tests {
         }
         // At most two histograms ever circulated (one with the worker).
         assert!(p.full.len() + p.spare.len() <= 1);
-        w.service_ns(5);
+        w.service_ns(5, StampSource::Worker);
         w.flush_histogram();
         assert!(w.hist.is_empty());
         let t = Totals::collect(std::slice::from_ref(&p));
@@ -613,7 +632,7 @@ mod tests {
         let c = Collector::new(vec![p.clone()], None);
         let mut w = WorkerStats::new(p.clone());
         for round in 1..=10u64 {
-            w.service_ns(round * 1_000);
+            w.service_ns(round * 1_000, StampSource::Worker);
             w.publish(round * HAND_OVER_EVERY_NS);
             assert!(w.hist.is_empty(), "round {round}: handed over");
             c.merge_histograms();

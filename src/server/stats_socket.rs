@@ -100,9 +100,15 @@ pub struct StatsDoc {
     /// What replies say now, and whether the server is in service.
     #[serde(default)]
     pub state: Option<StateDoc>,
-    /// The client mix: packets by version and mode, requests by poll.
+    /// The client mix: packets by family, version and mode, requests by
+    /// poll.
     #[serde(default)]
     pub clients: crate::proto::ntp::mix::ClientMix,
+    /// Replies with time by the source of their receive stamp
+    /// ([`StampSource::label`](crate::sys::clock::StampSource::label) →
+    /// count), non-zero ones only.
+    #[serde(default)]
+    pub stamps: BTreeMap<String, u64>,
     /// RX→TX service time in ns: the HdrHistogram V2 serialization (not
     /// deflated), base64 (standard alphabet, padded). See
     /// [`encode_histogram`] / [`decode_histogram`].
@@ -205,6 +211,12 @@ impl StatsDoc {
             policy: totals.policy,
             state: None,
             clients: totals.clients.clone(),
+            stamps: crate::sys::clock::StampSource::ALL
+                .iter()
+                .zip(totals.stamps)
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| (s.label().to_owned(), n))
+                .collect(),
             service_ns_hist: encode_histogram(&totals.service)?,
         })
     }
@@ -271,6 +283,7 @@ impl StatsDoc {
         s.push_str(&self.interleave.line());
         s.push_str(&self.policy.lines());
         s.push_str(&self.clients.lines());
+        s.push_str(&self.stamp_line());
         if let Some(st) = &self.state {
             let _ = writeln!(
                 s,
@@ -287,6 +300,20 @@ impl StatsDoc {
 }
 
 impl StatsDoc {
+    /// The receive stamps' line (empty before any reply with time).
+    fn stamp_line(&self) -> String {
+        let total: u64 = self.stamps.values().sum();
+        if total == 0 {
+            return String::new();
+        }
+        let shares: Vec<String> = self
+            .stamps
+            .iter()
+            .map(|(k, n)| format!("{k} {:.1}%", 100.0 * *n as f64 / total as f64))
+            .collect();
+        format!("  receive stamps (T2): {}\n", shares.join(", "))
+    }
+
     /// The live view `ntpx stats --watch` prints: what happened since
     /// `prev` (an earlier document of the same server) as rates, then the
     /// totals. Like `chronyc serverstats`, for people.
@@ -637,7 +664,7 @@ mod tests {
         w.drop(DropReason::NtpMode, 7);
         w.drop(DropReason::BadSource, 3);
         for i in 1..=1000u64 {
-            w.service_ns(i * 1000);
+            w.service_ns(i * 1000, crate::sys::clock::StampSource::Xdp);
         }
         w.publish(u64::MAX / 2);
         w.flush_histogram();
@@ -689,6 +716,8 @@ mod tests {
 
         let text = back.render().unwrap();
         assert!(text.contains("up 1m02s"), "{text}");
+        assert_eq!(back.stamps["xdp"], 1000);
+        assert!(text.contains("receive stamps (T2): xdp 100.0%"), "{text}");
         assert!(
             text.contains("requests 1010  replies 1000  dropped 10"),
             "{text}"

@@ -16,7 +16,7 @@ use crate::proto::respond::{
 use crate::server::state::Drain;
 use crate::server::stats::WorkerStats;
 use crate::sys::BATCH;
-use crate::sys::clock::Clock;
+use crate::sys::clock::{Clock, StampSource};
 use crate::sys::udp_server::BatchSocket;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -54,7 +54,11 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
         let mut k = 0;
         for i in 0..n {
             let r = sock.received(i);
-            let rx_ns = if r.rx_ns != 0 { r.rx_ns } else { batch_now };
+            let (rx_ns, stamp) = if r.rx_ns != 0 {
+                (r.rx_ns, StampSource::Kernel)
+            } else {
+                (batch_now, StampSource::Worker)
+            };
             let checked = (|| {
                 // Out of service, saying nothing (`ntpx drain on --mode
                 // stop`).
@@ -154,7 +158,7 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                     // T3 was not read: the time to send is the clock's now.
                     tx_ns = ctx.clock.now_unix_nanos();
                 }
-                stats.service_ns(tx_ns.saturating_sub(rx_ns));
+                stats.service_ns(tx_ns.saturating_sub(rx_ns), stamp);
                 // An interleaved client will ask when this reply left.
                 let stamp = candidate && store.as_mut().is_some_and(|st| st.record(t2, client, t3));
                 replies[k] = (i, ntp::HEADER_LEN, stamp);

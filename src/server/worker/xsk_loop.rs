@@ -103,7 +103,7 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
             // The program's policy may have asked for a Kiss-o'-Death.
             let kiss = meta.and_then(|m| kiss_code(m.flags));
             let (hw, sw) = meta.map_or((0, 0), |m| (m.rx_hw_ns, m.rx_sw_tai_ns));
-            let rx_ns = clock::receive_time(hw, sw, &snap.tai, batch_now);
+            let (rx_ns, stamp) = clock::receive_stamp(hw, sw, &snap.tai, batch_now);
             let mut tx_ns = 0;
             let now = || {
                 tx_ns = ctx.clock.now_unix_nanos();
@@ -157,7 +157,7 @@ pub fn run<C: Clock>(mut q: XskQueue, ctx: WorkerCtx<C>) -> XskQueue {
                             t3: reply.transmit.to_bits(),
                         });
                     }
-                    stats.service_ns(tx_ns.saturating_sub(rx_ns));
+                    stats.service_ns(tx_ns.saturating_sub(rx_ns), stamp);
                     if reply.partial_checksum {
                         stats.partial_checksum();
                     }

@@ -78,6 +78,41 @@ pub fn tai_to_unix_nanos(tai_ns: u64, tai_offset_s: i32) -> u64 {
 /// (`NTPX_HW_SW_MAX_NS`).
 pub const HW_SW_MAX_NS: u64 = 10_000_000;
 
+/// Where a reply's receive time (T2) came from, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StampSource {
+    /// The NIC's hardware receive stamp (through the XDP program).
+    Hardware = 0,
+    /// The XDP program's software stamp, as it ran on the frame.
+    Xdp = 1,
+    /// The kernel's software stamp (`SO_TIMESTAMPNS`, socket datapath).
+    Kernel = 2,
+    /// The worker's clock read as it picked the batch up (no stamp).
+    Worker = 3,
+}
+
+impl StampSource {
+    /// How many.
+    pub const COUNT: usize = 4;
+    /// All, in order.
+    pub const ALL: [StampSource; Self::COUNT] = [
+        StampSource::Hardware,
+        StampSource::Xdp,
+        StampSource::Kernel,
+        StampSource::Worker,
+    ];
+
+    /// Its name in metrics and `ntpx stats`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StampSource::Hardware => "hardware",
+            StampSource::Xdp => "xdp",
+            StampSource::Kernel => "kernel",
+            StampSource::Worker => "worker",
+        }
+    }
+}
+
 /// The receive time of a request: the earliest and most precise stamp
 /// there is, as UTC Unix nanoseconds. A hardware stamp wins: the NIC's
 /// clock (PHC) reading, which the XDP program has already mapped to
@@ -89,12 +124,23 @@ pub const HW_SW_MAX_NS: u64 = 10_000_000;
 /// hardware-stamp kfunc succeeds with 0).
 #[inline]
 pub fn receive_time(hw_tai_ns: u64, sw_tai_ns: u64, tai: &TaiScale, fallback: u64) -> u64 {
+    receive_stamp(hw_tai_ns, sw_tai_ns, tai, fallback).0
+}
+
+/// [`receive_time`], and where it came from.
+#[inline]
+pub fn receive_stamp(
+    hw_tai_ns: u64,
+    sw_tai_ns: u64,
+    tai: &TaiScale,
+    fallback: u64,
+) -> (u64, StampSource) {
     if hw_tai_ns != 0 && (sw_tai_ns == 0 || hw_tai_ns.abs_diff(sw_tai_ns) <= HW_SW_MAX_NS) {
-        tai.to_unix_nanos(hw_tai_ns)
+        (tai.to_unix_nanos(hw_tai_ns), StampSource::Hardware)
     } else if sw_tai_ns != 0 {
-        tai.to_unix_nanos(sw_tai_ns)
+        (tai.to_unix_nanos(sw_tai_ns), StampSource::Xdp)
     } else {
-        fallback
+        (fallback, StampSource::Worker)
     }
 }
 
@@ -151,6 +197,16 @@ mod tests {
         );
         assert_eq!(receive_time(0, tai, off, 9), 1_700_000_000_000_000_000);
         assert_eq!(receive_time(0, 0, off, 9), 9);
+        assert_eq!(
+            receive_stamp(tai + 5, tai - 3, off, 9).1,
+            StampSource::Hardware
+        );
+        // A hardware stamp too far from the software one is not believed.
+        assert_eq!(
+            receive_stamp(tai + HW_SW_MAX_NS + 1, tai, off, 9).1,
+            StampSource::Xdp
+        );
+        assert_eq!(receive_stamp(0, 0, off, 9).1, StampSource::Worker);
     }
 
     #[test]
