@@ -71,6 +71,10 @@ fn the_metrics_endpoint_serves_what_the_server_counted() {
             "9123",
             "--self-probe",
             "3600",
+            // The rate limiter on, with room for the load's 1,000
+            // requests from one address: one client in its table.
+            "--rate-burst",
+            "100000",
         ],
     );
     let s = ntpx_load(&topo, "198.18.0.1", &["--rate", "500", "--duration", "2s"]);
@@ -182,6 +186,11 @@ fn the_metrics_endpoint_serves_what_the_server_counted() {
         get("ntpx_replies_total{}")
     );
     assert_eq!(get("ntpx_replies_by_stamp_total{source=worker}"), 0.0);
+    assert_eq!(get("ntpx_table_entries{table=rate_limit_clients}"), 1.0);
+    assert_eq!(
+        get("ntpx_table_capacity{table=rate_limit_clients}"),
+        65536.0
+    );
     dashboard_names_served_metrics(&m);
     let out = srv.stop();
     assert!(out.contains("metrics endpoint ready"), "{out}");
@@ -290,6 +299,8 @@ fn the_socket_datapath_serves_metrics_too() {
     assert_eq!(line("ntpx_replies_total{}"), 3.0);
     // The kernel stamped each request (SO_TIMESTAMPNS).
     assert_eq!(line("ntpx_replies_by_stamp_total{source=kernel}"), 3.0);
+    // The limiter is off (the harness's default), its table empty.
+    assert_eq!(line("ntpx_table_entries{table=rate_limit_clients}"), 0.0);
     assert_eq!(
         line("ntpx_packets_by_kind_total{family=ipv4,mode=3,version=4}"),
         3.0

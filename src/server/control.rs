@@ -8,7 +8,7 @@ use super::metrics::MetricsEndpoint;
 use super::path::ReplyPath;
 use super::program::{CountersReader, StateWriter, XdpState, hist_bucket_range};
 use super::state::{SharedState, Source, Upstream};
-use super::stats::{Collector, KernelCounts, Published, Totals};
+use super::stats::{Collector, KernelCounts, Published, TableFill, Totals};
 use super::stats_socket::StatsSocket;
 use crate::proto::drops::DropReason;
 use crate::server::limiter::PolicyCounts;
@@ -140,6 +140,8 @@ fn status_line(state: &SharedState, datapath: crate::sys::Datapath) -> String {
 /// each AF_XDP socket's ring drops.
 pub(super) struct XdpKernelCounts {
     pub(super) program: CountersReader,
+    /// Entries of the program's rate-limiter table.
+    pub(super) clients: u64,
     pub(super) sockets: Vec<XskStatsReader>,
     pub(super) driver: Arc<DriverTxErrors>,
 }
@@ -184,6 +186,14 @@ impl KernelCounts for XdpKernelCounts {
     fn add_to(&self, t: &mut Totals) {
         if let Ok(c) = self.program.read() {
             t.add_kernel_replies(c.replied, c.replied_partial);
+            // The kernel's LRU table is never emptied, only evicted from
+            // once full: its fill is the clients entered, up to its size
+            // (it may evict a little before, per CPU).
+            t.tables.push(TableFill {
+                name: "rate_limit_clients",
+                entries: c.rl_new.min(self.clients),
+                capacity: self.clients,
+            });
             t.stamps[StampSource::Hardware as usize] += c.replied_hw;
             t.stamps[StampSource::Xdp as usize] += c.replied.saturating_sub(c.replied_hw);
             // Kiss-o'-Death replies sent from XDP: replies too.
@@ -244,12 +254,23 @@ impl KernelCounts for XdpKernelCounts {
 
 /// What the kernel dropped on the socket datapath's socket: requests that
 /// no worker saw.
-pub(super) struct SocketKernelCounts(pub(super) SocketDrops);
+pub(super) struct SocketKernelCounts(
+    pub(super) SocketDrops,
+    pub(super) Option<Arc<crate::server::limiter::Limiter>>,
+);
 
 impl KernelCounts for SocketKernelCounts {
     fn add_to(&self, t: &mut Totals) {
         if let Some(n) = self.0.total() {
             t.add_kernel(DropReason::SocketKernelDrop, n);
+        }
+        if let Some(l) = &self.1 {
+            let (entries, capacity) = l.fill();
+            t.tables.push(TableFill {
+                name: "rate_limit_clients",
+                entries,
+                capacity,
+            });
         }
     }
 }

@@ -173,6 +173,9 @@ pub struct Limiter {
     /// request, without a lock.
     policy: arc_swap::ArcSwap<Policy>,
     slots: Box<[Slot]>,
+    /// Slots ever taken: the table's fill (a slot is never emptied, only
+    /// taken over by another client).
+    filled: AtomicU64,
     hasher: RandomState,
     ceiling: AtomicU64,
 }
@@ -189,6 +192,7 @@ impl Limiter {
         Limiter {
             policy: arc_swap::ArcSwap::from_pointee(policy),
             slots: (0..n).map(|_| Slot::default()).collect(),
+            filled: AtomicU64::new(0),
             hasher: RandomState::new(),
             ceiling: AtomicU64::new(0),
         }
@@ -197,6 +201,11 @@ impl Limiter {
     /// The policy now.
     pub fn policy(&self) -> Policy {
         Policy::clone(&self.policy.load())
+    }
+
+    /// The client table's fill: slots in use, and slots.
+    pub fn fill(&self) -> (u64, u64) {
+        (self.filled.load(Relaxed), self.slots.len() as u64)
     }
 
     /// Replaces the policy (a reload): the access lists and the limits;
@@ -236,7 +245,9 @@ impl Limiter {
             return d.verdict;
         }
         let h = self.hash(limits.key(client));
-        let set = (h as usize & (self.slots.len() / WAYS - 1)) * WAYS;
+        // The set from the hash's other bits: its lowest is always 1 (a
+        // set index from it would leave half the sets unused).
+        let set = ((h >> 1) as usize & (self.slots.len() / WAYS - 1)) * WAYS;
         let ways = &self.slots[set..set + WAYS];
         let (d, new) = match ways.iter().find(|s| s.key.load(Relaxed) == h) {
             Some(slot) => {
@@ -253,7 +264,10 @@ impl Limiter {
                     .min_by_key(|s| (s.key.load(Relaxed) != 0, s.fields[1].load(Relaxed)))
                     .unwrap_or(&ways[0]);
                 victim.store(&Bucket::new(now_ns, limits));
-                victim.key.store(h, Relaxed);
+                // Of workers racing for one empty slot, one sees it empty.
+                if victim.key.swap(h, Relaxed) == 0 {
+                    self.filled.fetch_add(1, Relaxed);
+                }
                 let d = policy.decide(refused, now_ns, Entry::New, ceiling, random, true);
                 (d, true)
             }
@@ -361,6 +375,7 @@ mod tests {
         }
         assert_eq!(l.slots.len(), 16);
         assert_eq!(c.entered, 10_000);
+        assert_eq!(l.fill(), (16, 16));
     }
 
     #[test]
@@ -413,6 +428,7 @@ mod tests {
                 .count()
         };
         assert_eq!(answered(&l, &mut c), 20);
+        assert_eq!(l.fill().0, 0, "no client entered while off");
         // On, with a burst of 4 and no leak: 4 of 20 at once.
         let tight = Limits {
             burst: 4,
@@ -423,6 +439,7 @@ mod tests {
         p.limits = tight;
         l.set_policy(p.clone()).unwrap();
         assert_eq!(answered(&l, &mut c), 4);
+        assert_eq!(l.fill().0, 1);
         p.limits.clients *= 2;
         let e = l.set_policy(p).unwrap_err().to_string();
         assert!(e.contains("clients cannot change"), "{e}");

@@ -211,6 +211,7 @@ impl prometheus_client::collector::Collector for Scrape {
         )?;
         service(&mut enc, &t)?;
         stamps(&mut enc, &t)?;
+        tables(&mut enc, &t)?;
         clients(&mut enc, &t)?;
         self.breakdown(&mut enc, &t)?;
         gauge(
@@ -520,6 +521,29 @@ fn policy(enc: &mut DescriptorEncoder, t: &Totals) -> Result<(), std::fmt::Error
         "Requests the reverse-path check let through because its route lookup failed",
         p.rp_unchecked,
     )
+}
+
+/// The fill of the server's tables.
+fn tables(enc: &mut DescriptorEncoder, t: &Totals) -> Result<(), std::fmt::Error> {
+    for (name, help, value) in [
+        (
+            "table_entries",
+            "Entries in use in each of the server's fixed-size tables (rate_limit_clients: the rate limiter's clients; a full table evicts its least recently used)",
+            (|f: &crate::server::stats::TableFill| f.entries) as fn(&_) -> u64,
+        ),
+        (
+            "table_capacity",
+            "Entries each of the server's fixed-size tables holds at most",
+            |f| f.capacity,
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for f in &t.tables {
+            m.encode_family(&[("table", f.name)])?
+                .encode_gauge(&i64::try_from(value(f)).unwrap_or(i64::MAX))?;
+        }
+    }
+    Ok(())
 }
 
 /// Replies with time by the source of their receive stamp (every source,

@@ -428,6 +428,7 @@ fn run_xdp(
     );
     let kernel = XdpKernelCounts {
         program: program.counters_reader()?,
+        clients: u64::from(settings.policy.limits.clients.max(1)),
         sockets: sockets
             .iter()
             .map(XskQueue::stats_reader)
@@ -579,7 +580,7 @@ fn run_socket(
     tracing::info!(workers = n, addresses = ?addresses(settings), port = settings.port, "serving NTP over kernel UDP sockets");
     let counts = Arc::new(Collector::new(
         published,
-        Some(Box::new(SocketKernelCounts(drops))),
+        Some(Box::new(SocketKernelCounts(drops, run.limiter.clone()))),
     ));
     control_loop(run, &counts, None, probe);
     run.running.store(false, Ordering::Relaxed);

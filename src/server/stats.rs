@@ -378,8 +378,21 @@ pub struct Totals {
     /// Replies with time by the source of their receive stamp
     /// ([`StampSource`] order): the workers' and the XDP program's.
     pub stamps: [u64; StampSource::COUNT],
+    /// The fill of the server's tables.
+    pub tables: Vec<TableFill>,
     /// The same numbers by where they were counted, for metrics.
     pub breakdown: Breakdown,
+}
+
+/// How full one of the server's fixed-size tables is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableFill {
+    /// Its name in metrics (`rate_limit_clients`).
+    pub name: &'static str,
+    /// Entries in use.
+    pub entries: u64,
+    /// Entries it holds at most.
+    pub capacity: u64,
 }
 
 /// One worker's numbers in the [`Breakdown`].
@@ -427,6 +440,7 @@ impl Totals {
             breakdown: Breakdown::default(),
             clients: ClientMix::default(),
             stamps: [0; StampSource::COUNT],
+            tables: Vec::new(),
         };
         for w in workers {
             t.clients.add(&ClientMix {

@@ -109,6 +109,9 @@ pub struct StatsDoc {
     /// count), non-zero ones only.
     #[serde(default)]
     pub stamps: BTreeMap<String, u64>,
+    /// The fill of the server's tables: name → (entries, capacity).
+    #[serde(default)]
+    pub tables: BTreeMap<String, (u64, u64)>,
     /// RX→TX service time in ns: the HdrHistogram V2 serialization (not
     /// deflated), base64 (standard alphabet, padded). See
     /// [`encode_histogram`] / [`decode_histogram`].
@@ -217,6 +220,11 @@ impl StatsDoc {
                 .filter(|(_, n)| *n > 0)
                 .map(|(s, n)| (s.label().to_owned(), n))
                 .collect(),
+            tables: totals
+                .tables
+                .iter()
+                .map(|f| (f.name.to_owned(), (f.entries, f.capacity)))
+                .collect(),
             service_ns_hist: encode_histogram(&totals.service)?,
         })
     }
@@ -311,7 +319,15 @@ impl StatsDoc {
             .iter()
             .map(|(k, n)| format!("{k} {:.1}%", 100.0 * *n as f64 / total as f64))
             .collect();
-        format!("  receive stamps (T2): {}\n", shares.join(", "))
+        let mut s = format!("  receive stamps (T2): {}\n", shares.join(", "));
+        for (name, (n, cap)) in &self.tables {
+            let _ = writeln!(
+                s,
+                "  table {name}: {n} of {cap} ({:.1}%)",
+                100.0 * *n as f64 / (*cap).max(1) as f64
+            );
+        }
+        s
     }
 
     /// The live view `ntpx stats --watch` prints: what happened since
