@@ -190,6 +190,13 @@ struct {
 	__type(value, struct ntpx_client);
 } clients SEC(".maps");
 
+/* Sampled sources for the top talkers (struct ntpx_talker), read by the
+ * control thread; a full ring drops samples. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 16);
+} talkers SEC(".maps");
+
 /* The global ceiling's bucket: its theoretical arrival time. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -504,6 +511,24 @@ static __always_inline int kod(struct xdp_md *ctx, struct ntpx_headers *h, struc
 	return XDP_TX;
 }
 
+/* 1 in NTPX_TALKER_SAMPLE requests: its source's prefix into the ring. */
+static __always_inline void sample_talker(const struct ntpx_headers *h)
+{
+	struct ntpx_talker t = {};
+
+	if (bpf_get_prandom_u32() % NTPX_TALKER_SAMPLE)
+		return;
+	if (h->family == 4) {
+		t.family = 4;
+		t.addr[0] = h->ip4->saddr & bpf_htonl(0xffffff00);
+	} else {
+		t.family = 6;
+		t.addr[0] = h->ip6->saddr.in6_u.u6_addr32[0];
+		t.addr[1] = h->ip6->saddr.in6_u.u6_addr32[1] & bpf_htonl(0xffff0000);
+	}
+	bpf_ringbuf_output(&talkers, &t, sizeof(t), 0);
+}
+
 /* 1 for the self-probe's request (probe_key in the metadata). */
 static __always_inline int is_probe(struct xdp_md *ctx)
 {
@@ -541,6 +566,7 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 		count(fate);
 		return XDP_PASS;
 	}
+	sample_talker(&h);
 	slot = bpf_map_lookup_elem(&state_slot, &zero);
 	if (slot) {
 		__u32 i = *slot & 1;

@@ -220,6 +220,15 @@ struct ntpx_limits {
 	__u32 pad;
 };
 
+/* Top talkers (src/server/talkers.rs): 1 in NTPX_TALKER_SAMPLE requests
+ * for the server goes into the `talkers` ring as its source's prefix,
+ * /24 for IPv4 (addr[0]) and /48 for IPv6 (network order). */
+#define NTPX_TALKER_SAMPLE 64
+struct ntpx_talker {
+	__u32 family; /* 4 or 6 */
+	__u32 addr[4];
+};
+
 /* A key of the access-list tries (BPF_MAP_TYPE_LPM_TRIE): IPv4 uses
  * addr[0] and a prefix length up to 32, IPv6 all four words (network
  * order) and up to 128. */

@@ -294,6 +294,8 @@ pub(super) struct XdpLive {
     pub(super) rp_warned: Option<Instant>,
     /// The program's access lists and rate limits, which a reload changes.
     pub(super) policy: Option<crate::server::xdp_policy::PolicyMaps>,
+    /// The program's ring of sampled sources (top talkers).
+    pub(super) talkers: Option<crate::server::talkers::TalkerRing>,
     /// The interface served, its index and RX queue count at the start:
     /// watched, so that its disappearance ends the server with a message
     /// instead of leaving it serving nothing.
@@ -649,6 +651,8 @@ pub(super) fn control_loop(
         tracing::info!("feeding the service manager's watchdog");
     }
     let mut current = run.configured.clone();
+    let mut talkers = crate::server::talkers::Talkers::default();
+    let mut talkers_shown = Instant::now();
     while !term.load(Ordering::Relaxed) {
         watchdog.tick();
         if run.hup.swap(false, Ordering::Relaxed) && reload(run, &mut current, xdp.as_mut()) {
@@ -668,6 +672,17 @@ pub(super) fn control_loop(
         }
         std::thread::sleep(Duration::from_millis(50));
         counts.merge_histograms();
+        // The top talkers' samples, from the program's ring or the
+        // workers' queues; shown anew every second.
+        if let Some(ring) = xdp.as_ref().and_then(|x| x.talkers.as_ref()) {
+            ring.drain_into(&mut talkers);
+        }
+        counts.drain_talkers(|ip| talkers.sample(crate::server::talkers::prefix_of(ip)));
+        let now = Instant::now();
+        if talkers.rotate(now) || now.duration_since(talkers_shown) >= Duration::from_secs(1) {
+            state.set_talkers(talkers.top(now));
+            talkers_shown = now;
+        }
         // A drain that changed is applied at once: refresh now.
         if drain.as_mut().is_some_and(|d| d.poll(state)) {
             refresh_now = true;

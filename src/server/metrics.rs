@@ -221,6 +221,7 @@ impl prometheus_client::collector::Collector for Scrape {
             self.start.elapsed().as_secs_f64(),
         )?;
         self.clock(&mut enc)?;
+        self.talkers(&mut enc)?;
         self.probe(&mut enc)
     }
 }
@@ -306,6 +307,22 @@ impl Scrape {
                         .encode_counter::<NoLabelSet, _, u64>(n, None)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The top talkers (sampled; at most ten series, each a prefix).
+    fn talkers(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut m = enc.encode_descriptor(
+            "top_talker_requests_per_second",
+            "The networks sending the most requests (IPv4 /24, IPv6 /48), estimated from 1 in 64 requests over the last minute; at most 10, by rank",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (i, t) in self.state.talkers().iter().enumerate() {
+            let rank = (i + 1).to_string();
+            m.encode_family(&[("rank", rank.as_str()), ("prefix", t.prefix.as_str())])?
+                .encode_gauge(&t.rate)?;
         }
         Ok(())
     }

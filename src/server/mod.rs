@@ -30,5 +30,6 @@ pub mod serve;
 pub mod state;
 pub mod stats;
 pub mod stats_socket;
+pub mod talkers;
 pub mod worker;
 pub mod xdp_policy;

@@ -396,6 +396,7 @@ pub struct XdpProgram {
     polls: MapHandle,
     state: MapHandle,
     state_slot: MapHandle,
+    talkers: MapHandle,
     access: super::xdp_policy::PolicyMaps,
     attachment: LinkSlot,
 }
@@ -512,6 +513,7 @@ impl XdpProgram {
         let polls = take(&skel.maps.polls, "take the polls map's fd")?;
         let state = take(&skel.maps.server_state, "take the server_state map's fd")?;
         let state_slot = take(&skel.maps.state_slot, "take the state_slot map's fd")?;
+        let talkers = take(&skel.maps.talkers, "take the talkers ring's fd")?;
         let access = super::xdp_policy::PolicyMaps::of(&skel.maps)?;
         if let Some(p) = &cfg.policy {
             access.apply(None, p)?;
@@ -529,6 +531,7 @@ impl XdpProgram {
             polls,
             state,
             state_slot,
+            talkers,
             access,
             attachment: LinkSlot::default(),
         })
@@ -580,6 +583,13 @@ impl XdpProgram {
         let prog = ProgramHandle::try_from(&self.prog)
             .map_err(|e| ProgramError::libbpf("duplicate the program's fd", e))?;
         Ok(Prober { prog, key })
+    }
+
+    /// The top talkers' ring of samples (`struct ntpx_talker`), on a
+    /// descriptor of its own.
+    pub fn talker_ring(&self) -> Result<MapHandle, ProgramError> {
+        MapHandle::try_from(&self.talkers)
+            .map_err(|e| ProgramError::libbpf("duplicate the talkers ring's fd", e))
     }
 
     /// The live policy's maps for another thread (a reload changes them).
@@ -813,6 +823,10 @@ mod tests {
             ),
             ("NTPX_RP_UPPERS", RP_UPPERS),
             ("NTPX_KINDS", KINDS),
+            (
+                "NTPX_TALKER_SAMPLE",
+                crate::server::talkers::SAMPLE as usize,
+            ),
             ("NTPX_POLLS", POLLS),
         ] {
             assert_eq!(define(name), Some(value.to_string().as_str()), "{name}");

@@ -364,6 +364,7 @@ fn run_xdp(
         rp_unchecked_seen: 0,
         rp_warned: None,
         policy: Some(program.policy_maps()?),
+        talkers: talker_ring(&program),
         iface: iface.to_owned(),
         ifindex: index,
         queues: available,
@@ -390,6 +391,7 @@ fn run_xdp(
             live.counters = program.counters_reader()?;
             live.writer = program.state_writer()?;
             live.policy = Some(program.policy_maps()?);
+            live.talkers = talker_ring(&program);
             live.publish(run.state);
             program.attach(index, settings.xdp_mode)?
         }
@@ -592,6 +594,22 @@ fn run_socket(
     let totals = counts.totals();
     println!("{}{}", totals.summary(), upstream_summary(run));
     Ok(totals)
+}
+
+/// The program's ring of top-talker samples, or none (logged: the server
+/// serves without them).
+fn talker_ring(program: &XdpProgram) -> Option<crate::server::talkers::TalkerRing> {
+    let ring = program
+        .talker_ring()
+        .map_err(anyhow::Error::new)
+        .and_then(|m| crate::server::talkers::TalkerRing::new(m).map_err(anyhow::Error::new));
+    match ring {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "top talkers off: their ring cannot be read");
+            None
+        }
+    }
 }
 
 /// The devices stacked on `iface` whose routes the strict reverse-path

@@ -261,6 +261,8 @@ pub struct SharedState {
     drain: AtomicU8,
     /// What the self-probe saw (control thread; None: no probe).
     probe: std::sync::Mutex<Option<crate::server::probe::ProbeStatus>>,
+    /// The top talkers (control thread).
+    talkers: std::sync::Mutex<Vec<crate::server::talkers::Talker>>,
 }
 
 /// How long a chronyd report stands in for missing ones before the kernel
@@ -293,6 +295,7 @@ impl SharedState {
             leap_list: None,
             drain: AtomicU8::new(Drain::Off as u8),
             probe: std::sync::Mutex::new(None),
+            talkers: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -404,6 +407,18 @@ impl SharedState {
         if let Ok(mut p) = self.probe.lock() {
             *p = Some(s);
         }
+    }
+
+    /// Keeps the top talkers (control thread).
+    pub fn set_talkers(&self, t: Vec<crate::server::talkers::Talker>) {
+        if let Ok(mut p) = self.talkers.lock() {
+            *p = t;
+        }
+    }
+
+    /// The top talkers now.
+    pub fn talkers(&self) -> Vec<crate::server::talkers::Talker> {
+        self.talkers.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     /// What the self-probe saw so far; None: no probe.

@@ -112,6 +112,9 @@ pub struct StatsDoc {
     /// The fill of the server's tables: name → (entries, capacity).
     #[serde(default)]
     pub tables: BTreeMap<String, (u64, u64)>,
+    /// The top talkers (sampled), most first.
+    #[serde(default)]
+    pub talkers: Vec<crate::server::talkers::Talker>,
     /// RX→TX service time in ns: the HdrHistogram V2 serialization (not
     /// deflated), base64 (standard alphabet, padded). See
     /// [`encode_histogram`] / [`decode_histogram`].
@@ -220,6 +223,7 @@ impl StatsDoc {
                 .filter(|(_, n)| *n > 0)
                 .map(|(s, n)| (s.label().to_owned(), n))
                 .collect(),
+            talkers: Vec::new(),
             tables: totals
                 .tables
                 .iter()
@@ -292,6 +296,7 @@ impl StatsDoc {
         s.push_str(&self.policy.lines());
         s.push_str(&self.clients.lines());
         s.push_str(&self.stamp_line());
+        s.push_str(&crate::server::talkers::line(&self.talkers));
         if let Some(st) = &self.state {
             let _ = writeln!(
                 s,
@@ -527,6 +532,7 @@ impl StatsSocket {
                     let totals = counts.totals();
                     let mut doc = StatsDoc::new(&totals, start.elapsed(), datapath)?;
                     doc.state = state.as_deref().map(StateDoc::of);
+                    doc.talkers = state.as_deref().map(|s| s.talkers()).unwrap_or_default();
                     Ok(doc)
                 })
             })

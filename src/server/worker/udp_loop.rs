@@ -93,6 +93,9 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 if r.len >= ntp::HEADER_LEN {
                     let v6 = r.src.ip().to_canonical().is_ipv6();
                     stats.clients.count(&sock.buf_mut(i)[..r.len], v6);
+                    if rng.u32(..).is_multiple_of(crate::server::talkers::SAMPLE) {
+                        stats.sample_talker(r.src.ip());
+                    }
                 }
                 let req = ntp::parse_request(&sock.buf_mut(i)[..r.len])?;
                 // The policy, then the last check, as in the XDP program.
