@@ -191,10 +191,11 @@ struct {
 } clients SEC(".maps");
 
 /* Sampled sources for the top talkers (struct ntpx_talker), read by the
- * control thread; a full ring drops samples. */
+ * control thread every 50 ms: 256 KiB hold 10,922 samples, 218,000/s or
+ * 14 million requests/s; a full ring drops samples (counted). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 16);
+	__uint(max_entries, 1 << 18);
 } talkers SEC(".maps");
 
 /* The global ceiling's bucket: its theoretical arrival time. */
@@ -511,12 +512,15 @@ static __always_inline int kod(struct xdp_md *ctx, struct ntpx_headers *h, struc
 	return XDP_TX;
 }
 
-/* 1 in NTPX_TALKER_SAMPLE requests: its source's prefix into the ring. */
-static __always_inline void sample_talker(const struct ntpx_headers *h)
+/* 1 in NTPX_TALKER_SAMPLE requests: its source's prefix into the ring.
+ * Which ones: the top bits of the receive stamp's nanoseconds, mixed (a
+ * sender cannot time its packets to the nanosecond; no helper call per
+ * request). The ring is polled: no wakeup. */
+static __always_inline void sample_talker(const struct ntpx_headers *h, __u64 now)
 {
 	struct ntpx_talker t = {};
 
-	if (bpf_get_prandom_u32() % NTPX_TALKER_SAMPLE)
+	if ((now * 0x9e3779b97f4a7c15ull) >> 58 >= 64 / NTPX_TALKER_SAMPLE)
 		return;
 	if (h->family == 4) {
 		t.family = 4;
@@ -526,7 +530,8 @@ static __always_inline void sample_talker(const struct ntpx_headers *h)
 		t.addr[0] = h->ip6->saddr.in6_u.u6_addr32[0];
 		t.addr[1] = h->ip6->saddr.in6_u.u6_addr32[1] & bpf_htonl(0xffff0000);
 	}
-	bpf_ringbuf_output(&talkers, &t, sizeof(t), 0);
+	if (bpf_ringbuf_output(&talkers, &t, sizeof(t), BPF_RB_NO_WAKEUP))
+		count(NTPX_TALKER_LOST);
 }
 
 /* 1 for the self-probe's request (probe_key in the metadata). */
@@ -566,7 +571,7 @@ static __always_inline int ntpx_main(struct xdp_md *ctx, const int hw_rx)
 		count(fate);
 		return XDP_PASS;
 	}
-	sample_talker(&h);
+	sample_talker(&h, now);
 	slot = bpf_map_lookup_elem(&state_slot, &zero);
 	if (slot) {
 		__u32 i = *slot & 1;

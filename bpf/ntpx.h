@@ -81,6 +81,7 @@ enum ntpx_counter {
 	                           * failed (not a verdict): answered */
 	NTPX_REPLIED_HW,          /* of the replied: T2 the NIC's hardware
 	                           * receive stamp (else the software one) */
+	NTPX_TALKER_LOST,         /* top-talker samples the full ring dropped */
 	NTPX_COUNTERS             /* number of counters */
 };
 

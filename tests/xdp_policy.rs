@@ -542,3 +542,59 @@ fn a_reload_changes_the_limits_of_the_running_program() {
     maps.apply(Some(&wide), &start).unwrap();
     assert!(flood(20, "198.18.0.10").iter().all(|f| *f == Fate::Answer));
 }
+
+#[test]
+fn only_the_self_probe_key_passes_the_policy() {
+    require_privileges!();
+    let key = 0x5eed_1234_abcd_0001u64;
+    let mut cfg = ProgramConfig::for_responder(&responder());
+    cfg.probe_key = key;
+    cfg.policy = Some(Policy {
+        access: Access {
+            deny: nets(&["192.0.2.0/24"]),
+            allow: Prefixes::default(),
+            action: Action::Ignore,
+        },
+        limits: no_limits(),
+    });
+    let prog = XdpProgram::load(&cfg).unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
+    prog.state_writer()
+        .unwrap()
+        .publish(&XdpState {
+            ntp: state(),
+            tai: TaiScale::fixed(37),
+            phc: None,
+            written_tai_ns: tai_now_ns(),
+            max_age_ns: 60_000_000_000,
+            reply_in_xdp: false,
+            partial_to_workers: false,
+            draining: false,
+        })
+        .unwrap();
+    let req = request("192.0.2.1", 40123, 7);
+    // The key: answered in XDP from the live state, though the source is
+    // denied and clients' replies go to the workers.
+    let r = prog.prober(key).unwrap().run(&req).unwrap();
+    assert_eq!(r.verdict, XDP_TX);
+    assert_eq!(r.frame().len(), req.len(), "never larger than the request");
+    // Another key, or none: the policy drops it.
+    for r in [
+        prog.prober(key ^ 1).unwrap().run(&req).unwrap(),
+        prog.test_run(&req).unwrap(),
+    ] {
+        assert_eq!(r.verdict, XDP_DROP);
+    }
+    // A program without a key answers no probe.
+    let mut cfg = ProgramConfig::for_responder(&responder());
+    cfg.policy = Some(Policy {
+        access: Access {
+            deny: nets(&["192.0.2.0/24"]),
+            allow: Prefixes::default(),
+            action: Action::Ignore,
+        },
+        limits: no_limits(),
+    });
+    let keyless = XdpProgram::load(&cfg).unwrap();
+    let r = keyless.prober(0).unwrap().run(&req).unwrap();
+    assert_eq!(r.verdict, XDP_DROP);
+}

@@ -12,9 +12,11 @@
 //!   client), whatever path clients' requests take; the workers have the
 //!   watchdog. The device-bound program (hardware receive stamps) cannot
 //!   be test-run: no probe there.
-//! - Socket datapath: a UDP socket of the host sends to the first served
-//!   address; a worker answers it like any client, except that its source
-//!   (one of ours, over loopback) skips the source checks and the policy.
+//! - Socket datapath: a UDP socket of the host, bound to loopback, sends
+//!   to the first served address; a worker answers it like any client,
+//!   except that its source (exactly that loopback address and port, which
+//!   the kernel never accepts from the wire) skips the source checks and
+//!   the policy.
 //!
 //! The probe runs on the control thread: a stuck control thread stops it,
 //! and the age of its last answer grows ([`ProbeDoc::answered_age_s`]).
@@ -267,16 +269,18 @@ impl SelfProbe {
         ))
     }
 
-    /// A probe over a UDP socket to `server` (a served address); the
-    /// socket's own address, which the workers must let through, is
-    /// [`Self::local_addr`].
+    /// A probe over a UDP socket to `server` (a served address) from
+    /// loopback; the socket's own address, which the workers must let
+    /// through, is [`Self::local_addr`]. Loopback, because the kernel
+    /// drops a loopback source that comes from the wire, in both families:
+    /// nobody outside can send as the probe.
     pub fn socket(server: SocketAddr, every: Duration) -> std::io::Result<SelfProbe> {
-        let any: IpAddr = if server.is_ipv4() {
-            std::net::Ipv4Addr::UNSPECIFIED.into()
+        let lo: IpAddr = if server.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
         } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
+            std::net::Ipv6Addr::LOCALHOST.into()
         };
-        let sock = UdpSocket::bind((any, 0))?;
+        let sock = UdpSocket::bind((lo, 0))?;
         sock.connect(server)?;
         sock.set_read_timeout(Some(WAIT))?;
         Ok(Self::new(Way::Socket { sock }, every))
@@ -378,7 +382,9 @@ impl SelfProbe {
             return false;
         };
         let mut buf = [0u8; 128];
-        loop {
+        // Bounded: the answers to earlier probes that are skipped here are
+        // few, but the loop must end whatever comes.
+        for _ in 0..64 {
             let got = sock.recv(&mut buf);
             // Blocking (for WAIT) only right after the send.
             let _ = sock.set_nonblocking(true);
@@ -402,6 +408,12 @@ impl SelfProbe {
                 Err(_) => return false,
             }
         }
+        if p.sent.elapsed() >= TIMEOUT {
+            self.pending = None;
+            self.record(Err(format!("no valid reply within {TIMEOUT:?}")));
+            return true;
+        }
+        false
     }
 
     fn record(&mut self, r: Result<Answer, String>) {

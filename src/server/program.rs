@@ -100,7 +100,7 @@ pub use crate::sys::bpf::MAX_QUEUES;
 /// that the program can judge against.
 pub const MAX_OWN: usize = 64;
 /// `NTPX_COUNTERS`: number of counters.
-pub const COUNTERS: usize = 30;
+pub const COUNTERS: usize = 31;
 /// `NTPX_RP_UPPERS`: the most devices stacked on the interface that the
 /// strict reverse-path check knows.
 pub const RP_UPPERS: usize = 8;
@@ -378,6 +378,8 @@ counter_struct! {
         /// Of the replied: T2 was the NIC's hardware receive stamp (else
         /// the program's software one).
         replied_hw,
+        /// Top-talker samples dropped: their ring was full.
+        talker_lost,
     }
 }
 
@@ -970,9 +972,10 @@ mod tests {
         assert_eq!(c.interleaved, 18);
         assert_eq!(c.hw_rx_unmapped, 20);
         assert_eq!(c.pass_kernel_mode, 21);
-        assert_eq!(c.rl_new, COUNTERS as u64 - 2);
-        assert_eq!(c.rp_unchecked, COUNTERS as u64 - 1);
-        assert_eq!(c.replied_hw, COUNTERS as u64);
+        assert_eq!(c.rl_new, COUNTERS as u64 - 3);
+        assert_eq!(c.rp_unchecked, COUNTERS as u64 - 2);
+        assert_eq!(c.replied_hw, COUNTERS as u64 - 1);
+        assert_eq!(c.talker_lost, COUNTERS as u64);
         assert_eq!(c.to_array(), values);
         assert_eq!(c.fields()[2], ("pass_not_ip", 3));
         assert_eq!(c.since(&c), XdpCounters::default());

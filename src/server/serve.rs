@@ -466,6 +466,14 @@ fn run_xdp(
     });
     let counts = Arc::new(Collector::new(published, Some(Box::new(kernel))));
     let probe = match settings.self_probe {
+        // Without the judge every request goes to the workers, the probe
+        // too, and a test run does not carry out the redirect.
+        Some(_) if !judging => {
+            tracing::info!(
+                "self-probe off: the program does not judge requests here (more own addresses or subnets than it holds)"
+            );
+            None
+        }
         Some(_) if program_cfg.hw_rx_ifindex.is_some() => {
             tracing::info!(
                 "self-probe off: a device-bound program (hardware receive stamps) cannot be test-run"

@@ -296,6 +296,7 @@ impl StatsDoc {
         s.push_str(&self.policy.lines());
         s.push_str(&self.clients.lines());
         s.push_str(&self.stamp_line());
+        s.push_str(&self.table_lines());
         s.push_str(&crate::server::talkers::line(&self.talkers));
         if let Some(st) = &self.state {
             let _ = writeln!(
@@ -324,7 +325,12 @@ impl StatsDoc {
             .iter()
             .map(|(k, n)| format!("{k} {:.1}%", 100.0 * *n as f64 / total as f64))
             .collect();
-        let mut s = format!("  receive stamps (T2): {}\n", shares.join(", "));
+        format!("  receive stamps (T2): {}\n", shares.join(", "))
+    }
+
+    /// The tables' fill lines.
+    fn table_lines(&self) -> String {
+        let mut s = String::new();
         for (name, (n, cap)) in &self.tables {
             let _ = writeln!(
                 s,

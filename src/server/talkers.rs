@@ -24,6 +24,11 @@ pub const TRACKED: usize = 256;
 pub const SHOWN: usize = 10;
 /// The window the rates are over.
 pub const WINDOW: Duration = Duration::from_secs(60);
+/// A prefix is shown only with at least this many samples that the
+/// summary guarantees (its estimate less its possible error): a flood from
+/// random spoofed sources, no network of which sends much, shows nothing
+/// rather than a new series per minute.
+pub const MIN_SAMPLES: u64 = 3;
 /// Bits of an IPv4 and an IPv6 source that make its prefix.
 pub const PREFIX_V4: u8 = 24;
 pub const PREFIX_V6: u8 = 48;
@@ -104,6 +109,7 @@ impl Talkers {
         summary
             .into_sorted_vec()
             .into_iter()
+            .filter(|(_, c)| c.estimated_count() - c.associated_error() >= MIN_SAMPLES)
             .take(SHOWN)
             .map(|(p, c)| {
                 let n = c.estimated_count() as f64;
@@ -221,7 +227,8 @@ mod tests {
         assert!(!t.rotate(start + Duration::from_secs(59)));
         assert!(t.rotate(start + WINDOW));
         let top = t.top(start + WINDOW);
-        assert_eq!(top.len(), SHOWN);
+        // The 1,000 networks with one sample each are not shown.
+        assert_eq!(top.len(), 2, "{top:?}");
         assert_eq!(top[0].prefix, "192.0.2.0/24");
         assert_eq!(top[1].prefix, "2001:db8:1::/48");
         // 600 samples of 1 in 64 over 60 s: 640 requests/s.

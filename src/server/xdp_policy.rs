@@ -154,14 +154,15 @@ impl PolicyMaps {
     /// load): its access lists and its limits (the client table's size
     /// is fixed at the load: `clients` is not read here).
     pub fn apply(&self, old: Option<&Policy>, new: &Policy) -> Result<(), ProgramError> {
+        // The lists first: if they fail, the limits stay as they were.
+        self.apply_access(old.map(|p| &p.access), &new.access)?;
         self.limits
             .update(
                 &0u32.to_ne_bytes(),
                 &limits_value(&new.limits),
                 MapFlags::ANY,
             )
-            .map_err(|e| ProgramError::libbpf("set the rate limits", e))?;
-        self.apply_access(old.map(|p| &p.access), &new.access)
+            .map_err(|e| ProgramError::libbpf("set the rate limits", e))
     }
 
     /// The access lists. Never refuses a client that neither list

@@ -53,11 +53,22 @@ mod serde_big_array {
         s.collect_seq(a.iter())
     }
 
+    /// Also takes the 64 counters of a server from before the family was
+    /// counted (as IPv4: `ntpx stats` and `ntpx health` keep working while
+    /// a package upgrade waits for the restart).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; super::KINDS], D::Error> {
         let v = Vec::<u64>::deserialize(d)?;
-        let n = v.len();
-        v.try_into()
-            .map_err(|_| serde::de::Error::invalid_length(n, &"128 counters"))
+        let mut a = [0u64; super::KINDS];
+        match v.len() {
+            n if n == super::KINDS || n == super::KINDS / 2 => a[..n].copy_from_slice(&v),
+            n => {
+                return Err(serde::de::Error::invalid_length(
+                    n,
+                    &"128 counters (64 from an older server)",
+                ));
+            }
+        }
+        Ok(a)
     }
 }
 
@@ -160,6 +171,15 @@ mod tests {
         assert_eq!(poll_bucket(127), POLLS - 1);
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<ClientMix>(&text).unwrap(), m);
+        // An older server's 64 counters read as IPv4.
+        let old = format!(
+            "{{\"kinds\":[{}],\"polls\":[{}]}}",
+            ["1"; 64].join(","),
+            ["0"; 32].join(",")
+        );
+        let older: ClientMix = serde_json::from_str(&old).unwrap();
+        assert_eq!(older.by_family(), [64, 0]);
+        assert!(serde_json::from_str::<ClientMix>(&old.replacen("1,", "", 1)).is_err());
         assert!(m.lines().contains("IPv4 v4 mode 3 50.0%"), "{}", m.lines());
         assert!(m.lines().contains("IPv6 v2 mode 7 25.0%"), "{}", m.lines());
     }
