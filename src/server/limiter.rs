@@ -169,8 +169,8 @@ impl Slot {
 /// The socket datapath's policy state, shared by its workers.
 #[derive(Debug)]
 pub struct Limiter {
-    /// Swapped whole by a reload (of its access lists); loaded once per
-    /// request, without a lock.
+    /// Swapped whole by a reload; loaded once per batch of requests
+    /// ([`Limiter::current`]), without a lock.
     policy: arc_swap::ArcSwap<Policy>,
     slots: Box<[Slot]>,
     /// Slots ever taken: the table's fill (a slot is never emptied, only
@@ -233,7 +233,24 @@ impl Limiter {
         random: [u32; 2],
         counts: &mut PolicyCounts,
     ) -> Verdict {
-        let policy = self.policy.load();
+        self.decide_with(&self.current(), client, now_ns, random, counts)
+    }
+
+    /// The policy now: what a worker loads once per batch for
+    /// [`Self::decide_with`] (a reload swaps it between batches).
+    pub fn current(&self) -> arc_swap::Guard<std::sync::Arc<Policy>> {
+        self.policy.load()
+    }
+
+    /// [`Self::decide`] under `policy` ([`Self::current`]).
+    pub fn decide_with(
+        &self,
+        policy: &Policy,
+        client: IpAddr,
+        now_ns: u64,
+        random: [u32; 2],
+        counts: &mut PolicyCounts,
+    ) -> Verdict {
         let limits = &policy.limits;
         let ceiling = || self.take_ceiling(limits, now_ns);
         let refused = policy.access.refuses(client);

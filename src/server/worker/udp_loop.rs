@@ -47,6 +47,8 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
         }
         stats.rx(n as u64);
         let snap = ctx.state.load();
+        // The policy for this batch (a reload swaps it between batches).
+        let policy = ctx.limiter.as_ref().map(|l| (l, l.current()));
         let batch_now = ctx.clock.now_unix_nanos();
         // The header as of this batch: aged, or LI 3 if the control
         // thread stopped refreshing it.
@@ -99,8 +101,9 @@ pub fn run<C: Clock>(mut sock: BatchSocket, ctx: WorkerCtx<C>) {
                 }
                 let req = ntp::parse_request(&sock.buf_mut(i)[..r.len])?;
                 // The policy, then the last check, as in the XDP program.
-                let verdict = match &ctx.limiter {
-                    Some(l) if !probe => l.decide(
+                let verdict = match &policy {
+                    Some((l, p)) if !probe => l.decide_with(
+                        p,
                         r.src.ip(),
                         rx_ns,
                         [rng.u32(..), rng.u32(..)],
