@@ -64,7 +64,12 @@ fn load(policy: Policy, kernel_modes: u8) -> XdpProgram {
     let mut cfg = ProgramConfig::for_responder(&responder());
     cfg.policy = Some(policy);
     cfg.kernel_modes = kernel_modes;
-    let prog = XdpProgram::load(&cfg).unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
+    load_cfg(&cfg, true)
+}
+
+/// The program of `cfg`, its state published: replies in XDP or not.
+fn load_cfg(cfg: &ProgramConfig, reply_in_xdp: bool) -> XdpProgram {
+    let prog = XdpProgram::load(cfg).unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
     prog.state_writer()
         .unwrap()
         .publish(&XdpState {
@@ -73,7 +78,7 @@ fn load(policy: Policy, kernel_modes: u8) -> XdpProgram {
             phc: None,
             written_tai_ns: tai_now_ns(),
             max_age_ns: 60_000_000_000,
-            reply_in_xdp: true,
+            reply_in_xdp,
             partial_to_workers: false,
             draining: false,
         })
@@ -548,7 +553,6 @@ fn only_the_self_probe_key_passes_the_policy() {
     require_privileges!();
     let key = 0x5eed_1234_abcd_0001u64;
     let mut cfg = ProgramConfig::for_responder(&responder());
-    cfg.probe_key = key;
     cfg.policy = Some(Policy {
         access: Access {
             deny: nets(&["192.0.2.0/24"]),
@@ -557,20 +561,10 @@ fn only_the_self_probe_key_passes_the_policy() {
         },
         limits: no_limits(),
     });
-    let prog = XdpProgram::load(&cfg).unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
-    prog.state_writer()
-        .unwrap()
-        .publish(&XdpState {
-            ntp: state(),
-            tai: TaiScale::fixed(37),
-            phc: None,
-            written_tai_ns: tai_now_ns(),
-            max_age_ns: 60_000_000_000,
-            reply_in_xdp: false,
-            partial_to_workers: false,
-            draining: false,
-        })
-        .unwrap();
+    // A program without a key answers no probe.
+    let keyless = load_cfg(&cfg, false);
+    cfg.probe_key = key;
+    let prog = load_cfg(&cfg, false);
     let req = request("192.0.2.1", 40123, 7);
     // The key: answered in XDP from the live state, though the source is
     // denied and clients' replies go to the workers.
@@ -581,20 +575,8 @@ fn only_the_self_probe_key_passes_the_policy() {
     for r in [
         prog.prober(key ^ 1).unwrap().run(&req).unwrap(),
         prog.test_run(&req).unwrap(),
+        keyless.prober(0).unwrap().run(&req).unwrap(),
     ] {
         assert_eq!(r.verdict, XDP_DROP);
     }
-    // A program without a key answers no probe.
-    let mut cfg = ProgramConfig::for_responder(&responder());
-    cfg.policy = Some(Policy {
-        access: Access {
-            deny: nets(&["192.0.2.0/24"]),
-            allow: Prefixes::default(),
-            action: Action::Ignore,
-        },
-        limits: no_limits(),
-    });
-    let keyless = XdpProgram::load(&cfg).unwrap();
-    let r = keyless.prober(0).unwrap().run(&req).unwrap();
-    assert_eq!(r.verdict, XDP_DROP);
 }

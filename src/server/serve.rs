@@ -430,7 +430,9 @@ fn run_xdp(
     );
     let kernel = XdpKernelCounts {
         program: program.counters_reader()?,
-        clients: u64::from(settings.policy.limits.clients.max(1)),
+        clients: u64::from(crate::server::xdp_policy::client_table_size(
+            &settings.policy,
+        )),
         sockets: sockets
             .iter()
             .map(XskQueue::stats_reader)

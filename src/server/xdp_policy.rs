@@ -45,13 +45,18 @@ fn limits_value(l: &Limits) -> [u8; LIMITS_LEN] {
     b
 }
 
+/// Entries of the program's client table for `p` (fixed at the load).
+pub fn client_table_size(p: &Policy) -> u32 {
+    p.limits.clients.max(1)
+}
+
 /// Sizes the client table (before the load). The tries hold up to
 /// [`MAX_PREFIXES`](crate::server::policy_config::MAX_PREFIXES) each
 /// (`bpf/ntpx.bpf.c`), allocated as they fill.
 pub fn size_maps(open: &mut OpenNtpxSkel<'_>, p: &Policy) -> Result<(), ProgramError> {
     open.maps
         .clients
-        .set_max_entries(p.limits.clients.max(1))
+        .set_max_entries(client_table_size(p))
         .map_err(|e| ProgramError::libbpf("size the policy maps", e))
 }
 
